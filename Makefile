@@ -1,0 +1,59 @@
+# stockflow — every target is idempotent; `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INFRA := $(PY) deploy/local/infra.py
+PACKAGES := libs/contracts libs/runtime libs/cli services/catalog services/stock services/order services/fulfillment services/accounting
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements/requirements.txt $(foreach p,$(PACKAGES),$(p)/pyproject.toml)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements/requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation $(foreach p,$(PACKAGES),-e $(p))
+	@touch $@
+
+setup: $(VENV)/.installed ## virtualenv, pinned packages, Kafka jars
+	@$(INFRA) fetch
+
+lock: ## recompile requirements/requirements.txt from requirements.in (needs network)
+	$(PY) -m piptools compile -q --no-emit-index-url --no-emit-trusted-host --strip-extras --allow-unsafe \
+	  -o requirements/requirements.txt requirements/requirements.in
+
+up: setup ## start Kafka and PostgreSQL (local processes), create roles, schemas and topics
+	@$(INFRA) up
+
+down: ## stop services, Kafka and PostgreSQL
+	@test -x $(PY) && $(INFRA) down || $(PYTHON) deploy/local/infra.py down
+
+status: ## KEY=value lines for the environment, then what is up
+	@$(PYTHON) deploy/local/infra.py status
+
+run: up ## run the five services in the foreground (Ctrl-C stops them); logs in .state/dev/logs
+	@$(INFRA) run
+
+demo: up ## the whole system plus a simulated checkout stream and a summary
+	@$(INFRA) start-services
+	@$(VENV)/bin/stockflow demo
+
+test: setup ## every test that must pass (unit, integration, system) against real Kafka and PostgreSQL
+	$(PY) -m pytest -m "not chaos" $(PYTEST_ARGS)
+
+test-unit: setup ## only the tests that need no infrastructure
+	$(PY) -m pytest -m "not integration and not system and not chaos" $(PYTEST_ARGS)
+
+test-chaos: setup ## long fault-injection runs
+	$(PY) -m pytest -m chaos $(PYTEST_ARGS)
+
+lint: setup ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy libs/*/src services/*/src
+
+clean-state: down ## delete the local Kafka and PostgreSQL data (.state/)
+	rm -rf .state
+
+.PHONY: help setup lock up down status run demo test test-unit test-chaos lint clean-state

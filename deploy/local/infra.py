@@ -1,0 +1,556 @@
+#!/usr/bin/env python3
+"""Local infrastructure for stockflow: Apache Kafka (KRaft) and PostgreSQL as plain processes.
+
+Standard library only, so it runs before the virtualenv exists. Two profiles keep a developer's
+running system apart from the test session's: `dev` (make up/run/demo) and `test` (started on
+demand by the test fixtures). Each profile has its own ports and its own state folder
+(.state/<profile>/, git-ignored) holding Kafka's log dirs, the PostgreSQL cluster, logs and pids.
+
+  infra.py fetch                      resolve the Kafka jars from Maven Central into the cache
+  infra.py up [--profile P]           start Kafka and PostgreSQL, then create roles/schemas/topics
+  infra.py down [--profile P]         stop services, Kafka and PostgreSQL
+  infra.py status [--profile P]       KEY=value lines (eval-able), then what is up as comments
+  infra.py run [--profile P]          run the five services in the foreground
+  infra.py start-services / stop-services
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+KAFKA_POM = ROOT / "deploy/local/kafka/pom.xml"
+KAFKA_LOG4J = ROOT / "deploy/local/kafka/log4j2.properties"
+KAFKA_VERSION = "4.1.1"
+SERVICES = ("catalog", "stock", "order", "fulfillment", "accounting")
+# Database schema per service: `order` is a reserved word, so the order service owns `orders`.
+SCHEMAS = {"catalog": "catalog", "stock": "stock", "order": "orders",
+           "fulfillment": "fulfillment", "accounting": "accounting"}
+PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin", "/usr/local/bin", "/usr/bin")
+READY_TIMEOUT_S = 90
+
+
+class InfraError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    kafka_port: int
+    controller_port: int
+    pg_port: int
+    http_base: int
+
+    @property
+    def state(self) -> Path:
+        return ROOT / ".state" / self.name
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def admin_database_url(self) -> str:
+        return f"postgresql://postgres:postgres@127.0.0.1:{self.pg_port}/stockflow"
+
+    def database_url(self, role: str) -> str:
+        # Local-only credentials: each role's password is its name. Real deployments set
+        # STOCKFLOW_DATABASE_URL from a secret (see deploy/helm).
+        return f"postgresql://{role}:{role}@127.0.0.1:{self.pg_port}/stockflow"
+
+    def http_port(self, service: str) -> int:
+        return self.http_base + 1 + SERVICES.index(service)
+
+    def env(self) -> dict[str, str]:
+        values = {
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+            "DATABASE_URL": self.admin_database_url,
+        }
+        for service in SERVICES:
+            values[f"{service.upper()}_URL"] = f"http://127.0.0.1:{self.http_port(service)}"
+        return values
+
+
+PROFILES = {
+    "dev": Profile("dev", 19092, 19093, 15432, 18080),
+    "test": Profile("test", 29092, 29093, 25432, 28080),
+}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def log(msg: str) -> None:
+    print(f"[infra] {msg}", file=sys.stderr, flush=True)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours counts as dead.
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def wait_until(what: str, check, timeout: float, proc_alive=None, log_file: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if proc_alive is not None and not proc_alive():
+            raise InfraError(f"{what} exited during start-up; see {log_file}: {tail(log_file)}")
+        time.sleep(0.25)
+    raise InfraError(f"timed out after {timeout:.0f}s waiting for {what}; see {log_file}")
+
+
+def tail(path: Path | None, lines: int = 3) -> str:
+    if path is None or not path.exists():
+        return "(no log)"
+    text = path.read_text(errors="replace").strip().splitlines()[-lines:]
+    return " | ".join(line.strip() for line in text)
+
+
+def require_tool(name: str, hint: str) -> str:
+    found = shutil.which(name)
+    if not found:
+        raise InfraError(f"{name} not found on PATH: {hint}")
+    return found
+
+
+def stop_pid(pid_file: Path, what: str, timeout: float = 30) -> None:
+    pid = read_pid(pid_file)
+    if pid is None:
+        pid_file.unlink(missing_ok=True)
+        return
+    log(f"stopping {what} (pid {pid})")
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and pid_alive(pid):
+        time.sleep(0.2)
+    if pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- kafka
+
+
+def kafka_libs() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "stockflow" / f"kafka-{KAFKA_VERSION}" / "libs"
+
+
+def fetch_kafka() -> Path:
+    libs = kafka_libs()
+    marker = libs / ".complete"
+    if marker.exists():
+        return libs
+    require_tool("java", "install a Java 17+ runtime (apt-get install openjdk-17-jre-headless)")
+    mvn = require_tool("mvn", "install Apache Maven (apt-get install maven)")
+    log(f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central into {libs}")
+    shutil.rmtree(libs, ignore_errors=True)
+    libs.mkdir(parents=True)
+    result = subprocess.run(
+        [mvn, "-q", "-B", "-f", str(KAFKA_POM), f"-Dkafka.version={KAFKA_VERSION}",
+         "dependency:copy-dependencies", f"-DoutputDirectory={libs}", "-DincludeScope=runtime"],
+        capture_output=True, text=True, timeout=900,
+    )
+    if result.returncode != 0:
+        raise InfraError(f"maven could not resolve Kafka: {(result.stdout + result.stderr)[-400:]}")
+    if not any(libs.glob("kafka_2.13-*.jar")):
+        raise InfraError(f"maven finished but no kafka_2.13 jar is in {libs}")
+    marker.touch()
+    return libs
+
+
+def kafka_java(libs: Path, *args: str, heap: str = "256m") -> list[str]:
+    return [require_tool("java", "install a Java 17+ runtime"), f"-Xmx{heap}",
+            f"-Dlog4j2.configurationFile={KAFKA_LOG4J}", "-cp", f"{libs}/*", *args]
+
+
+def kafka_properties(p: Profile) -> str:
+    data = p.state / "kafka" / "data"
+    return "\n".join([
+        "process.roles=broker,controller",
+        "node.id=1",
+        f"controller.quorum.voters=1@127.0.0.1:{p.controller_port}",
+        f"listeners=PLAINTEXT://127.0.0.1:{p.kafka_port},CONTROLLER://127.0.0.1:{p.controller_port}",
+        f"advertised.listeners=PLAINTEXT://127.0.0.1:{p.kafka_port}",
+        "controller.listener.names=CONTROLLER",
+        "inter.broker.listener.name=PLAINTEXT",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        f"log.dirs={data}",
+        # A single node: every internal topic has one replica.
+        "offsets.topic.replication.factor=1",
+        "transaction.state.log.replication.factor=1",
+        "transaction.state.log.min.isr=1",
+        "share.coordinator.state.topic.replication.factor=1",
+        "share.coordinator.state.topic.min.isr=1",
+        "default.replication.factor=1",
+        "min.insync.replicas=1",
+        "num.partitions=6",
+        "offsets.topic.num.partitions=12",
+        "auto.create.topics.enable=false",
+        "group.initial.rebalance.delay.ms=0",
+        "message.max.bytes=12582912",
+        "replica.fetch.max.bytes=12582912",
+        "log.retention.hours=168",
+        "log.segment.bytes=268435456",
+        "",
+    ])
+
+
+def kafka_up(p: Profile) -> None:
+    pid_file = p.state / "run" / "kafka.pid"
+    if read_pid(pid_file) and port_open(p.kafka_port):
+        log(f"kafka already up on {p.kafka_bootstrap}")
+        return
+    for port in (p.kafka_port, p.controller_port):
+        if port_open(port):
+            raise InfraError(f"port {port} is taken by another process; stop it, or "
+                             f"`make down` if it is a stale stockflow broker")
+    libs = fetch_kafka()
+    kdir = p.state / "kafka"
+    data = kdir / "data"
+    kdir.mkdir(parents=True, exist_ok=True)
+    props = kdir / "server.properties"
+    props.write_text(kafka_properties(p))
+    if data.exists() and any(data.iterdir()) and not (data / "meta.properties").exists():
+        raise InfraError(f"{data} exists but holds no meta.properties (corrupt state); "
+                         f"run `make clean-state` to start afresh")
+    if not (data / "meta.properties").exists():
+        cluster_id = subprocess.run(kafka_java(libs, "kafka.tools.StorageTool", "random-uuid"),
+                                    capture_output=True, text=True, check=True).stdout.strip()
+        result = subprocess.run(
+            kafka_java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id.splitlines()[-1],
+                       "-c", str(props)), capture_output=True, text=True)
+        if result.returncode != 0:
+            raise InfraError(f"kafka storage format failed: {(result.stdout + result.stderr)[-300:]}")
+    log_file = p.state / "logs" / "kafka.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as out:
+        proc = subprocess.Popen(
+            kafka_java(libs, "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "kafka.Kafka", str(props),
+                       heap="1g"),
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=kdir)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(str(proc.pid))
+    log(f"starting kafka on {p.kafka_bootstrap} (log {log_file})")
+    wait_until(f"kafka on {p.kafka_bootstrap}", lambda: port_open(p.kafka_port), READY_TIMEOUT_S,
+               proc_alive=lambda: proc.poll() is None, log_file=log_file)
+
+
+# ----------------------------------------------------------------------------- postgres
+
+
+def pg_bin(tool: str) -> str:
+    for base in PG_BIN_CANDIDATES:
+        candidate = Path(base) / tool
+        if candidate.exists():
+            return str(candidate)
+    raise InfraError(f"PostgreSQL binary {tool} not found (looked in {', '.join(PG_BIN_CANDIDATES)}); "
+                     "install postgresql-15")
+
+
+def as_pg_user(cmd: list[str]) -> list[str]:
+    # The server refuses to run as root; the project cluster runs as the postgres user then.
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *cmd]
+    return cmd
+
+
+def pg_owner_ids() -> tuple[int, int] | None:
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam("postgres")
+    except KeyError as exc:
+        raise InfraError("running as root needs a `postgres` OS user to own the cluster; "
+                         "create it (useradd postgres) or run as a normal user") from exc
+    return entry.pw_uid, entry.pw_gid
+
+
+def pg_up(p: Profile) -> None:
+    data = p.state / "pg"
+    run = p.state / "run"
+    logs = p.state / "logs"
+    for d in (run, logs):
+        d.mkdir(parents=True, exist_ok=True)
+    owner = pg_owner_ids()
+    pg_ctl = pg_bin("pg_ctl")
+    status = subprocess.run(as_pg_user([pg_ctl, "status", "-D", str(data)]), capture_output=True)
+    if data.exists() and status.returncode == 0 and port_open(p.pg_port):
+        log(f"postgres already up on 127.0.0.1:{p.pg_port}")
+        return
+    if port_open(p.pg_port):
+        raise InfraError(f"port {p.pg_port} is taken by another process; stop it, or `make down` "
+                         "if it is a stale stockflow cluster")
+    if data.exists() and any(data.iterdir()) and not (data / "PG_VERSION").exists():
+        raise InfraError(f"{data} exists but is not a PostgreSQL cluster (corrupt state); "
+                         "run `make clean-state` to start afresh")
+    if owner:
+        for d in (p.state, run, logs):
+            os.chown(d, *owner)
+    if not (data / "PG_VERSION").exists():
+        data.mkdir(parents=True, exist_ok=True)
+        pwfile = run / "pgpass.init"
+        pwfile.write_text("postgres\n")
+        if owner:
+            os.chown(data, *owner)
+            os.chown(pwfile, *owner)
+        result = subprocess.run(as_pg_user([
+            pg_bin("initdb"), "-D", str(data), "-U", "postgres", f"--pwfile={pwfile}",
+            "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"]),
+            capture_output=True, text=True)
+        pwfile.unlink(missing_ok=True)
+        if result.returncode != 0:
+            raise InfraError(f"initdb failed: {(result.stdout + result.stderr)[-300:]}")
+        with open(data / "postgresql.conf", "a") as conf:
+            conf.write("\n# stockflow local cluster\n"
+                       "listen_addresses = '127.0.0.1'\n"
+                       f"port = {p.pg_port}\n"
+                       f"unix_socket_directories = '{run}'\n"
+                       "max_connections = 300\n"
+                       "shared_buffers = 512MB\n"
+                       "wal_buffers = 16MB\n"
+                       "max_wal_size = 2GB\n"
+                       "checkpoint_timeout = 15min\n"
+                       "log_min_duration_statement = 2000\n")
+    log_file = logs / "postgres.log"
+    if owner and log_file.exists():
+        os.chown(log_file, *owner)
+    log(f"starting postgres on 127.0.0.1:{p.pg_port} (log {log_file})")
+    result = subprocess.run(as_pg_user([pg_ctl, "start", "-D", str(data), "-l", str(log_file),
+                                        "-w", "-t", str(READY_TIMEOUT_S)]),
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise InfraError(f"postgres did not start: {tail(log_file)}")
+    wait_until(f"postgres on 127.0.0.1:{p.pg_port}", lambda: port_open(p.pg_port), READY_TIMEOUT_S,
+               log_file=log_file)
+    exists = psql(p, "postgres", "SELECT 1 FROM pg_database WHERE datname = 'stockflow'")
+    if exists.strip() != "1":
+        psql(p, "postgres", "CREATE DATABASE stockflow")
+
+
+def psql(p: Profile, db: str, sql: str) -> str:
+    result = subprocess.run(as_pg_user([
+        pg_bin("psql"), "-h", str(p.state / "run"), "-p", str(p.pg_port), "-U", "postgres",
+        "-d", db, "-tAX", "-v", "ON_ERROR_STOP=1", "-c", sql]), capture_output=True, text=True)
+    if result.returncode != 0:
+        raise InfraError(f"psql failed: {result.stderr.strip()[-300:]}")
+    return result.stdout
+
+
+def pg_down(p: Profile) -> None:
+    data = p.state / "pg"
+    if not (data / "PG_VERSION").exists():
+        return
+    subprocess.run(as_pg_user([pg_bin("pg_ctl"), "stop", "-D", str(data), "-m", "fast", "-w"]),
+                   capture_output=True)
+
+
+def pg_running(p: Profile) -> bool:
+    data = p.state / "pg"
+    if not (data / "PG_VERSION").exists():
+        return False
+    return subprocess.run(as_pg_user([pg_bin("pg_ctl"), "status", "-D", str(data)]),
+                          capture_output=True).returncode == 0
+
+
+# ----------------------------------------------------------------------------- services
+
+
+def venv_python() -> str:
+    candidate = ROOT / ".venv" / "bin" / "python"
+    if not candidate.exists():
+        raise InfraError("no virtualenv: run `make setup` first")
+    return str(candidate)
+
+
+def bootstrap(p: Profile) -> None:
+    """Roles, schemas and topics: idempotent, done by the runtime so compose/helm share it."""
+    result = subprocess.run(
+        [venv_python(), "-m", "stockflow.runtime.bootstrap", "--local-passwords"],
+        env={**os.environ, **p.env()}, capture_output=True, text=True, timeout=180)
+    if result.returncode != 0:
+        raise InfraError(f"bootstrap failed: {(result.stdout + result.stderr).strip()[-600:]}")
+
+
+def service_env(p: Profile, service: str) -> dict[str, str]:
+    schema = SCHEMAS[service]
+    return {
+        **os.environ,
+        "STOCKFLOW_SERVICE": service,
+        "STOCKFLOW_KAFKA_BOOTSTRAP_SERVERS": p.kafka_bootstrap,
+        "STOCKFLOW_DATABASE_URL": p.database_url(f"{schema}_app"),
+        "STOCKFLOW_MIGRATION_DATABASE_URL": p.database_url(f"{schema}_owner"),
+        "STOCKFLOW_HTTP_PORT": str(p.http_port(service)),
+        "STOCKFLOW_STATE_DIR": str(p.state),
+        **{k: v for k, v in p.env().items() if k.endswith("_URL") and k != "DATABASE_URL"},
+    }
+
+
+def service_cmd(service: str, port: int) -> list[str]:
+    return [venv_python(), "-m", "stockflow.runtime.serve", service, "--port", str(port)]
+
+
+def start_service(p: Profile, service: str) -> subprocess.Popen:
+    log_file = p.state / "logs" / f"{service}.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as out:
+        proc = subprocess.Popen(service_cmd(service, p.http_port(service)),
+                                env=service_env(p, service), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=ROOT)
+    (p.state / "run" / f"{service}.pid").write_text(str(proc.pid))
+    return proc
+
+
+def service_ready(p: Profile, service: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{p.http_port(service)}/readyz",
+                                    timeout=1) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def start_services(p: Profile) -> dict[str, subprocess.Popen]:
+    procs: dict[str, subprocess.Popen] = {}
+    for service in SERVICES:
+        if read_pid(p.state / "run" / f"{service}.pid") and service_ready(p, service):
+            continue
+        if port_open(p.http_port(service)):
+            raise InfraError(f"port {p.http_port(service)} for {service} is taken by another process")
+        procs[service] = start_service(p, service)
+    for service, proc in procs.items():
+        wait_until(f"{service} /readyz on port {p.http_port(service)}",
+                   lambda s=service: service_ready(p, s), READY_TIMEOUT_S,
+                   proc_alive=lambda pr=proc: pr.poll() is None,
+                   log_file=p.state / "logs" / f"{service}.log")
+        log(f"{service} ready on http://127.0.0.1:{p.http_port(service)}")
+    return procs
+
+
+def stop_services(p: Profile) -> None:
+    for service in SERVICES:
+        stop_pid(p.state / "run" / f"{service}.pid", service, timeout=15)
+
+
+def run_foreground(p: Profile) -> None:
+    procs = start_services(p)
+    log("all five services are up; Ctrl-C stops them (Kafka and PostgreSQL stay up: make down)")
+    try:
+        while True:
+            for service, proc in procs.items():
+                if proc.poll() is not None:
+                    raise InfraError(f"{service} exited with {proc.returncode}; "
+                                     f"see {p.state / 'logs' / (service + '.log')}")
+            time.sleep(1)
+    except KeyboardInterrupt:
+        log("stopping services")
+    finally:
+        stop_services(p)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def up(p: Profile) -> None:
+    require_tool("java", "install a Java 17+ runtime (apt-get install openjdk-17-jre-headless)")
+    p.state.mkdir(parents=True, exist_ok=True)
+    pg_up(p)
+    kafka_up(p)
+    bootstrap(p)
+    log(f"up: kafka {p.kafka_bootstrap}, postgres 127.0.0.1:{p.pg_port} ({p.name} profile)")
+
+
+def down(p: Profile) -> None:
+    if not p.state.exists():
+        return
+    stop_services(p)
+    stop_pid(p.state / "run" / "kafka.pid", "kafka", timeout=60)
+    pg_down(p)
+
+
+def status(p: Profile) -> None:
+    for key, value in p.env().items():
+        print(f"{key}={value}")
+    kafka = read_pid(p.state / "run" / "kafka.pid") is not None and port_open(p.kafka_port)
+    print(f"# kafka: {'up' if kafka else 'down'} ({p.kafka_bootstrap})")
+    print(f"# postgres: {'up' if pg_running(p) else 'down'} (127.0.0.1:{p.pg_port})")
+    for service in SERVICES:
+        state = "up" if service_ready(p, service) else "down"
+        print(f"# {service}: {state} (http://127.0.0.1:{p.http_port(service)})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["fetch", "up", "down", "status", "run",
+                                            "start-services", "stop-services"])
+    parser.add_argument("--profile", default=os.environ.get("STOCKFLOW_PROFILE", "dev"),
+                        choices=sorted(PROFILES))
+    args = parser.parse_args(argv)
+    profile = PROFILES[args.profile]
+    try:
+        match args.command:
+            case "fetch":
+                fetch_kafka()
+            case "up":
+                up(profile)
+            case "down":
+                down(profile)
+            case "status":
+                status(profile)
+            case "run":
+                run_foreground(profile)
+            case "start-services":
+                start_services(profile)
+            case "stop-services":
+                stop_services(profile)
+    except InfraError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except subprocess.TimeoutExpired as exc:
+        print(f"error: timed out running {exc.cmd[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""pytest plugin: infrastructure fixtures (filled in by the backbone)."""
