@@ -40,6 +40,9 @@ SCHEMAS = {"catalog": "catalog", "stock": "stock", "order": "orders",
            "fulfillment": "fulfillment", "accounting": "accounting"}
 PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin", "/usr/local/bin", "/usr/bin")
 READY_TIMEOUT_S = 90
+# Local development tokens only; deployments set STOCKFLOW_API_TOKENS from a secret.
+LOCAL_API_TOKENS = ('{"dev-admin-token": "admin", "dev-warehouse-token": "warehouse", '
+                    '"dev-read-token": "read"}')
 
 
 class InfraError(Exception):
@@ -422,6 +425,7 @@ def service_env(p: Profile, service: str) -> dict[str, str]:
         "STOCKFLOW_MIGRATION_DATABASE_URL": p.database_url(f"{schema}_owner"),
         "STOCKFLOW_HTTP_PORT": str(p.http_port(service)),
         "STOCKFLOW_STATE_DIR": str(p.state),
+        "STOCKFLOW_API_TOKENS": LOCAL_API_TOKENS,
         **{k: v for k, v in p.env().items() if k.endswith("_URL") and k != "DATABASE_URL"},
     }
 

@@ -1,0 +1,130 @@
+"""Create what the services expect to exist: per-service roles and schemas, and every topic.
+
+Idempotent; run by `make up` locally, by the compose `init` service and the Helm init Job:
+  python -m stockflow.runtime.bootstrap [--local-passwords] [--skip-topics]
+Reads DATABASE_URL (an admin connection), KAFKA_BOOTSTRAP_SERVERS and one password per role
+from STOCKFLOW_DB_PASSWORD_<ROLE> (e.g. STOCKFLOW_DB_PASSWORD_STOCK_APP); --local-passwords uses
+each role's name as its password (local development only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+import asyncpg
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from stockflow.contracts import TOPICS
+from stockflow.runtime.settings import SCHEMAS
+
+
+def role_names(schema: str) -> tuple[str, str]:
+    """(owner, app): the owner migrates the schema; the app role only reads and writes rows."""
+    return f"{schema}_owner", f"{schema}_app"
+
+
+def _password(role: str, local: bool) -> str:
+    if local:
+        return role
+    value = os.environ.get(f"STOCKFLOW_DB_PASSWORD_{role.upper()}")
+    if not value:
+        raise SystemExit(f"error: STOCKFLOW_DB_PASSWORD_{role.upper()} is not set")
+    return value
+
+
+async def ensure_roles_and_schemas(admin_url: str, *, local_passwords: bool) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        database = await conn.fetchval("SELECT current_database()")
+        await conn.execute("SELECT pg_advisory_lock(hashtext('stockflow-bootstrap'))")
+        await conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
+        await conn.execute(f'REVOKE CREATE, TEMPORARY ON DATABASE "{database}" FROM PUBLIC')
+        for schema in SCHEMAS.values():
+            for role in role_names(schema):
+                exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
+                verb = "ALTER" if exists else "CREATE"
+                password = _password(role, local_passwords).replace("'", "''")
+                await conn.execute(f"{verb} ROLE {role} LOGIN PASSWORD '{password}'")
+                await conn.execute(f'GRANT CONNECT ON DATABASE "{database}" TO {role}')
+            owner, app = role_names(schema)
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {owner}")
+            await conn.execute(f"ALTER SCHEMA {schema} OWNER TO {owner}")
+            await conn.execute(f"REVOKE ALL ON SCHEMA {schema} FROM PUBLIC")
+            await conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {app}")
+            await conn.execute(f"ALTER ROLE {app} SET search_path = {schema}")
+            await conn.execute(f"ALTER ROLE {owner} SET search_path = {schema}")
+            for grant in (
+                "SELECT, INSERT, UPDATE, DELETE ON TABLES",
+                "USAGE, SELECT ON SEQUENCES",
+                "EXECUTE ON FUNCTIONS",
+            ):
+                await conn.execute(
+                    f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema} "
+                    f"GRANT {grant} TO {app}"
+                )
+            await conn.execute(
+                f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {app}"
+            )
+            await conn.execute(
+                f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {app}"
+            )
+    finally:
+        await conn.close()
+
+
+async def ensure_topics(bootstrap_servers: str, *, replication_factor: int = 1) -> list[str]:
+    """Create every topic of the contract that does not exist yet; return those created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="stockflow-init")
+    await admin.start()
+    created: list[str] = []
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                topic.name, topic.partitions, replication_factor,
+                topic_configs={"cleanup.policy": "compact"} if topic.compacted else {},
+            )
+            for topic in TOPICS.values()
+            if topic.name not in existing
+        ]
+        if wanted:
+            try:
+                await admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                pass
+            created = [t.name for t in wanted]
+    finally:
+        await admin.close()
+    return created
+
+
+async def bootstrap(admin_url: str, bootstrap_servers: str | None, *,
+                    local_passwords: bool, replication_factor: int = 1) -> None:
+    await ensure_roles_and_schemas(admin_url, local_passwords=local_passwords)
+    if bootstrap_servers:
+        await ensure_topics(bootstrap_servers, replication_factor=replication_factor)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--local-passwords", action="store_true")
+    parser.add_argument("--skip-topics", action="store_true")
+    args = parser.parse_args()
+    admin_url = os.environ.get("DATABASE_URL")
+    if not admin_url:
+        sys.exit("error: DATABASE_URL (an admin connection) is not set")
+    kafka = None if args.skip_topics else os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not args.skip_topics and not kafka:
+        sys.exit("error: KAFKA_BOOTSTRAP_SERVERS is not set")
+    replication = int(os.environ.get("STOCKFLOW_TOPIC_REPLICATION_FACTOR", "1"))
+    asyncio.run(bootstrap(admin_url, kafka, local_passwords=args.local_passwords,
+                          replication_factor=replication))
+    print("bootstrap done: roles, schemas and topics are in place")
+
+
+if __name__ == "__main__":
+    main()
