@@ -38,31 +38,72 @@ class Topic:
 TOPICS: dict[str, Topic] = {
     t.name: t
     for t in [
-        Topic("checkout.orders.v1", "checkout (upstream)", "order_id",
-              "Orders, cancellations and payments from the upstream checkout."),
-        Topic("warehouse.receipts.v1", "warehouse (upstream)", "sku",
-              "Goods received at a location, with unit cost."),
-        Topic("catalog.products.v1", "catalog", "sku",
-              "Full state of every variant; compacted so a reader can rebuild from the start.",
-              compacted=True),
-        Topic("stock.commands.v1", "stock", "order_id",
-              "Commands to the stock service (reserve, release) from the order saga."),
-        Topic("stock.events.v1", "stock", "order_id",
-              "Replies to stock commands and backorder allocations."),
-        Topic("stock.levels.v1", "stock", "sku",
-              "Live availability per sku and location; compacted.", compacted=True),
+        Topic(
+            "checkout.orders.v1",
+            "checkout (upstream)",
+            "order_id",
+            "Orders, cancellations and payments from the upstream checkout.",
+        ),
+        Topic(
+            "warehouse.receipts.v1",
+            "warehouse (upstream)",
+            "sku",
+            "Goods received at a location, with unit cost.",
+        ),
+        Topic(
+            "catalog.products.v1",
+            "catalog",
+            "sku",
+            "Full state of every variant; compacted so a reader can rebuild from the start.",
+            compacted=True,
+        ),
+        Topic(
+            "stock.commands.v1",
+            "stock",
+            "order_id",
+            "Commands to the stock service (reserve, release) from the order saga.",
+        ),
+        Topic(
+            "stock.events.v1",
+            "stock",
+            "order_id",
+            "Replies to stock commands and backorder allocations.",
+        ),
+        Topic(
+            "stock.levels.v1",
+            "stock",
+            "sku",
+            "Live availability per sku and location; compacted.",
+            compacted=True,
+        ),
         Topic("stock.movements.v1", "stock", "sku", "Every movement of the stock ledger."),
-        Topic("stock.alerts.v1", "stock", "sku",
-              "Low-stock, out-of-stock, reorder suggestions and invariant alerts."),
+        Topic(
+            "stock.alerts.v1",
+            "stock",
+            "sku",
+            "Low-stock, out-of-stock, reorder suggestions and invariant alerts.",
+        ),
         Topic("orders.events.v1", "order", "order_id", "The life of every order."),
-        Topic("fulfillment.events.v1", "fulfillment", "order_id",
-              "Shipments, tracking, returns and stock discrepancies."),
-        Topic("accounting.journal.v1", "accounting", "entry_id",
-              "Posted journal entries for an ERP or general ledger."),
+        Topic(
+            "fulfillment.events.v1",
+            "fulfillment",
+            "order_id",
+            "Shipments, tracking, returns and stock discrepancies.",
+        ),
+        Topic(
+            "accounting.journal.v1",
+            "accounting",
+            "entry_id",
+            "Posted journal entries for an ERP or general ledger.",
+        ),
         *(
-            Topic(f"{schema}.dlq.v1", schema, "original key",
-                  f"Dead letters of the {schema} service: original bytes, headers and reason.",
-                  partitions=1)
+            Topic(
+                f"{schema}.dlq.v1",
+                schema,
+                "original key",
+                f"Dead letters of the {schema} service: original bytes, headers and reason.",
+                partitions=1,
+            )
             for schema in ("catalog", "stock", "orders", "fulfillment", "accounting")
         ),
     ]

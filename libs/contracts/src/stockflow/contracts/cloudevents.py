@@ -143,14 +143,20 @@ def decode(value: bytes | None, headers: Headers | None) -> CloudEvent:
     if attrs["ce_specversion"] != SPEC_VERSION:
         raise InvalidMessage(f"unsupported CloudEvents specversion {attrs['ce_specversion']}")
     extensions = {
-        k[3:]: v for k, v in attrs.items()
-        if k.startswith("ce_") and k[3:] not in ("id", "type", "source", "specversion", "time",
-                                                 "subject")
+        k[3:]: v
+        for k, v in attrs.items()
+        if k.startswith("ce_")
+        and k[3:] not in ("id", "type", "source", "specversion", "time", "subject")
     }
     return CloudEvent(
-        id=attrs["ce_id"], source=attrs["ce_source"], type=attrs["ce_type"],
-        time=_parse_time(attrs.get("ce_time")), subject=attrs.get("ce_subject"), data=value,
-        traceparent=attrs.get("traceparent"), extensions=extensions,
+        id=attrs["ce_id"],
+        source=attrs["ce_source"],
+        type=attrs["ce_type"],
+        time=_parse_time(attrs.get("ce_time")),
+        subject=attrs.get("ce_subject"),
+        data=value,
+        traceparent=attrs.get("traceparent"),
+        extensions=extensions,
     )
 
 
@@ -173,8 +179,12 @@ def _decode_structured(value: bytes, attrs: dict[str, str]) -> CloudEvent:
         if not isinstance(envelope[attr], str):
             raise InvalidMessage(f"CloudEvent attribute {attr} must be a string")
     return CloudEvent(
-        id=envelope["id"], source=envelope["source"], type=envelope["type"],
-        time=_parse_time(envelope.get("time")), subject=envelope.get("subject"), data=data,
+        id=envelope["id"],
+        source=envelope["source"],
+        type=envelope["type"],
+        time=_parse_time(envelope.get("time")),
+        subject=envelope.get("subject"),
+        data=data,
         traceparent=envelope.get("traceparent") or attrs.get("traceparent"),
     )
 

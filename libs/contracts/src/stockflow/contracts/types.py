@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated
-import re
 
 from pydantic import (
     AfterValidator,
@@ -22,9 +22,7 @@ from stockflow.contracts.currencies import MINOR_UNITS
 MAX_QUANTITY = 1_000_000
 MONEY_PATTERN = r"^-?\d{1,13}(\.\d{1,6})?$"
 _MONEY = re.compile(MONEY_PATTERN)
-RFC3339_PATTERN = (
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
-)
+RFC3339_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 _RFC3339 = re.compile(RFC3339_PATTERN)
 
 
@@ -39,9 +37,9 @@ def _money_from_string(value: object) -> Decimal:
             raise ValueError("money needs at most 13 integer and 6 fractional digits (quantize it)")
         return value
     if not isinstance(value, str):
-        raise ValueError("money must be a decimal string such as \"12.50\"")
+        raise ValueError('money must be a decimal string such as "12.50"')
     if not _MONEY.match(value):
-        raise ValueError(f"not a decimal string such as \"12.50\": {value[:40]!r}")
+        raise ValueError(f'not a decimal string such as "12.50": {value[:40]!r}')
     try:
         return Decimal(value)
     except InvalidOperation as exc:  # pragma: no cover - the pattern already guarantees it
@@ -89,9 +87,7 @@ Money = Annotated[
 ]
 """A decimal amount written as a string ("12.50"); always paired with a currency."""
 
-Currency = Annotated[
-    str, StringConstraints(pattern=r"^[A-Z]{3}$"), AfterValidator(_check_currency)
-]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$"), AfterValidator(_check_currency)]
 Timestamp = Annotated[
     AwareDatetime,
     BeforeValidator(_refuse_epoch_numbers),
@@ -133,6 +129,8 @@ DecimalString = Annotated[
     BeforeValidator(_money_from_string),
     AfterValidator(_not_negative),
     PlainSerializer(lambda amount: format(amount, "f"), return_type=str),
-    WithJsonSchema({"type": "string", "pattern": NON_NEGATIVE_DECIMAL_PATTERN, "examples": ["1.5"]}),
+    WithJsonSchema(
+        {"type": "string", "pattern": NON_NEGATIVE_DECIMAL_PATTERN, "examples": ["1.5"]}
+    ),
 ]
 """A non-negative decimal that is not money (a rate, a ratio), written as a string ("1.25")."""

@@ -16,7 +16,7 @@ class MigrationError(Exception):
     """A migration cannot be applied; the service must not start."""
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def init_connection(conn: asyncpg.Connection) -> None:
     for jsontype in ("json", "jsonb"):
         await conn.set_type_codec(
             jsontype, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
@@ -31,7 +31,7 @@ async def create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
-        init=_init_connection,
+        init=init_connection,
         server_settings={"search_path": schema, "application_name": application_name},
         command_timeout=60,
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,16 +22,19 @@ from datetime import UTC, datetime
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
 from stockflow.contracts import Event, KafkaRecord, encode
 from stockflow.contracts.cloudevents import CloudEvent, new_traceparent
 from stockflow.runtime import metrics
+from stockflow.runtime.db import init_connection
 from stockflow.runtime.logging import get_logger
 
 log = get_logger(__name__)
 
-INSERT_SQL = "INSERT INTO outbox (topic, key, value, headers) SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::jsonb[])"
+INSERT_SQL = (
+    "INSERT INTO outbox (topic, key, value, headers) SELECT t, k, v, h::jsonb "
+    "FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::text[]) AS u(t, k, v, h)"
+)
 
 
 def _headers_to_json(headers: Sequence[tuple[str, bytes]]) -> list[list[str]]:
@@ -86,7 +90,7 @@ class UnitOfWork:
             [r.topic for r in records],
             [r.key for r in records],
             [r.value for r in records],
-            [_headers_to_json(r.headers) for r in records],
+            [json.dumps(_headers_to_json(r.headers)) for r in records],
         )
 
 
@@ -160,14 +164,15 @@ class OutboxRelay:
                 backoff = 0.2
             except asyncio.CancelledError:
                 raise
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
-                log.warning("outbox relay error; retrying", error=str(exc), schema=self.schema)
+            except Exception as exc:  # noqa: BLE001 — the relay must outlive any failure
+                log.warning("outbox relay error; retrying", error=repr(exc), schema=self.schema)
                 self.stats.leader = False
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
     async def _lead(self) -> None:
         conn = await asyncpg.connect(self.dsn, server_settings={"search_path": self.schema})
+        await init_connection(conn)
         try:
             while not await conn.fetchval(
                 "SELECT pg_try_advisory_lock(hashtext($1))", f"outbox:{self.schema}"

@@ -81,8 +81,8 @@ async def _retry_until(what: str, attempt: Callable[[], Awaitable[Any]]) -> Any:
 
 
 def build_broker(
-    definition: ServiceDefinition, settings: Settings, pool: asyncpg.Pool,
-    stopping: Callable[[], bool],
+    definition: ServiceDefinition, settings: Settings, pool: asyncpg.Pool, schema: str,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> KafkaBroker:
     """A FastStream broker with one batch subscriber per consumer group.
 
@@ -94,7 +94,7 @@ def build_broker(
                          logger=None)
     for consumer in definition.consumers:
         processor = BatchProcessor(
-            consumer, pool, service=definition.name, schema=settings.schema_name,
+            consumer, pool, service=definition.name, schema=schema,
             attempts=settings.handler_attempts, stopping=stopping,
         )
         subscriber = broker.subscriber(
@@ -163,7 +163,7 @@ def create_app(definition: ServiceDefinition, settings: Settings | None = None) 
             retention_s=settings.outbox_retention_s, service=definition.name,
         )
         context = ServiceContext(settings, pool, producer, relay)
-        broker = build_broker(definition, settings, pool, lambda: state["stopping"])
+        broker = build_broker(definition, settings, pool, schema, lambda: state["stopping"])
         app.state.pool = pool
         app.state.settings = settings
         app.state.source = context.source

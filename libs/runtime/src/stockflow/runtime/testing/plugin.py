@@ -1,1 +1,102 @@
-"""pytest plugin: infrastructure fixtures (filled in by the backbone)."""
+"""pytest plugin with the fixtures every package's integration tests share."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from stockflow.runtime.bootstrap import bootstrap
+from stockflow.runtime.db import create_pool, migrate
+from stockflow.runtime.testing.infra import Infra, resolve_infra
+
+
+@pytest.fixture(scope="session")
+def infra() -> Infra:
+    """Real Kafka and PostgreSQL with stockflow's roles, schemas and topics in place."""
+    resolved = resolve_infra()
+    asyncio.run(bootstrap(resolved.admin_database_url, resolved.kafka_bootstrap,
+                          local_passwords=True))
+    yield resolved
+    resolved.close()
+
+
+@pytest.fixture
+async def scratch_schema(infra: Infra) -> AsyncIterator[tuple[str, asyncpg.Pool]]:
+    """A throw-away schema with the backbone tables, and a pool whose search_path is it."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(infra.admin_database_url)
+    await admin.execute(f"CREATE SCHEMA {schema}")
+    await migrate(infra.admin_database_url, schema, None)
+    pool = await create_pool(infra.admin_database_url, schema, application_name="test",
+                             min_size=1, max_size=8)
+    try:
+        yield schema, pool
+    finally:
+        await pool.close()
+        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        await admin.close()
+
+
+@pytest.fixture
+def new_topic(infra: Infra) -> Callable[..., asyncio.Future]:
+    """Create a fresh topic: `await new_topic(partitions=3)` returns its name."""
+
+    async def create(partitions: int = 3, prefix: str = "test", name: str | None = None) -> str:
+        name = name or f"{prefix}.{uuid.uuid4().hex[:10]}"
+        admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(name, partitions, 1)])
+        finally:
+            await admin.close()
+        await wait_for_topics(infra.kafka_bootstrap, [name])
+        return name
+
+    return create
+
+
+@pytest.fixture
+async def producer(infra: Infra) -> AsyncIterator[AIOKafkaProducer]:
+    p = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, acks="all",
+                         enable_idempotence=True, max_request_size=12_582_912)
+    await p.start()
+    yield p
+    await p.stop()
+
+
+async def wait_for_topics(bootstrap_servers: str, topics: list[str], timeout_s: float = 30) -> None:
+    """Topic creation is asynchronous in KRaft: wait until every leader is known."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers)
+    await producer.start()
+    try:
+        for topic in topics:
+            await asyncio.wait_for(producer.partitions_for(topic), timeout_s)
+    finally:
+        await producer.stop()
+
+
+async def read_topic(bootstrap_servers: str, topic: str, *, expect: int,
+                     timeout_s: float = 30.0) -> list:
+    """Read a topic from the start until `expect` records arrived (or the timeout)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap_servers,
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                group_id=None, fetch_max_bytes=64 * 1024 * 1024,
+                                max_partition_fetch_bytes=16 * 1024 * 1024)
+    await consumer.start()
+    records: list = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while len(records) < expect and loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for partition_records in batch.values():
+                records.extend(partition_records)
+    finally:
+        await consumer.stop()
+    return records

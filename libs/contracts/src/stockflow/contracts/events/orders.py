@@ -1,0 +1,197 @@
+"""`orders.events.v1` (key order_id): the life of every order."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar
+
+from pydantic import Field, StrictBool, StringConstraints, model_validator
+
+from stockflow.contracts.base import Event, register
+from stockflow.contracts.events._shared import (
+    MAX_ALLOCATIONS,
+    MAX_LINES,
+    Address,
+    Allocation,
+    Count,
+    LocatedLine,
+    Part,
+    PricedLine,
+    RejectionReason,
+    Text,
+)
+from stockflow.contracts.events.fulfillment import ReturnLine
+from stockflow.contracts.types import (
+    Currency,
+    Identifier,
+    LocationCode,
+    LongText,
+    NonNegativeMoney,
+    NonNegativeQuantity,
+    Quantity,
+    ShortText,
+    Sku,
+    Timestamp,
+)
+
+TOPIC = "orders.events.v1"
+
+
+class OrderLine(PricedLine):
+    """A line of an accepted order."""
+
+
+class ConfirmedLine(Part):
+    """A confirmed line: how much is reserved (where) and how much waits on a backorder."""
+
+    line_id: Identifier
+    sku: Sku
+    quantity: Quantity
+    reserved: NonNegativeQuantity
+    backordered: NonNegativeQuantity
+    unit_price: NonNegativeMoney
+    allocations: list[Allocation] = Field(default_factory=list, max_length=MAX_ALLOCATIONS)
+
+    @model_validator(mode="after")
+    def _adds_up(self) -> ConfirmedLine:
+        if self.reserved + self.backordered != self.quantity:
+            raise ValueError("reserved + backordered must equal quantity")
+        return self
+
+
+class RejectedLine(Part):
+    """A line at fault: requested versus available.
+
+    Deliberately loose (any text sku, requested >= 0) so an invalid order can still be reported.
+    """
+
+    sku: Annotated[str, StringConstraints(max_length=200)]
+    requested: Count
+    available: Count
+
+
+@register
+class OrderAccepted(Event):
+    """The order passed validation and its reservation was requested."""
+
+    event_type: ClassVar[str] = "order.accepted.v1"
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "order_id"
+
+    order_id: Identifier
+    customer_id: Identifier
+    currency: Currency
+    lines: list[OrderLine] = Field(min_length=1, max_length=MAX_LINES)
+    accepted_at: Timestamp
+
+
+@register
+class OrderConfirmed(Event):
+    """Stock is reserved (some lines possibly backordered); fulfillment may ship."""
+
+    event_type: ClassVar[str] = "order.confirmed.v1"
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "order_id"
+
+    order_id: Identifier
+    lines: list[ConfirmedLine] = Field(min_length=1, max_length=MAX_LINES)
+    currency: Currency
+    shipping_address: Address
+    confirmed_at: Timestamp
+
+
+@register
+class OrderRejected(Event):
+    """The order cannot be served; nothing is held for it."""
+
+    event_type: ClassVar[str] = "order.rejected.v1"
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "order_id"
+
+    order_id: Identifier
+    reason: RejectionReason
+    field: ShortText | None = Field(
+        default=None, description="For invalid_order: the field at fault, e.g. lines.0.quantity."
+    )
+    detail: LongText | None = None
+    lines: list[RejectedLine] = Field(default_factory=list, max_length=MAX_LINES)
+
+
+@register
+class OrderCancelled(Event):
+    """The order was cancelled (customer request, payment timeout, ...)."""
+
+    event_type: ClassVar[str] = "order.cancelled.v1"
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "order_id"
+
+    order_id: Identifier
+    reason: ShortText
+
+
+@register
+class OrderBackorderAllocated(Event):
+    """Stock arrived for a backordered line; it can ship now."""
+
+    event_type: ClassVar[str] = "order.backorder.allocated.v1"
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "order_id"
+
+    order_id: Identifier
+    line_id: Identifier
+    sku: Sku
+    location: LocationCode
+    quantity: Quantity
+
+
+@register
+class OrderShipped(Event):
+    """A shipment of the order left; `fully_shipped` when nothing remains to ship."""
+
+    event_type: ClassVar[str] = "order.shipped.v1"
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "order_id"
+
+    order_id: Identifier
+    shipment_id: Identifier
+    lines: list[LocatedLine] = Field(min_length=1, max_length=MAX_LINES)
+    fully_shipped: StrictBool
+
+
+@register
+class OrderDelivered(Event):
+    """The order (or its last shipment) was delivered."""
+
+    event_type: ClassVar[str] = "order.delivered.v1"
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "order_id"
+
+    order_id: Identifier
+    shipment_id: Identifier | None = None
+    delivered_at: Timestamp
+
+
+@register
+class OrderReturned(Event):
+    """Goods of the order came back under an RMA."""
+
+    event_type: ClassVar[str] = "order.returned.v1"
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "order_id"
+
+    order_id: Identifier
+    rma_id: Identifier
+    lines: list[ReturnLine] = Field(min_length=1, max_length=MAX_LINES)
+
+
+@register
+class OrderStuck(Event):
+    """The saga gave up waiting in a state after repeated attempts; an operator must look."""
+
+    event_type: ClassVar[str] = "order.stuck.v1"
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "order_id"
+
+    order_id: Identifier
+    state: Text
+    attempts: Count
+    detail: LongText
