@@ -56,6 +56,10 @@ class Profile:
     controller_port: int
     pg_port: int
     http_base: int
+    # Set when the services run against infrastructure started elsewhere (e.g. the test
+    # session's environment or testcontainers): "host:port" of Kafka and of PostgreSQL.
+    kafka_endpoint: str | None = None
+    pg_endpoint: str | None = None
 
     @property
     def state(self) -> Path:
@@ -63,16 +67,20 @@ class Profile:
 
     @property
     def kafka_bootstrap(self) -> str:
-        return f"127.0.0.1:{self.kafka_port}"
+        return self.kafka_endpoint or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def pg_address(self) -> str:
+        return self.pg_endpoint or f"127.0.0.1:{self.pg_port}"
 
     @property
     def admin_database_url(self) -> str:
-        return f"postgresql://postgres:postgres@127.0.0.1:{self.pg_port}/stockflow"
+        return f"postgresql://postgres:postgres@{self.pg_address}/stockflow"
 
     def database_url(self, role: str) -> str:
         # Local-only credentials: each role's password is its name. Real deployments set
         # STOCKFLOW_DATABASE_URL from a secret (see deploy/helm).
-        return f"postgresql://{role}:{role}@127.0.0.1:{self.pg_port}/stockflow"
+        return f"postgresql://{role}:{role}@{self.pg_address}/stockflow"
 
     def http_port(self, service: str) -> int:
         return self.http_base + 1 + SERVICES.index(service)

@@ -100,3 +100,14 @@ async def read_topic(bootstrap_servers: str, topic: str, *, expect: int,
     finally:
         await consumer.stop()
     return records
+
+
+@pytest.fixture(scope="session")
+def system(infra: Infra):
+    """The five services running as processes against the test infrastructure."""
+    from stockflow.runtime.testing.system import System
+
+    running = System(infra)
+    running.start_all()
+    yield running
+    running.stop_all()

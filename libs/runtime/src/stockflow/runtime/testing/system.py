@@ -1,0 +1,81 @@
+"""The five services as real processes for system tests (and chaos), on the test profile's ports."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from urllib.parse import urlsplit
+
+from stockflow.runtime.testing.infra import INFRA_SCRIPT, Infra
+
+
+def _infra_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("stockflow_local_infra", INFRA_SCRIPT)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
+    spec.loader.exec_module(module)
+    return module
+
+
+class System:
+    """Start, stop, kill and restart service processes; their logs land in .state/test/logs."""
+
+    def __init__(self, infra: Infra) -> None:
+        self.local = _infra_module()
+        db = urlsplit(infra.admin_database_url)
+        self.profile = dataclasses.replace(
+            self.local.PROFILES["test"], kafka_endpoint=infra.kafka_bootstrap,
+            pg_endpoint=f"{db.hostname}:{db.port}",
+        )
+        self.services: tuple[str, ...] = self.local.SERVICES
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.profile.http_port(service)}"
+
+    @property
+    def logs(self) -> Path:
+        return self.profile.state / "logs"
+
+    def start_all(self) -> None:
+        (self.profile.state / "run").mkdir(parents=True, exist_ok=True)
+        self.local.stop_services(self.profile)  # never reuse processes running older code
+        for service in self.services:
+            self.procs[service] = self.local.start_service(self.profile, service)
+        for service in self.services:
+            self.wait_ready(service)
+
+    def start(self, service: str) -> None:
+        self.procs[service] = self.local.start_service(self.profile, service)
+        self.wait_ready(service)
+
+    def wait_ready(self, service: str, timeout_s: float = 90) -> None:
+        proc = self.procs[service]
+        self.local.wait_until(
+            f"{service} /readyz", lambda: self.local.service_ready(self.profile, service),
+            timeout_s, proc_alive=lambda: proc.poll() is None,
+            log_file=self.logs / f"{service}.log")
+
+    def kill(self, service: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[service]
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=30)
+
+    def restart(self, service: str, sig: int = signal.SIGKILL) -> None:
+        self.kill(service, sig)
+        self.start(service)
+
+    def stop_all(self) -> None:
+        self.local.stop_services(self.profile)
+        deadline = time.monotonic() + 30
+        for proc in self.procs.values():
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)

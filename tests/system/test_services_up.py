@@ -1,0 +1,21 @@
+"""Every service process starts against real Kafka and PostgreSQL and answers its ops endpoints."""
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.system
+
+SERVICES = ["catalog", "stock", "order", "fulfillment", "accounting"]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_service_answers_health_readiness_metrics_and_docs(system, service):
+    async with httpx.AsyncClient(base_url=system.url(service), timeout=10) as client:
+        assert (await client.get("/healthz")).json()["status"] == "ok"
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"] == {"database": "ok", "kafka": "ok"}
+        metrics = await client.get("/metrics")
+        assert "stockflow_outbox_published_total" in metrics.text or metrics.status_code == 200
+        assert (await client.get("/openapi.json")).json()["info"]["title"] == f"stockflow {service}"
+        assert (await client.get("/asyncapi.json")).json()["asyncapi"].startswith("3.")
