@@ -102,12 +102,56 @@ async def read_topic(bootstrap_servers: str, topic: str, *, expect: int,
     return records
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def system(infra: Infra):
-    """The five services running as processes against the test infrastructure."""
+    """The five services running as processes against the test infrastructure.
+
+    Module-scoped: a service run in-process by `run_service` must not share its consumer
+    groups with these processes, so they only live while a system-test module runs.
+    """
     from stockflow.runtime.testing.system import System
 
     running = System(infra)
     running.start_all()
     yield running
     running.stop_all()
+
+
+@pytest.fixture
+def run_service(infra: Infra):
+    """Run a service in-process: `async with run_service("stock") as (app, client): ...`.
+
+    Migrations, consumers, the outbox relay and background tasks all run, against the real
+    broker and database, with the service's own roles; `client` is an httpx client on its API.
+    """
+    import contextlib
+
+    import httpx
+
+    from stockflow.runtime.serve import load_definition
+    from stockflow.runtime.service import create_app
+    from stockflow.runtime.settings import SCHEMAS, Settings
+
+    @contextlib.asynccontextmanager
+    async def run(service: str, **overrides):
+        schema = SCHEMAS[service]
+        settings = Settings(
+            service=service,
+            kafka_bootstrap_servers=infra.kafka_bootstrap,
+            database_url=infra.role_url(f"{schema}_app"),
+            migration_database_url=infra.role_url(f"{schema}_owner"),
+            api_tokens=TEST_TOKENS,
+            **overrides,
+        )
+        app = create_app(load_definition(service), settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url=f"http://{service}",
+                                         timeout=30) as client:
+                yield app, client
+
+    return run
+
+
+TEST_TOKENS = {"test-admin": "admin", "test-warehouse": "warehouse", "test-read": "read"}
+ADMIN = {"Authorization": "Bearer test-admin"}

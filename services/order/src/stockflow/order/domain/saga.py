@@ -1,0 +1,622 @@
+"""The reservation saga as an explicit state machine: `submit` starts it, `decide` moves it.
+
+Both are pure and total: every (state, input) pair yields a `Decision` with exactly one
+timeline entry. The transitions (anything not listed changes nothing and is noted as ignored
+or refused):
+
+    RECEIVED          submit                 -> RESERVING (or REJECTED: invalid_order)
+    RESERVING         StockReserved          -> CONFIRMED, or AWAITING_PAYMENT if still pending
+    RESERVING         ReservationRejected    -> REJECTED
+    RESERVING         StockReplyTimedOut     -> RESERVING (re-send; then order.stuck, no timer)
+    RESERVING         PaymentConfirmed       -> RESERVING (remembered)
+    AWAITING_PAYMENT  PaymentConfirmed       -> CONFIRMED
+    RESERVING, AWAITING_PAYMENT  PaymentDeadlinePassed -> CANCELLED (payment_timeout, release)
+    RESERVING, AWAITING_PAYMENT, CONFIRMED  CancelRequested -> CANCELLED (release)
+    AWAITING_PAYMENT, CONFIRMED, PARTIALLY_SHIPPED  BackorderAllocated -> same state
+    CONFIRMED, PARTIALLY_SHIPPED  Shipped    -> PARTIALLY_SHIPPED, or SHIPPED once all units left
+    PARTIALLY_SHIPPED, SHIPPED    Delivered  -> same, or DELIVERED once every shipment arrived
+    PARTIALLY_SHIPPED, SHIPPED, DELIVERED  Returned -> same, or RETURNED once all came back
+
+Two no-change inputs still have effects: a cancel after shipping publishes
+order.cancel_refused, and stock reserved for a cancelled or rejected order is released.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, assert_never
+
+from stockflow.order.domain.intake import (
+    parse_submission,
+    submission_fingerprint,
+    usable_order_id,
+    validate_order,
+)
+from stockflow.order.domain.messages import (
+    BackorderAllocated,
+    CancelRequested,
+    CancelTimer,
+    Decision,
+    Delivered,
+    Effect,
+    OrderEventType,
+    OrderSubmitted,
+    Outcome,
+    PaymentConfirmed,
+    PaymentDeadlinePassed,
+    PublishEvent,
+    ReleaseReservation,
+    ReservationRejected,
+    ReserveLine,
+    ReserveStock,
+    Returned,
+    SagaInput,
+    SetTimer,
+    Shipped,
+    StockReplyTimedOut,
+    StockReserved,
+    TimelineEntry,
+    TimerKind,
+)
+from stockflow.order.domain.model import (
+    SHIPPING_STARTED,
+    Allocation,
+    BackorderPolicy,
+    LineQuantity,
+    OrderLine,
+    OrderSaga,
+    OrderState,
+    PaymentStatus,
+    Shipment,
+)
+
+INVALID_ORDER = "invalid_order"
+PAYMENT_TIMEOUT = "payment_timeout"
+ALREADY_SHIPPED = "already_shipped"
+
+
+@dataclass(frozen=True)
+class SagaPolicy:
+    """Tunables: how long to wait for stock and how many ReserveStock attempts to make."""
+
+    stock_reply_timeout: timedelta = timedelta(seconds=30)
+    max_reserve_attempts: int = 3
+
+
+DEFAULT_POLICY = SagaPolicy()
+
+
+def submit(
+    existing: OrderSaga | None,
+    payload: Mapping[str, Any],
+    cause_id: str,
+    now: datetime,
+    policy: SagaPolicy = DEFAULT_POLICY,
+) -> Decision:
+    """Take a checkout submission (the event's `data`) for a new or already known order.
+
+    New and valid: RESERVING, with order.accepted, ReserveStock and timers. New and invalid:
+    REJECTED with reason invalid_order and the violations. Known with the same payload: a
+    duplicate, ignored. Known with a different payload: refused, never merged.
+    Raises ValueError when the payload has no usable order id (dead-letter it instead).
+    """
+    order_id = usable_order_id(payload)
+    if order_id is None:
+        raise ValueError("submission has no usable order id")
+    fingerprint = submission_fingerprint(payload)
+    if existing is not None:
+        step = _Step(existing, OrderSubmitted.__name__, cause_id, now, policy)
+        if existing.fingerprint == fingerprint:
+            return step.ignore("duplicate submission")
+        return step.refuse("a different payload was already submitted under this order id")
+    received = OrderSaga(order_id=order_id, fingerprint=fingerprint)
+    step = _Step(received, OrderSubmitted.__name__, cause_id, now, policy)
+    violations = validate_order(payload)
+    if violations:
+        currency = payload.get("currency")
+        rejected = replace(
+            received,
+            state=OrderState.REJECTED,
+            reason=INVALID_ORDER,
+            currency=currency if isinstance(currency, str) else "",
+        )
+        event = _publish(
+            OrderEventType.REJECTED,
+            order_id,
+            reason=INVALID_ORDER,
+            lines=[],
+            violations=[v.to_dict() for v in violations],
+        )
+        note = "invalid order: " + "; ".join(f"{v.field} {v.message}" for v in violations)
+        return step.apply(rejected, note, event)
+    return _start(step, parse_submission(payload, cause_id))
+
+
+def decide(
+    saga: OrderSaga, event: SagaInput, now: datetime, policy: SagaPolicy = DEFAULT_POLICY
+) -> Decision:
+    """Apply one input to a saga that `submit` started."""
+    step = _Step(saga, type(event).__name__, event.cause_id, now, policy)
+    match event:
+        case StockReserved():
+            return _on_stock_reserved(step, event)
+        case ReservationRejected():
+            return _on_reservation_rejected(step, event)
+        case CancelRequested():
+            return _on_cancel_requested(step, event)
+        case PaymentConfirmed():
+            return _on_payment_confirmed(step)
+        case PaymentDeadlinePassed():
+            return _on_payment_deadline_passed(step)
+        case StockReplyTimedOut():
+            return _on_stock_reply_timed_out(step, event)
+        case BackorderAllocated():
+            return _on_backorder_allocated(step, event)
+        case Shipped():
+            return _on_shipped(step, event)
+        case Delivered():
+            return _on_delivered(step, event)
+        case Returned():
+            return _on_returned(step, event)
+        case _:
+            assert_never(event)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One input being decided: builds the Decision and its timeline entry."""
+
+    saga: OrderSaga
+    cause_type: str
+    cause_id: str
+    now: datetime
+    policy: SagaPolicy
+
+    def apply(self, after: OrderSaga, note: str, *effects: Effect) -> Decision:
+        if after.state is not OrderState.RESERVING:
+            # A stock reply is only awaited while reserving.
+            after = replace(after, stock_reply_due_at=None)
+        after = replace(after, version=self.saga.version + 1)
+        timers = _timer_changes(_armed_timers(self.saga), _armed_timers(after))
+        return self._decision(after, Outcome.APPLIED, note, (*effects, *timers))
+
+    def ignore(self, note: str, *effects: Effect) -> Decision:
+        return self._decision(self.saga, Outcome.IGNORED, note, effects)
+
+    def refuse(self, note: str, *effects: Effect) -> Decision:
+        return self._decision(self.saga, Outcome.REFUSED, note, effects)
+
+    def _decision(
+        self, after: OrderSaga, outcome: Outcome, note: str, effects: tuple[Effect, ...]
+    ) -> Decision:
+        entry = TimelineEntry(
+            at=self.now,
+            from_state=self.saga.state,
+            to_state=after.state,
+            cause_type=self.cause_type,
+            cause_id=self.cause_id,
+            outcome=outcome,
+            note=note,
+        )
+        return Decision(saga=after, timeline=entry, effects=effects)
+
+
+def _start(step: _Step, order: OrderSubmitted) -> Decision:
+    reserving = replace(
+        step.saga,
+        state=OrderState.RESERVING,
+        currency=order.currency,
+        lines=order.lines,
+        payment=order.payment,
+        payment_deadline=order.payment_deadline,
+        backorder_policy=order.backorder_policy,
+        reserve_attempts=1,
+        stock_reply_due_at=step.now + step.policy.stock_reply_timeout,
+    )
+    accepted = _publish(
+        OrderEventType.ACCEPTED,
+        order.order_id,
+        currency=order.currency,
+        payment_status=order.payment.value,
+        backorder_policy=order.backorder_policy.value,
+        lines=[
+            {
+                "line_id": line.line_id,
+                "sku": line.sku,
+                "quantity": line.quantity,
+                "unit_price": str(line.unit_price),
+            }
+            for line in order.lines
+        ],
+    )
+    return step.apply(reserving, "order accepted; reserving stock", accepted, _reserve(reserving))
+
+
+def _on_stock_reserved(step: _Step, event: StockReserved) -> Decision:
+    saga = step.saga
+    if saga.state is OrderState.RESERVING:
+        mismatch = _reservation_mismatch(saga, event)
+        if mismatch:
+            return step.refuse(f"stock reply does not match the order: {mismatch}")
+        answers = {answer.line_id: answer for answer in event.lines}
+        reserved = replace(
+            saga,
+            lines=tuple(
+                replace(
+                    line,
+                    allocations=answers[line.line_id].allocations,
+                    backordered=answers[line.line_id].backordered,
+                    untracked=answers[line.line_id].untracked,
+                )
+                for line in saga.lines
+            ),
+        )
+        note = f"stock reserved{_backorder_note(reserved)}"
+        if saga.payment is PaymentStatus.PENDING:
+            waiting = replace(reserved, state=OrderState.AWAITING_PAYMENT)
+            return step.apply(waiting, f"{note}; waiting for payment")
+        return _confirm(step, reserved, note)
+    if saga.state in (OrderState.CANCELLED, OrderState.REJECTED):
+        # Stock held units for an order that has ended: give them back.
+        release = ReleaseReservation(saga.order_id, reason=saga.reason or saga.state.value)
+        return step.ignore(f"stock reserved after the order was {saga.state}; released", release)
+    return step.ignore(f"duplicate stock reply ignored in state {saga.state}")
+
+
+def _on_reservation_rejected(step: _Step, event: ReservationRejected) -> Decision:
+    saga = step.saga
+    if saga.state is not OrderState.RESERVING:
+        return step.ignore(f"late stock rejection ({event.reason}) ignored in state {saga.state}")
+    rejected = replace(saga, state=OrderState.REJECTED, reason=event.reason)
+    published = _publish(
+        OrderEventType.REJECTED,
+        saga.order_id,
+        reason=event.reason,
+        lines=[
+            {"sku": s.sku, "requested": s.requested, "available": s.available} for s in event.lines
+        ],
+        violations=[],
+    )
+    return step.apply(rejected, f"stock rejected the order: {event.reason}", published)
+
+
+def _on_cancel_requested(step: _Step, event: CancelRequested) -> Decision:
+    saga = step.saga
+    if saga.state in (OrderState.RESERVING, OrderState.AWAITING_PAYMENT, OrderState.CONFIRMED):
+        return _cancel(step, event.reason)
+    if saga.state in SHIPPING_STARTED:
+        refused = _publish(
+            OrderEventType.CANCEL_REFUSED,
+            saga.order_id,
+            reason=ALREADY_SHIPPED,
+            requested_reason=event.reason,
+        )
+        return step.refuse("cancel refused: already shipped", refused)
+    return step.ignore(f"cancel ignored: order is {saga.state}")
+
+
+def _on_payment_confirmed(step: _Step) -> Decision:
+    saga = step.saga
+    if saga.payment is PaymentStatus.AUTHORIZED:
+        return step.ignore("duplicate payment confirmation")
+    if saga.state is OrderState.RESERVING:
+        paid = replace(saga, payment=PaymentStatus.AUTHORIZED)
+        return step.apply(paid, "payment confirmed; confirming once stock answers")
+    if saga.state is OrderState.AWAITING_PAYMENT:
+        return _confirm(step, replace(saga, payment=PaymentStatus.AUTHORIZED), "payment confirmed")
+    # A payment that arrives after its deadline never revives the order.
+    return step.ignore(f"late payment ignored: order is {saga.state} ({saga.reason})")
+
+
+def _on_payment_deadline_passed(step: _Step) -> Decision:
+    saga = step.saga
+    waiting = saga.state in (OrderState.RESERVING, OrderState.AWAITING_PAYMENT)
+    if waiting and saga.payment is PaymentStatus.PENDING:
+        return _cancel(step, PAYMENT_TIMEOUT)
+    return step.ignore(f"stale payment deadline ignored in state {saga.state}")
+
+
+def _on_stock_reply_timed_out(step: _Step, event: StockReplyTimedOut) -> Decision:
+    saga = step.saga
+    current = (
+        saga.state is OrderState.RESERVING
+        and not saga.stuck
+        and event.attempt == saga.reserve_attempts
+    )
+    if not current:
+        return step.ignore(f"stale stock reply timer (attempt {event.attempt}) ignored")
+    if saga.reserve_attempts < step.policy.max_reserve_attempts:
+        retry = replace(
+            saga,
+            reserve_attempts=saga.reserve_attempts + 1,
+            stock_reply_due_at=step.now + step.policy.stock_reply_timeout,
+        )
+        note = f"no stock reply; ReserveStock re-sent (attempt {retry.reserve_attempts})"
+        return step.apply(retry, note, _reserve(retry))
+    stuck = replace(saga, stuck=True, stock_reply_due_at=None)
+    alert = _publish(
+        OrderEventType.STUCK,
+        saga.order_id,
+        state=saga.state.value,
+        attempts=saga.reserve_attempts,
+        reason="no_stock_reply",
+    )
+    return step.apply(stuck, f"no stock reply after {saga.reserve_attempts} attempts", alert)
+
+
+def _on_backorder_allocated(step: _Step, event: BackorderAllocated) -> Decision:
+    saga = step.saga
+    allowed = (OrderState.AWAITING_PAYMENT, OrderState.CONFIRMED, OrderState.PARTIALLY_SHIPPED)
+    if saga.state not in allowed:
+        return step.refuse(f"backorder allocation not expected in state {saga.state}")
+    line = saga.line(event.line_id)
+    if line is None:
+        return step.refuse(f"backorder allocation for unknown line {event.line_id}")
+    if not 0 < event.quantity <= line.backordered:
+        return step.refuse(
+            f"allocation of {event.quantity} exceeds the {line.backordered} backordered "
+            f"on line {line.line_id}"
+        )
+    allocated = replace(
+        line,
+        backordered=line.backordered - event.quantity,
+        allocations=_add_allocation(line.allocations, event.location, event.quantity),
+    )
+    after = _with_line(saga, allocated)
+    note = f"backorder allocated: {event.quantity} of line {line.line_id} at {event.location}"
+    if saga.state is OrderState.AWAITING_PAYMENT:
+        # order.confirmed will carry the allocation once payment arrives.
+        return step.apply(after, note)
+    published = _publish(
+        OrderEventType.BACKORDER_ALLOCATED,
+        saga.order_id,
+        line_id=line.line_id,
+        sku=line.sku,
+        location=event.location,
+        quantity=event.quantity,
+        backordered=allocated.backordered,
+    )
+    return step.apply(after, note, published)
+
+
+def _on_shipped(step: _Step, event: Shipped) -> Decision:
+    saga = step.saga
+    if saga.shipment(event.shipment_id) is not None:
+        return step.ignore(f"duplicate shipment {event.shipment_id}")
+    if saga.state not in (OrderState.CONFIRMED, OrderState.PARTIALLY_SHIPPED):
+        return step.refuse(f"shipment {event.shipment_id} not expected in state {saga.state}")
+    quantities = _sum_by_line(event.lines)
+    # Bounded by the ordered quantity, not by what is reserved: fulfillment may hear of a
+    # backorder allocation before the order does.
+    problem = _quantity_problem(saga, quantities, lambda line: line.quantity - line.shipped)
+    if problem:
+        return step.refuse(f"shipment {event.shipment_id} refused: {problem}")
+    lines = tuple(
+        replace(line, shipped=line.shipped + quantities.get(line.line_id, 0)) for line in saga.lines
+    )
+    fully_shipped = all(line.shipped == line.quantity for line in lines)
+    after = replace(
+        saga,
+        lines=lines,
+        shipments=(*saga.shipments, Shipment(event.shipment_id, _as_line_quantities(quantities))),
+        state=OrderState.SHIPPED if fully_shipped else OrderState.PARTIALLY_SHIPPED,
+    )
+    published = _publish(
+        OrderEventType.SHIPPED,
+        saga.order_id,
+        shipment_id=event.shipment_id,
+        lines=_line_quantities_data(saga, quantities),
+        fully_shipped=fully_shipped,
+    )
+    return step.apply(after, f"shipment {event.shipment_id} shipped", published)
+
+
+def _on_delivered(step: _Step, event: Delivered) -> Decision:
+    saga = step.saga
+    shipment = saga.shipment(event.shipment_id)
+    if shipment is None:
+        return step.refuse(f"delivery of unknown shipment {event.shipment_id}")
+    if shipment.delivered:
+        return step.ignore(f"duplicate delivery of shipment {event.shipment_id}")
+    if saga.state not in (OrderState.PARTIALLY_SHIPPED, OrderState.SHIPPED):
+        return step.refuse(f"delivery not expected in state {saga.state}")
+    shipments = tuple(
+        replace(s, delivered=True) if s.shipment_id == event.shipment_id else s
+        for s in saga.shipments
+    )
+    after = replace(saga, shipments=shipments)
+    note = f"shipment {event.shipment_id} delivered"
+    if saga.state is OrderState.SHIPPED and all(s.delivered for s in shipments):
+        published = _publish(
+            OrderEventType.DELIVERED,
+            saga.order_id,
+            shipment_ids=[s.shipment_id for s in shipments],
+        )
+        return step.apply(replace(after, state=OrderState.DELIVERED), note, published)
+    return step.apply(after, note)
+
+
+def _on_returned(step: _Step, event: Returned) -> Decision:
+    saga = step.saga
+    if event.rma_id in saga.return_ids:
+        return step.ignore(f"duplicate return {event.rma_id}")
+    allowed = (OrderState.PARTIALLY_SHIPPED, OrderState.SHIPPED, OrderState.DELIVERED)
+    if saga.state not in allowed:
+        return step.refuse(f"return {event.rma_id} not expected in state {saga.state}")
+    quantities = _sum_by_line(event.lines)
+    problem = _quantity_problem(saga, quantities, lambda line: line.shipped - line.returned)
+    if problem:
+        return step.refuse(f"return {event.rma_id} refused: {problem}")
+    lines = tuple(
+        replace(line, returned=line.returned + quantities.get(line.line_id, 0))
+        for line in saga.lines
+    )
+    fully_returned = saga.state is not OrderState.PARTIALLY_SHIPPED and all(
+        line.returned == line.quantity for line in lines
+    )
+    after = replace(
+        saga,
+        lines=lines,
+        return_ids=(*saga.return_ids, event.rma_id),
+        state=OrderState.RETURNED if fully_returned else saga.state,
+    )
+    published = _publish(
+        OrderEventType.RETURNED,
+        saga.order_id,
+        rma_id=event.rma_id,
+        lines=_line_quantities_data(saga, quantities),
+        fully_returned=fully_returned,
+    )
+    return step.apply(after, f"return {event.rma_id} received", published)
+
+
+def _confirm(step: _Step, reserved: OrderSaga, note: str) -> Decision:
+    confirmed = replace(reserved, state=OrderState.CONFIRMED)
+    published = _publish(
+        OrderEventType.CONFIRMED,
+        confirmed.order_id,
+        currency=confirmed.currency,
+        lines=[
+            {
+                "line_id": line.line_id,
+                "sku": line.sku,
+                "quantity": line.quantity,
+                "unit_price": str(line.unit_price),
+                "reserved": line.reserved,
+                "backordered": line.backordered,
+                "untracked": line.untracked,
+                "allocations": [
+                    {"location": a.location, "quantity": a.quantity} for a in line.allocations
+                ],
+            }
+            for line in confirmed.lines
+        ],
+    )
+    return step.apply(confirmed, f"{note}; order confirmed", published)
+
+
+def _cancel(step: _Step, reason: str) -> Decision:
+    saga = step.saga
+    cancelled = replace(saga, state=OrderState.CANCELLED, reason=reason)
+    return step.apply(
+        cancelled,
+        f"cancelled: {reason}",
+        ReleaseReservation(saga.order_id, reason=reason),
+        _publish(OrderEventType.CANCELLED, saga.order_id, reason=reason),
+    )
+
+
+def _reserve(saga: OrderSaga) -> ReserveStock:
+    return ReserveStock(
+        order_id=saga.order_id,
+        lines=tuple(ReserveLine(line.line_id, line.sku, line.quantity) for line in saga.lines),
+        backorder_policy=saga.backorder_policy,
+        attempt=saga.reserve_attempts,
+    )
+
+
+def _publish(event_type: OrderEventType, order_id: str, **data: Any) -> PublishEvent:
+    return PublishEvent(event_type, {"order_id": order_id, **data})
+
+
+def _armed_timers(saga: OrderSaga) -> dict[TimerKind, SetTimer]:
+    """The timers a saga in this state needs; effects are the difference before → after."""
+    timers: dict[TimerKind, SetTimer] = {}
+    if saga.state is OrderState.RESERVING and saga.stock_reply_due_at is not None:
+        timers[TimerKind.STOCK_REPLY] = SetTimer(
+            TimerKind.STOCK_REPLY, saga.stock_reply_due_at, attempt=saga.reserve_attempts
+        )
+    awaiting = saga.state in (OrderState.RESERVING, OrderState.AWAITING_PAYMENT)
+    if awaiting and saga.payment is PaymentStatus.PENDING and saga.payment_deadline is not None:
+        timers[TimerKind.PAYMENT_DEADLINE] = SetTimer(
+            TimerKind.PAYMENT_DEADLINE, saga.payment_deadline
+        )
+    return timers
+
+
+def _timer_changes(
+    before: dict[TimerKind, SetTimer], after: dict[TimerKind, SetTimer]
+) -> list[Effect]:
+    changes: list[Effect] = [CancelTimer(kind) for kind in before if kind not in after]
+    changes += [timer for kind, timer in after.items() if before.get(kind) != timer]
+    return changes
+
+
+def _reservation_mismatch(saga: OrderSaga, event: StockReserved) -> str | None:
+    answered = Counter(answer.line_id for answer in event.lines)
+    expected = {line.line_id for line in saga.lines}
+    if set(answered) != expected or any(count > 1 for count in answered.values()):
+        return "lines answered do not match the lines ordered"
+    ordered = {line.line_id: line.quantity for line in saga.lines}
+    for answer in event.lines:
+        held = sum(a.quantity for a in answer.allocations)
+        if answer.untracked:
+            if held or answer.backordered:
+                return f"line {answer.line_id} is untracked yet has stock held or backordered"
+        elif held + answer.backordered != ordered[answer.line_id]:
+            return f"line {answer.line_id}: held plus backordered is not the ordered quantity"
+        if answer.backordered and saga.backorder_policy is BackorderPolicy.REJECT:
+            return f"line {answer.line_id} backordered although the order refuses backorders"
+    return None
+
+
+def _backorder_note(saga: OrderSaga) -> str:
+    backordered = sum(line.backordered for line in saga.lines)
+    return f" ({backordered} units backordered)" if backordered else ""
+
+
+def _add_allocation(
+    allocations: tuple[Allocation, ...], location: str, quantity: int
+) -> tuple[Allocation, ...]:
+    if any(a.location == location for a in allocations):
+        return tuple(
+            Allocation(a.location, a.quantity + quantity) if a.location == location else a
+            for a in allocations
+        )
+    return (*allocations, Allocation(location, quantity))
+
+
+def _with_line(saga: OrderSaga, changed: OrderLine) -> OrderSaga:
+    return replace(
+        saga,
+        lines=tuple(changed if line.line_id == changed.line_id else line for line in saga.lines),
+    )
+
+
+def _sum_by_line(lines: tuple[LineQuantity, ...]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for item in lines:
+        totals[item.line_id] = totals.get(item.line_id, 0) + item.quantity
+    return totals
+
+
+def _quantity_problem(
+    saga: OrderSaga, quantities: dict[str, int], room: Callable[[OrderLine], int]
+) -> str | None:
+    """Why these per-line quantities do not fit; `room(line)` is how many units still fit."""
+    if not quantities:
+        return "no lines"
+    for line_id, quantity in quantities.items():
+        line = saga.line(line_id)
+        if line is None:
+            return f"unknown line {line_id}"
+        if quantity <= 0:
+            return f"quantity {quantity} on line {line_id} must be positive"
+        if quantity > room(line):
+            return f"{quantity} units on line {line_id} exceed the {room(line)} remaining"
+    return None
+
+
+def _as_line_quantities(quantities: dict[str, int]) -> tuple[LineQuantity, ...]:
+    return tuple(LineQuantity(line_id, quantity) for line_id, quantity in quantities.items())
+
+
+def _line_quantities_data(saga: OrderSaga, quantities: dict[str, int]) -> list[dict[str, Any]]:
+    return [
+        {"line_id": line.line_id, "sku": line.sku, "quantity": quantities[line.line_id]}
+        for line in saga.lines
+        if line.line_id in quantities
+    ]

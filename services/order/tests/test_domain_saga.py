@@ -1,0 +1,978 @@
+"""The reservation saga, transition by transition, with fixed times."""
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from stockflow.order.domain import (
+    ALREADY_SHIPPED,
+    DEFAULT_POLICY,
+    INVALID_ORDER,
+    PAYMENT_TIMEOUT,
+    SETTLED_STATES,
+    TERMINAL_STATES,
+    Allocation,
+    BackorderAllocated,
+    BackorderPolicy,
+    CancelRequested,
+    CancelTimer,
+    Decision,
+    Delivered,
+    Effect,
+    LineQuantity,
+    LineReservation,
+    OrderEventType,
+    OrderSaga,
+    OrderState,
+    Outcome,
+    PaymentConfirmed,
+    PaymentDeadlinePassed,
+    PaymentStatus,
+    PublishEvent,
+    ReleaseReservation,
+    ReservationRejected,
+    ReserveLine,
+    ReserveStock,
+    Returned,
+    SagaInput,
+    SagaPolicy,
+    SetTimer,
+    Shipped,
+    Shortfall,
+    StockReplyTimedOut,
+    StockReserved,
+    TimerKind,
+    decide,
+    submit,
+)
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+DEADLINE = T0 + timedelta(hours=1)
+LATER = T0 + timedelta(minutes=5)
+REPLY_TIMEOUT = DEFAULT_POLICY.stock_reply_timeout
+
+
+def order_payload(**overrides: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "order_id": "ord-1",
+        "customer_id": "cust-1",
+        "currency": "EUR",
+        "placed_at": "2025-03-01T12:00:00Z",
+        "lines": [
+            {"line_id": "L1", "sku": "SKU-A", "quantity": 3, "unit_price": "10.00"},
+            {"line_id": "L2", "sku": "SKU-B", "quantity": 1, "unit_price": "4.50"},
+        ],
+        "payment": {"status": "authorized", "reference": "pay-1"},
+    }
+    payload.update(overrides)
+    return payload
+
+
+PENDING = {"status": "pending", "reference": "pay-1", "deadline": "2025-03-01T13:00:00Z"}
+
+
+def started(**overrides: Any) -> OrderSaga:
+    return submit(None, order_payload(**overrides), "evt-submit", T0).saga
+
+
+def held(line_id: str, quantity: int, location: str = "WH1") -> LineReservation:
+    return LineReservation(line_id, allocations=(Allocation(location, quantity),))
+
+
+ALL_HELD = StockReserved("evt-reserved", (held("L1", 3), held("L2", 1)))
+L1_SHORT = StockReserved(
+    "evt-reserved",
+    (
+        LineReservation("L1", allocations=(Allocation("WH1", 1),), backordered=2),
+        held("L2", 1),
+    ),
+)
+
+
+def run(saga: OrderSaga, *inputs: SagaInput) -> OrderSaga:
+    for event in inputs:
+        saga = decide(saga, event, LATER).saga
+    return saga
+
+
+def confirmed(**overrides: Any) -> OrderSaga:
+    return run(started(**overrides), ALL_HELD)
+
+
+def awaiting_payment() -> OrderSaga:
+    return run(started(payment=PENDING), ALL_HELD)
+
+
+def partially_shipped() -> OrderSaga:
+    return run(confirmed(), Shipped("evt-s1", "S1", (LineQuantity("L1", 1),)))
+
+
+def shipped() -> OrderSaga:
+    return run(confirmed(), Shipped("evt-s1", "S1", (LineQuantity("L1", 3), LineQuantity("L2", 1))))
+
+
+def delivered() -> OrderSaga:
+    return run(shipped(), Delivered("evt-d1", "S1"))
+
+
+def returned() -> OrderSaga:
+    return run(
+        delivered(), Returned("evt-r1", "R1", (LineQuantity("L1", 3), LineQuantity("L2", 1)))
+    )
+
+
+def cancelled() -> OrderSaga:
+    return run(started(), CancelRequested("evt-cancel", "customer_request"))
+
+
+def rejected() -> OrderSaga:
+    return run(started(), ReservationRejected("evt-rej", "insufficient_stock"))
+
+
+SAGA_IN_STATE = {
+    OrderState.RESERVING: started,
+    OrderState.AWAITING_PAYMENT: awaiting_payment,
+    OrderState.CONFIRMED: confirmed,
+    OrderState.PARTIALLY_SHIPPED: partially_shipped,
+    OrderState.SHIPPED: shipped,
+    OrderState.DELIVERED: delivered,
+    OrderState.RETURNED: returned,
+    OrderState.CANCELLED: cancelled,
+    OrderState.REJECTED: rejected,
+}
+
+
+def events(decision: Decision) -> list[PublishEvent]:
+    return [e for e in decision.effects if isinstance(e, PublishEvent)]
+
+
+def the_event(decision: Decision, event_type: OrderEventType) -> dict[str, Any]:
+    (event,) = [e for e in events(decision) if e.type is event_type]
+    return event.data
+
+
+def non_events(decision: Decision) -> list[Effect]:
+    return [e for e in decision.effects if not isinstance(e, PublishEvent)]
+
+
+def assert_unchanged(before: OrderSaga, decision: Decision, outcome: Outcome) -> None:
+    assert decision.saga is before
+    assert decision.timeline.outcome is outcome
+    assert decision.timeline.from_state is decision.timeline.to_state is before.state
+    assert not decision.changed
+
+
+# --- the saga's states ---------------------------------------------------------------------
+
+
+def test_helpers_reach_the_state_they_name() -> None:
+    for state, build in SAGA_IN_STATE.items():
+        assert build().state is state
+
+
+def test_settled_and_terminal_states() -> None:
+    assert {
+        OrderState.REJECTED,
+        OrderState.CANCELLED,
+        OrderState.DELIVERED,
+        OrderState.RETURNED,
+    } == TERMINAL_STATES
+    assert (
+        TERMINAL_STATES
+        | {
+            OrderState.CONFIRMED,
+            OrderState.PARTIALLY_SHIPPED,
+            OrderState.SHIPPED,
+        }
+        == SETTLED_STATES
+    )
+    assert OrderState.CONFIRMED.is_settled and not OrderState.CONFIRMED.is_terminal
+    assert not OrderState.AWAITING_PAYMENT.is_settled
+    assert OrderState.CANCELLED.is_terminal
+
+
+# --- submit --------------------------------------------------------------------------------
+
+
+def test_submit_starts_reserving() -> None:
+    decision = submit(None, order_payload(), "evt-submit", T0)
+    saga = decision.saga
+    assert (saga.order_id, saga.state, saga.version, saga.currency) == (
+        "ord-1",
+        OrderState.RESERVING,
+        1,
+        "EUR",
+    )
+    assert saga.reserve_attempts == 1
+    assert decision.changed
+    entry = decision.timeline
+    assert (entry.from_state, entry.to_state) == (OrderState.RECEIVED, OrderState.RESERVING)
+    assert (entry.cause_type, entry.cause_id, entry.at) == ("OrderSubmitted", "evt-submit", T0)
+    assert the_event(decision, OrderEventType.ACCEPTED) == {
+        "order_id": "ord-1",
+        "currency": "EUR",
+        "payment_status": "authorized",
+        "backorder_policy": "allow",
+        "lines": [
+            {"line_id": "L1", "sku": "SKU-A", "quantity": 3, "unit_price": "10.00"},
+            {"line_id": "L2", "sku": "SKU-B", "quantity": 1, "unit_price": "4.50"},
+        ],
+    }
+    assert non_events(decision) == [
+        ReserveStock(
+            "ord-1",
+            (ReserveLine("L1", "SKU-A", 3), ReserveLine("L2", "SKU-B", 1)),
+            BackorderPolicy.ALLOW,
+            attempt=1,
+        ),
+        SetTimer(TimerKind.STOCK_REPLY, T0 + REPLY_TIMEOUT, attempt=1),
+    ]
+
+
+def test_submit_with_pending_payment_also_arms_the_deadline() -> None:
+    decision = submit(None, order_payload(payment=PENDING), "evt-submit", T0)
+    assert decision.saga.payment is PaymentStatus.PENDING
+    assert SetTimer(TimerKind.PAYMENT_DEADLINE, DEADLINE) in decision.effects
+    assert any(isinstance(e, ReserveStock) for e in decision.effects)
+
+
+def test_submit_passes_the_backorder_policy_to_stock() -> None:
+    decision = submit(None, order_payload(backorder_policy="reject"), "evt-submit", T0)
+    (reserve,) = [e for e in decision.effects if isinstance(e, ReserveStock)]
+    assert reserve.backorder_policy is BackorderPolicy.REJECT
+
+
+def test_submit_of_an_invalid_order_rejects_it_with_the_fields_at_fault() -> None:
+    decision = submit(None, order_payload(lines=[], currency="XYZ"), "evt-submit", T0)
+    assert decision.saga.state is OrderState.REJECTED
+    assert decision.saga.reason == INVALID_ORDER
+    assert decision.timeline.to_state is OrderState.REJECTED
+    assert "lines" in decision.timeline.note
+    data = the_event(decision, OrderEventType.REJECTED)
+    assert data["reason"] == INVALID_ORDER
+    assert data["lines"] == []
+    assert [v["field"] for v in data["violations"]] == ["currency", "lines"]
+    assert non_events(decision) == []
+
+
+def test_resubmitting_the_same_payload_is_a_duplicate() -> None:
+    saga = started()
+    reordered = dict(reversed(list(order_payload().items())))
+    decision = submit(saga, reordered, "evt-again", LATER)
+    assert_unchanged(saga, decision, Outcome.IGNORED)
+    assert decision.effects == ()
+
+
+def test_resubmitting_the_same_invalid_payload_is_a_duplicate() -> None:
+    saga = submit(None, order_payload(lines=[]), "evt-submit", T0).saga
+    assert_unchanged(saga, submit(saga, order_payload(lines=[]), "e2", LATER), Outcome.IGNORED)
+
+
+def test_a_different_payload_under_the_same_id_is_refused() -> None:
+    saga = confirmed()
+    decision = submit(saga, order_payload(currency="USD"), "evt-other", LATER)
+    assert_unchanged(saga, decision, Outcome.REFUSED)
+    assert decision.effects == ()
+    assert "different payload" in decision.timeline.note
+
+
+@pytest.mark.parametrize("payload", [{}, {"order_id": ""}, {"order_id": 7}])
+def test_submit_without_a_usable_order_id_raises(payload: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="order id"):
+        submit(None, payload, "evt", T0)
+
+
+# --- RESERVING + StockReserved -------------------------------------------------------------
+
+
+def test_all_lines_reserved_confirms() -> None:
+    saga = started()
+    decision = decide(saga, ALL_HELD, LATER)
+    assert decision.saga.state is OrderState.CONFIRMED
+    assert decision.saga.version == saga.version + 1
+    assert decision.timeline.cause_id == "evt-reserved"
+    assert decision.timeline.cause_type == "StockReserved"
+    data = the_event(decision, OrderEventType.CONFIRMED)
+    assert data["lines"][0] == {
+        "line_id": "L1",
+        "sku": "SKU-A",
+        "quantity": 3,
+        "unit_price": "10.00",
+        "reserved": 3,
+        "backordered": 0,
+        "untracked": False,
+        "allocations": [{"location": "WH1", "quantity": 3}],
+    }
+    assert non_events(decision) == [CancelTimer(TimerKind.STOCK_REPLY)]
+    assert decision.saga.stock_reply_due_at is None
+
+
+def test_a_short_line_with_backorders_allowed_confirms_partly_backordered() -> None:
+    decision = decide(started(), L1_SHORT, LATER)
+    assert decision.saga.state is OrderState.CONFIRMED
+    line = decision.saga.line("L1")
+    assert line is not None and (line.reserved, line.backordered) == (1, 2)
+    confirmed_lines = the_event(decision, OrderEventType.CONFIRMED)["lines"]
+    assert [(x["reserved"], x["backordered"]) for x in confirmed_lines] == [(1, 2), (1, 0)]
+    assert "2 units backordered" in decision.timeline.note
+
+
+def test_untracked_goods_count_as_held() -> None:
+    reply = StockReserved("evt-r", (LineReservation("L1", untracked=True), held("L2", 1)))
+    decision = decide(started(), reply, LATER)
+    assert decision.saga.state is OrderState.CONFIRMED
+    first = the_event(decision, OrderEventType.CONFIRMED)["lines"][0]
+    assert (first["reserved"], first["untracked"], first["allocations"]) == (3, True, [])
+
+
+def test_reserved_with_payment_pending_waits_for_payment() -> None:
+    decision = decide(started(payment=PENDING), ALL_HELD, LATER)
+    assert decision.saga.state is OrderState.AWAITING_PAYMENT
+    assert events(decision) == []
+    assert decision.effects == (CancelTimer(TimerKind.STOCK_REPLY),)
+
+
+def test_payment_remembered_while_reserving_confirms_when_stock_answers() -> None:
+    paid = run(started(payment=PENDING), PaymentConfirmed("evt-pay"))
+    decision = decide(paid, ALL_HELD, LATER)
+    assert decision.saga.state is OrderState.CONFIRMED
+    assert OrderEventType.CONFIRMED in [e.type for e in events(decision)]
+
+
+@pytest.mark.parametrize(
+    ("reply", "why"),
+    [
+        (StockReserved("e", (held("L1", 3),)), "lines answered"),
+        (StockReserved("e", (held("L1", 3), held("L2", 1), held("L3", 1))), "lines answered"),
+        (StockReserved("e", (held("L1", 3), held("L1", 3), held("L2", 1))), "lines answered"),
+        (StockReserved("e", (held("L1", 2), held("L2", 1))), "line L1: held plus"),
+        (
+            StockReserved(
+                "e",
+                (
+                    LineReservation("L1", (Allocation("WH1", 1),), untracked=True),
+                    held("L2", 1),
+                ),
+            ),
+            "untracked",
+        ),
+    ],
+)
+def test_a_stock_reply_that_does_not_match_the_order_is_refused(
+    reply: StockReserved, why: str
+) -> None:
+    saga = started()
+    decision = decide(saga, reply, LATER)
+    assert_unchanged(saga, decision, Outcome.REFUSED)
+    assert why in decision.timeline.note
+    assert decision.effects == ()
+
+
+def test_backorders_for_an_order_that_refuses_them_are_refused() -> None:
+    saga = started(backorder_policy="reject")
+    decision = decide(saga, L1_SHORT, LATER)
+    assert_unchanged(saga, decision, Outcome.REFUSED)
+    assert "refuses backorders" in decision.timeline.note
+
+
+@pytest.mark.parametrize(
+    "state", [OrderState.AWAITING_PAYMENT, OrderState.CONFIRMED, OrderState.SHIPPED]
+)
+def test_a_duplicate_stock_reply_is_a_no_op(state: OrderState) -> None:
+    saga = SAGA_IN_STATE[state]()
+    decision = decide(saga, ALL_HELD, LATER)
+    assert_unchanged(saga, decision, Outcome.IGNORED)
+    assert decision.effects == ()
+
+
+@pytest.mark.parametrize(
+    ("state", "reason"),
+    [(OrderState.CANCELLED, "customer_request"), (OrderState.REJECTED, "insufficient_stock")],
+)
+def test_stock_reserved_after_the_order_ended_is_released(state: OrderState, reason: str) -> None:
+    saga = SAGA_IN_STATE[state]()
+    decision = decide(saga, ALL_HELD, LATER)
+    assert_unchanged(saga, decision, Outcome.IGNORED)
+    assert decision.effects == (ReleaseReservation("ord-1", reason),)
+
+
+# --- RESERVING + ReservationRejected -------------------------------------------------------
+
+
+def test_stock_rejection_rejects_the_order_with_reason_and_lines() -> None:
+    saga = started(payment=PENDING)
+    rejection = ReservationRejected(
+        "evt-rej", "insufficient_stock", (Shortfall("SKU-A", requested=3, available=1),)
+    )
+    decision = decide(saga, rejection, LATER)
+    assert decision.saga.state is OrderState.REJECTED
+    assert decision.saga.reason == "insufficient_stock"
+    assert the_event(decision, OrderEventType.REJECTED) == {
+        "order_id": "ord-1",
+        "reason": "insufficient_stock",
+        "lines": [{"sku": "SKU-A", "requested": 3, "available": 1}],
+        "violations": [],
+    }
+    # Stock held nothing, so there is nothing to release.
+    assert set(non_events(decision)) == {
+        CancelTimer(TimerKind.STOCK_REPLY),
+        CancelTimer(TimerKind.PAYMENT_DEADLINE),
+    }
+
+
+@pytest.mark.parametrize("state", [OrderState.CONFIRMED, OrderState.CANCELLED])
+def test_a_late_stock_rejection_is_ignored(state: OrderState) -> None:
+    saga = SAGA_IN_STATE[state]()
+    decision = decide(saga, ReservationRejected("evt-rej", "unknown_sku"), LATER)
+    assert_unchanged(saga, decision, Outcome.IGNORED)
+    assert decision.effects == ()
+
+
+# --- CancelRequested -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "build",
+    [started, lambda: started(payment=PENDING), awaiting_payment, confirmed],
+    ids=["reserving", "reserving-pending", "awaiting-payment", "confirmed"],
+)
+def test_cancel_before_shipping_releases_and_cancels(build: Any) -> None:
+    saga = build()
+    decision = decide(saga, CancelRequested("evt-cancel", "changed_mind"), LATER)
+    assert decision.saga.state is OrderState.CANCELLED
+    assert decision.saga.reason == "changed_mind"
+    assert ReleaseReservation("ord-1", "changed_mind") in decision.effects
+    assert the_event(decision, OrderEventType.CANCELLED) == {
+        "order_id": "ord-1",
+        "reason": "changed_mind",
+    }
+    assert not any(isinstance(e, SetTimer) for e in decision.effects)
+
+
+def test_cancel_while_reserving_disarms_every_timer() -> None:
+    decision = decide(started(payment=PENDING), CancelRequested("evt-cancel", "x"), LATER)
+    assert {e for e in decision.effects if isinstance(e, CancelTimer)} == {
+        CancelTimer(TimerKind.STOCK_REPLY),
+        CancelTimer(TimerKind.PAYMENT_DEADLINE),
+    }
+
+
+@pytest.mark.parametrize(
+    "state",
+    [OrderState.PARTIALLY_SHIPPED, OrderState.SHIPPED, OrderState.DELIVERED, OrderState.RETURNED],
+)
+def test_cancel_after_a_shipment_is_refused(state: OrderState) -> None:
+    saga = SAGA_IN_STATE[state]()
+    decision = decide(saga, CancelRequested("evt-cancel", "changed_mind"), LATER)
+    assert_unchanged(saga, decision, Outcome.REFUSED)
+    assert decision.effects == (
+        PublishEvent(
+            OrderEventType.CANCEL_REFUSED,
+            {"order_id": "ord-1", "reason": ALREADY_SHIPPED, "requested_reason": "changed_mind"},
+        ),
+    )
+
+
+@pytest.mark.parametrize("state", [OrderState.CANCELLED, OrderState.REJECTED])
+def test_cancel_of_an_ended_order_is_a_no_op(state: OrderState) -> None:
+    saga = SAGA_IN_STATE[state]()
+    decision = decide(saga, CancelRequested("evt-cancel-2", "again"), LATER)
+    assert_unchanged(saga, decision, Outcome.IGNORED)
+    assert decision.effects == ()
+
+
+# --- payment -------------------------------------------------------------------------------
+
+
+def test_payment_while_reserving_is_remembered() -> None:
+    saga = started(payment=PENDING)
+    decision = decide(saga, PaymentConfirmed("evt-pay"), LATER)
+    assert decision.saga.state is OrderState.RESERVING
+    assert decision.saga.payment is PaymentStatus.AUTHORIZED
+    assert decision.changed and decision.saga.version == saga.version + 1
+    assert decision.effects == (CancelTimer(TimerKind.PAYMENT_DEADLINE),)
+
+
+def test_payment_while_awaiting_payment_confirms() -> None:
+    decision = decide(awaiting_payment(), PaymentConfirmed("evt-pay"), LATER)
+    assert decision.saga.state is OrderState.CONFIRMED
+    assert decision.timeline.from_state is OrderState.AWAITING_PAYMENT
+    assert [e.type for e in events(decision)] == [OrderEventType.CONFIRMED]
+    assert non_events(decision) == [CancelTimer(TimerKind.PAYMENT_DEADLINE)]
+
+
+def test_payment_deadline_while_awaiting_payment_cancels_and_releases() -> None:
+    decision = decide(awaiting_payment(), PaymentDeadlinePassed("timer-pay"), DEADLINE)
+    assert decision.saga.state is OrderState.CANCELLED
+    assert decision.saga.reason == PAYMENT_TIMEOUT
+    assert decision.timeline.cause_id == "timer-pay"
+    assert decision.effects == (
+        ReleaseReservation("ord-1", PAYMENT_TIMEOUT),
+        PublishEvent(OrderEventType.CANCELLED, {"order_id": "ord-1", "reason": PAYMENT_TIMEOUT}),
+        CancelTimer(TimerKind.PAYMENT_DEADLINE),
+    )
+
+
+def test_payment_deadline_while_reserving_cancels_and_releases() -> None:
+    decision = decide(started(payment=PENDING), PaymentDeadlinePassed("timer-pay"), DEADLINE)
+    assert decision.saga.state is OrderState.CANCELLED
+    assert ReleaseReservation("ord-1", PAYMENT_TIMEOUT) in decision.effects
+    assert CancelTimer(TimerKind.STOCK_REPLY) in decision.effects
+
+
+def test_a_late_payment_never_revives_a_timed_out_order() -> None:
+    timed_out = run(awaiting_payment(), PaymentDeadlinePassed("timer-pay"))
+    decision = decide(timed_out, PaymentConfirmed("evt-late-pay"), DEADLINE + timedelta(minutes=1))
+    assert_unchanged(timed_out, decision, Outcome.IGNORED)
+    assert decision.saga.state is OrderState.CANCELLED
+    assert "payment_timeout" in decision.timeline.note
+    assert decision.effects == ()
+
+
+@pytest.mark.parametrize("state", [OrderState.CONFIRMED, OrderState.SHIPPED])
+def test_a_duplicate_payment_is_a_no_op(state: OrderState) -> None:
+    saga = SAGA_IN_STATE[state]()
+    assert_unchanged(saga, decide(saga, PaymentConfirmed("evt-pay"), LATER), Outcome.IGNORED)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [started, confirmed, lambda: run(started(payment=PENDING), PaymentConfirmed("p"))],
+    ids=["reserving-authorized", "confirmed", "reserving-paid"],
+)
+def test_a_stale_payment_deadline_is_a_no_op(build: Any) -> None:
+    saga = build()
+    decision = decide(saga, PaymentDeadlinePassed("timer-pay"), DEADLINE)
+    assert_unchanged(saga, decision, Outcome.IGNORED)
+    assert decision.effects == ()
+
+
+# --- stock reply timeout -------------------------------------------------------------------
+
+
+def test_no_stock_reply_re_sends_the_command_and_re_arms_the_timer() -> None:
+    saga = started()
+    now = T0 + REPLY_TIMEOUT
+    decision = decide(saga, StockReplyTimedOut("timer-1", attempt=1), now)
+    assert decision.saga.state is OrderState.RESERVING
+    assert decision.saga.reserve_attempts == 2
+    (reserve,) = [e for e in decision.effects if isinstance(e, ReserveStock)]
+    assert reserve.attempt == 2
+    assert reserve.lines == (ReserveLine("L1", "SKU-A", 3), ReserveLine("L2", "SKU-B", 1))
+    assert SetTimer(TimerKind.STOCK_REPLY, now + REPLY_TIMEOUT, attempt=2) in decision.effects
+    assert events(decision) == []
+
+
+def test_after_the_last_attempt_the_order_is_stuck_and_stays_reserving() -> None:
+    saga = run(
+        started(),
+        StockReplyTimedOut("timer-1", attempt=1),
+        StockReplyTimedOut("timer-2", attempt=2),
+    )
+    decision = decide(saga, StockReplyTimedOut("timer-3", attempt=3), LATER)
+    assert decision.saga.state is OrderState.RESERVING
+    assert decision.saga.stuck
+    assert the_event(decision, OrderEventType.STUCK) == {
+        "order_id": "ord-1",
+        "state": "reserving",
+        "attempts": 3,
+        "reason": "no_stock_reply",
+    }
+    assert not any(isinstance(e, ReserveStock | SetTimer) for e in decision.effects)
+
+
+def test_a_stuck_order_recovers_when_stock_finally_answers() -> None:
+    stuck = run(started(), *(StockReplyTimedOut(f"t{n}", attempt=n) for n in (1, 2, 3)))
+    assert stuck.stuck
+    assert decide(stuck, ALL_HELD, LATER).saga.state is OrderState.CONFIRMED
+
+
+def test_the_attempt_limit_is_a_policy() -> None:
+    decision = decide(
+        started(), StockReplyTimedOut("t1", attempt=1), LATER, SagaPolicy(max_reserve_attempts=1)
+    )
+    assert decision.saga.stuck
+    assert [e.type for e in events(decision)] == [OrderEventType.STUCK]
+
+
+@pytest.mark.parametrize(
+    ("build", "attempt"),
+    [
+        (started, 2),
+        (lambda: run(started(), StockReplyTimedOut("t1", attempt=1)), 1),
+        (confirmed, 1),
+        (lambda: run(started(), *(StockReplyTimedOut(f"t{n}", n) for n in (1, 2, 3))), 3),
+    ],
+    ids=["future-attempt", "superseded-attempt", "after-reply", "already-stuck"],
+)
+def test_a_stale_stock_reply_timer_is_a_no_op(build: Any, attempt: int) -> None:
+    saga = build()
+    decision = decide(saga, StockReplyTimedOut("timer", attempt=attempt), LATER)
+    assert_unchanged(saga, decision, Outcome.IGNORED)
+    assert decision.effects == ()
+
+
+# --- backorders ----------------------------------------------------------------------------
+
+
+def test_backorder_allocation_reduces_the_outstanding_quantity_and_tells_fulfillment() -> None:
+    saga = run(started(), L1_SHORT)
+    decision = decide(saga, BackorderAllocated("evt-bo", "L1", "WH2", 2), LATER)
+    line = decision.saga.line("L1")
+    assert line is not None
+    assert (line.backordered, line.reserved) == (0, 3)
+    assert line.allocations == (Allocation("WH1", 1), Allocation("WH2", 2))
+    assert decision.saga.state is OrderState.CONFIRMED
+    assert decision.changed
+    assert the_event(decision, OrderEventType.BACKORDER_ALLOCATED) == {
+        "order_id": "ord-1",
+        "line_id": "L1",
+        "sku": "SKU-A",
+        "location": "WH2",
+        "quantity": 2,
+        "backordered": 0,
+    }
+
+
+def test_backorder_allocations_at_one_location_add_up() -> None:
+    saga = run(started(), L1_SHORT, BackorderAllocated("evt-bo", "L1", "WH1", 1))
+    line = saga.line("L1")
+    assert line is not None
+    assert (line.allocations, line.backordered) == ((Allocation("WH1", 2),), 1)
+
+
+def test_backorder_allocated_while_awaiting_payment_is_carried_by_the_confirmation() -> None:
+    waiting = run(started(payment=PENDING), L1_SHORT)
+    decision = decide(waiting, BackorderAllocated("evt-bo", "L1", "WH1", 2), LATER)
+    assert decision.saga.state is OrderState.AWAITING_PAYMENT
+    assert decision.changed and decision.effects == ()
+    confirmation = decide(decision.saga, PaymentConfirmed("evt-pay"), LATER)
+    first = the_event(confirmation, OrderEventType.CONFIRMED)["lines"][0]
+    assert (first["reserved"], first["backordered"]) == (3, 0)
+
+
+def test_backorder_allocated_while_partially_shipped() -> None:
+    saga = run(started(), L1_SHORT, Shipped("evt-s1", "S1", (LineQuantity("L1", 1),)))
+    decision = decide(saga, BackorderAllocated("evt-bo", "L1", "WH1", 2), LATER)
+    assert decision.saga.state is OrderState.PARTIALLY_SHIPPED
+    assert [e.type for e in events(decision)] == [OrderEventType.BACKORDER_ALLOCATED]
+
+
+@pytest.mark.parametrize(
+    ("allocation", "why"),
+    [
+        (BackorderAllocated("e", "L1", "WH1", 3), "exceeds the 2 backordered"),
+        (BackorderAllocated("e", "L1", "WH1", 0), "exceeds"),
+        (BackorderAllocated("e", "L2", "WH1", 1), "exceeds the 0 backordered"),
+        (BackorderAllocated("e", "L9", "WH1", 1), "unknown line"),
+    ],
+)
+def test_a_backorder_allocation_that_does_not_fit_is_refused(
+    allocation: BackorderAllocated, why: str
+) -> None:
+    saga = run(started(), L1_SHORT)
+    decision = decide(saga, allocation, LATER)
+    assert_unchanged(saga, decision, Outcome.REFUSED)
+    assert why in decision.timeline.note
+
+
+@pytest.mark.parametrize("state", [OrderState.RESERVING, OrderState.CANCELLED])
+def test_a_backorder_allocation_outside_the_backorder_window_is_refused(
+    state: OrderState,
+) -> None:
+    saga = SAGA_IN_STATE[state]()
+    decision = decide(saga, BackorderAllocated("e", "L1", "WH1", 1), LATER)
+    assert_unchanged(saga, decision, Outcome.REFUSED)
+    assert decision.effects == ()
+
+
+# --- shipments -----------------------------------------------------------------------------
+
+
+def test_a_partial_shipment_moves_to_partially_shipped() -> None:
+    decision = decide(confirmed(), Shipped("evt-s1", "S1", (LineQuantity("L1", 2),)), LATER)
+    assert decision.saga.state is OrderState.PARTIALLY_SHIPPED
+    line = decision.saga.line("L1")
+    assert line is not None and line.shipped == 2
+    assert the_event(decision, OrderEventType.SHIPPED) == {
+        "order_id": "ord-1",
+        "shipment_id": "S1",
+        "lines": [{"line_id": "L1", "sku": "SKU-A", "quantity": 2}],
+        "fully_shipped": False,
+    }
+
+
+def test_shipping_the_rest_moves_to_shipped() -> None:
+    rest = Shipped("evt-s2", "S2", (LineQuantity("L1", 2), LineQuantity("L2", 1)))
+    decision = decide(partially_shipped(), rest, LATER)
+    assert decision.saga.state is OrderState.SHIPPED
+    assert the_event(decision, OrderEventType.SHIPPED)["fully_shipped"] is True
+    assert [s.shipment_id for s in decision.saga.shipments] == ["S1", "S2"]
+
+
+def test_one_complete_shipment_moves_straight_to_shipped() -> None:
+    everything = Shipped("evt-s1", "S1", (LineQuantity("L1", 3), LineQuantity("L2", 1)))
+    assert decide(confirmed(), everything, LATER).saga.state is OrderState.SHIPPED
+
+
+def test_quantities_of_one_line_in_one_shipment_add_up() -> None:
+    split = Shipped("e", "S1", (LineQuantity("L1", 1), LineQuantity("L1", 2)))
+    line = decide(confirmed(), split, LATER).saga.line("L1")
+    assert line is not None and line.shipped == 3
+
+
+def test_backordered_units_may_ship_before_the_order_hears_of_their_allocation() -> None:
+    saga = run(started(), L1_SHORT)
+    everything = Shipped("evt-s1", "S1", (LineQuantity("L1", 3), LineQuantity("L2", 1)))
+    assert decide(saga, everything, LATER).saga.state is OrderState.SHIPPED
+
+
+@pytest.mark.parametrize("state", [OrderState.PARTIALLY_SHIPPED, OrderState.SHIPPED])
+def test_a_duplicate_shipment_is_a_no_op(state: OrderState) -> None:
+    saga = SAGA_IN_STATE[state]()
+    decision = decide(saga, Shipped("evt-s1-again", "S1", (LineQuantity("L1", 1),)), LATER)
+    assert_unchanged(saga, decision, Outcome.IGNORED)
+    assert decision.effects == ()
+
+
+@pytest.mark.parametrize(
+    ("lines", "why"),
+    [
+        ((LineQuantity("L1", 4),), "exceed the 3 remaining"),
+        ((LineQuantity("L9", 1),), "unknown line L9"),
+        ((LineQuantity("L1", 0),), "must be positive"),
+        ((), "no lines"),
+    ],
+)
+def test_a_shipment_that_does_not_fit_is_refused(lines: tuple[LineQuantity, ...], why: str) -> None:
+    saga = confirmed()
+    decision = decide(saga, Shipped("evt-s1", "S1", lines), LATER)
+    assert_unchanged(saga, decision, Outcome.REFUSED)
+    assert why in decision.timeline.note
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        OrderState.RESERVING,
+        OrderState.AWAITING_PAYMENT,
+        OrderState.CANCELLED,
+        OrderState.REJECTED,
+        OrderState.SHIPPED,
+    ],
+)
+def test_a_shipment_outside_the_shipping_window_is_refused(state: OrderState) -> None:
+    saga = SAGA_IN_STATE[state]()
+    decision = decide(saga, Shipped("evt-s9", "S9", (LineQuantity("L1", 1),)), LATER)
+    assert_unchanged(saga, decision, Outcome.REFUSED)
+
+
+# --- deliveries ----------------------------------------------------------------------------
+
+
+def test_delivery_of_every_shipment_moves_to_delivered() -> None:
+    decision = decide(shipped(), Delivered("evt-d1", "S1"), LATER)
+    assert decision.saga.state is OrderState.DELIVERED
+    assert the_event(decision, OrderEventType.DELIVERED) == {
+        "order_id": "ord-1",
+        "shipment_ids": ["S1"],
+    }
+
+
+def test_delivery_of_one_of_two_shipments_waits_for_the_other() -> None:
+    saga = run(
+        partially_shipped(), Shipped("e2", "S2", (LineQuantity("L1", 2), LineQuantity("L2", 1)))
+    )
+    first = decide(saga, Delivered("evt-d1", "S1"), LATER)
+    assert first.saga.state is OrderState.SHIPPED
+    assert first.changed and first.effects == ()
+    second = decide(first.saga, Delivered("evt-d2", "S2"), LATER)
+    assert second.saga.state is OrderState.DELIVERED
+
+
+def test_delivery_while_partially_shipped_is_recorded() -> None:
+    decision = decide(partially_shipped(), Delivered("evt-d1", "S1"), LATER)
+    assert decision.saga.state is OrderState.PARTIALLY_SHIPPED
+    shipment = decision.saga.shipment("S1")
+    assert shipment is not None and shipment.delivered
+    assert decision.effects == ()
+
+
+def test_a_duplicate_delivery_is_a_no_op() -> None:
+    saga = delivered()
+    assert_unchanged(saga, decide(saga, Delivered("evt-d1b", "S1"), LATER), Outcome.IGNORED)
+
+
+@pytest.mark.parametrize("state", [OrderState.CONFIRMED, OrderState.SHIPPED])
+def test_delivery_of_an_unknown_shipment_is_refused(state: OrderState) -> None:
+    saga = SAGA_IN_STATE[state]()
+    assert_unchanged(saga, decide(saga, Delivered("evt-d9", "S9"), LATER), Outcome.REFUSED)
+
+
+# --- returns -------------------------------------------------------------------------------
+
+
+def test_returning_everything_moves_to_returned() -> None:
+    everything = Returned("evt-r1", "R1", (LineQuantity("L1", 3), LineQuantity("L2", 1)))
+    decision = decide(delivered(), everything, LATER)
+    assert decision.saga.state is OrderState.RETURNED
+    data = the_event(decision, OrderEventType.RETURNED)
+    assert (data["rma_id"], data["fully_returned"]) == ("R1", True)
+    assert data["lines"] == [
+        {"line_id": "L1", "sku": "SKU-A", "quantity": 3},
+        {"line_id": "L2", "sku": "SKU-B", "quantity": 1},
+    ]
+
+
+def test_a_partial_return_is_recorded_and_the_rest_may_follow() -> None:
+    first = decide(delivered(), Returned("evt-r1", "R1", (LineQuantity("L2", 1),)), LATER)
+    assert first.saga.state is OrderState.DELIVERED
+    assert first.changed
+    assert the_event(first, OrderEventType.RETURNED)["fully_returned"] is False
+    second = decide(first.saga, Returned("evt-r2", "R2", (LineQuantity("L1", 3),)), LATER)
+    assert second.saga.state is OrderState.RETURNED
+
+
+def test_returning_all_that_shipped_so_far_of_a_partial_shipment_is_not_a_full_return() -> None:
+    decision = decide(partially_shipped(), Returned("e", "R1", (LineQuantity("L1", 1),)), LATER)
+    assert decision.saga.state is OrderState.PARTIALLY_SHIPPED
+    assert the_event(decision, OrderEventType.RETURNED)["fully_returned"] is False
+
+
+def test_a_duplicate_return_is_a_no_op() -> None:
+    saga = returned()
+    decision = decide(saga, Returned("evt-r1b", "R1", (LineQuantity("L1", 3),)), LATER)
+    assert_unchanged(saga, decision, Outcome.IGNORED)
+
+
+def test_returning_more_than_shipped_is_refused() -> None:
+    saga = partially_shipped()
+    decision = decide(saga, Returned("e", "R1", (LineQuantity("L1", 2),)), LATER)
+    assert_unchanged(saga, decision, Outcome.REFUSED)
+    assert "exceed the 1 remaining" in decision.timeline.note
+
+
+@pytest.mark.parametrize("state", [OrderState.CONFIRMED, OrderState.RETURNED])
+def test_a_return_outside_the_return_window_is_refused(state: OrderState) -> None:
+    saga = SAGA_IN_STATE[state]()
+    decision = decide(saga, Returned("e", "R9", (LineQuantity("L1", 1),)), LATER)
+    assert_unchanged(saga, decision, Outcome.REFUSED)
+
+
+# --- properties over every state -----------------------------------------------------------
+
+EVERY_INPUT: list[SagaInput] = [
+    ALL_HELD,
+    L1_SHORT,
+    ReservationRejected("e", "insufficient_stock"),
+    CancelRequested("e", "x"),
+    PaymentConfirmed("e"),
+    PaymentDeadlinePassed("e"),
+    StockReplyTimedOut("e", 1),
+    BackorderAllocated("e", "L1", "WH1", 1),
+    Shipped("e", "S1", (LineQuantity("L1", 1),)),
+    Shipped("e", "S7", (LineQuantity("L1", 1),)),
+    Delivered("e", "S1"),
+    Returned("e", "R7", (LineQuantity("L1", 1),)),
+]
+
+
+@pytest.mark.parametrize("state", list(SAGA_IN_STATE))
+@pytest.mark.parametrize("event", EVERY_INPUT, ids=lambda e: type(e).__name__)
+def test_every_input_in_every_state_yields_one_consistent_decision(
+    state: OrderState, event: SagaInput
+) -> None:
+    saga = SAGA_IN_STATE[state]()
+    decision = decide(saga, event, LATER)
+    entry = decision.timeline
+    assert (entry.cause_type, entry.cause_id, entry.at) == (
+        type(event).__name__,
+        event.cause_id,
+        LATER,
+    )
+    assert entry.from_state is saga.state
+    assert entry.to_state is decision.saga.state
+    if decision.changed:
+        assert decision.saga.version == saga.version + 1
+    else:
+        assert decision.saga is saga
+        assert entry.note
+
+
+@pytest.mark.parametrize("state", [s for s in SAGA_IN_STATE if s.is_terminal])
+def test_no_input_moves_an_order_out_of_a_terminal_state_except_a_full_return(
+    state: OrderState,
+) -> None:
+    saga = SAGA_IN_STATE[state]()
+    for event in EVERY_INPUT:
+        after = decide(saga, event, LATER).saga.state
+        assert after in (state, OrderState.RETURNED)
+
+
+def test_a_whole_life_bumps_the_version_once_per_applied_input() -> None:
+    saga = submit(None, order_payload(payment=PENDING), "evt-submit", T0).saga
+    life: list[SagaInput] = [
+        PaymentConfirmed("p1"),
+        L1_SHORT,
+        ALL_HELD,
+        BackorderAllocated("b1", "L1", "WH2", 2),
+        Shipped("s1", "S1", (LineQuantity("L1", 1),)),
+        CancelRequested("c1", "too_late"),
+        Shipped("s2", "S2", (LineQuantity("L1", 2), LineQuantity("L2", 1))),
+        Delivered("d1", "S1"),
+        Delivered("d2", "S2"),
+    ]
+    outcomes = []
+    for event in life:
+        decision = decide(saga, event, LATER)
+        outcomes.append(decision.timeline.outcome)
+        saga = decision.saga
+    assert saga.state is OrderState.DELIVERED
+    assert outcomes.count(Outcome.APPLIED) == 7
+    assert saga.version == 1 + 7
+
+
+# --- serialisation -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("state", list(SAGA_IN_STATE))
+def test_a_saga_survives_a_round_trip_through_json(state: OrderState) -> None:
+    saga = SAGA_IN_STATE[state]()
+    assert OrderSaga.from_dict(json.loads(json.dumps(saga.to_dict()))) == saga
+
+
+def test_times_and_money_round_trip_exactly() -> None:
+    saga = run(started(payment=PENDING), L1_SHORT, BackorderAllocated("b", "L1", "WH2", 1))
+    data = saga.to_dict()
+    assert data["payment_deadline"] == "2025-03-01T13:00:00+00:00"
+    assert data["lines"][1]["unit_price"] == "4.50"
+    assert OrderSaga.from_dict(json.loads(json.dumps(data))) == saga
+
+
+def test_a_stuck_saga_round_trips() -> None:
+    saga = run(started(), StockReplyTimedOut("t1", 1))
+    assert saga.stock_reply_due_at == LATER + REPLY_TIMEOUT
+    assert OrderSaga.from_dict(json.loads(json.dumps(saga.to_dict()))) == saga
+
+
+def test_a_timeline_entry_is_json_ready() -> None:
+    entry = decide(started(), ALL_HELD, LATER).timeline
+    assert json.loads(json.dumps(entry.to_dict())) == {
+        "at": "2025-03-01T12:05:00+00:00",
+        "from_state": "reserving",
+        "to_state": "confirmed",
+        "cause_type": "StockReserved",
+        "cause_id": "evt-reserved",
+        "outcome": "applied",
+        "note": "stock reserved; order confirmed",
+    }
+
+
+def test_published_event_data_is_json_ready() -> None:
+    for build in SAGA_IN_STATE.values():
+        for event in EVERY_INPUT:
+            for published in events(decide(build(), event, LATER)):
+                assert published.data["order_id"] == "ord-1"
+                json.dumps(published.data)
