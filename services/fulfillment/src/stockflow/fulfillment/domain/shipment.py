@@ -1,0 +1,341 @@
+"""The shipment: one parcel set leaving one location, and the steps it must go through.
+
+    created → picking → picked → packed → labelled → shipped → in_transit → delivered
+                  ↓  ↑ (re-pick)                                    ↕
+               on_hold ──(ship what was picked)──► picked          exception
+
+Cancelling is allowed until the shipment is shipped. A short pick puts the shipment on hold:
+nothing leaves short by accident. Someone decides: re-pick (the units turned up) or re-plan
+to ship what was picked, which returns the missing units to the order as a shortfall.
+
+Methods change the shipment in place and return the event value the handler publishes (or
+None when a duplicate or stale input changed nothing); a refused step raises a
+`FulfillmentError` whose message a warehouse user can act on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+
+from stockflow.fulfillment.domain.carriers import Label
+from stockflow.fulfillment.domain.common import Address, ServiceLevel, ShipmentLine
+from stockflow.fulfillment.domain.errors import (
+    CancelRefused,
+    FulfillmentError,
+    IllegalShipmentStep,
+    InvalidPick,
+    PackingError,
+)
+from stockflow.fulfillment.domain.packing import Package
+
+
+class ShipmentStatus(StrEnum):
+    CREATED = "created"
+    PICKING = "picking"
+    ON_HOLD = "on_hold"
+    PICKED = "picked"
+    PACKED = "packed"
+    LABELLED = "labelled"
+    SHIPPED = "shipped"
+    IN_TRANSIT = "in_transit"
+    DELIVERED = "delivered"
+    EXCEPTION = "exception"
+    CANCELLED = "cancelled"
+
+    @property
+    def has_left_the_building(self) -> bool:
+        """Shipped or later: stock is committed and the goods are with the carrier or customer."""
+        return self in _LEFT_THE_BUILDING
+
+
+_LEFT_THE_BUILDING = frozenset(
+    {
+        ShipmentStatus.SHIPPED,
+        ShipmentStatus.IN_TRANSIT,
+        ShipmentStatus.DELIVERED,
+        ShipmentStatus.EXCEPTION,
+    }
+)
+
+# How a refusal describes where the shipment stands, and what the user should do next.
+_WHERE_IT_STANDS = {
+    ShipmentStatus.CREATED: "is waiting to be picked",
+    ShipmentStatus.PICKING: "is being picked",
+    ShipmentStatus.ON_HOLD: "is on hold after a short pick",
+    ShipmentStatus.PICKED: "is picked but not packed yet",
+    ShipmentStatus.PACKED: "is packed but has no label yet",
+    ShipmentStatus.LABELLED: "is labelled and waiting for the carrier",
+    ShipmentStatus.SHIPPED: "has already been shipped",
+    ShipmentStatus.IN_TRANSIT: "is already in transit",
+    ShipmentStatus.DELIVERED: "has already been delivered",
+    ShipmentStatus.EXCEPTION: "has been shipped and the carrier reported a problem",
+    ShipmentStatus.CANCELLED: "was cancelled",
+}
+_NEXT_STEP = {
+    ShipmentStatus.CREATED: "start picking it",
+    ShipmentStatus.PICKING: "confirm its picks",
+    ShipmentStatus.ON_HOLD: "re-pick it, or ship what was picked",
+    ShipmentStatus.PICKED: "pack it",
+    ShipmentStatus.PACKED: "print its label",
+    ShipmentStatus.LABELLED: "hand it to the carrier and mark it shipped",
+}
+
+
+class TrackingStatus(StrEnum):
+    """What a carrier reports about a shipped parcel."""
+
+    IN_TRANSIT = "in_transit"
+    DELIVERED = "delivered"
+    EXCEPTION = "exception"
+
+
+@dataclass(frozen=True)
+class TrackingUpdate:
+    """One carrier scan, from a tracking topic or webhook."""
+
+    tracking_number: str
+    status: TrackingStatus
+    occurred_at: datetime
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ShipmentShipped:
+    """The goods left the building: stock commits the reservation, the order follows."""
+
+    order_id: str
+    shipment_id: str
+    location: str
+    lines: tuple[ShipmentLine, ...]
+    carrier: str
+    tracking_number: str
+    service_level: ServiceLevel
+    shipped_at: datetime
+
+
+@dataclass(frozen=True)
+class ShipmentShortened:
+    """A short-picked shipment will ship without `removed`; the order must re-plan those units."""
+
+    order_id: str
+    shipment_id: str
+    location: str
+    removed: tuple[ShipmentLine, ...]
+
+
+@dataclass(frozen=True)
+class TrackingStatusChanged:
+    """The carrier moved the shipment to in transit, delivered or exception."""
+
+    order_id: str
+    shipment_id: str
+    tracking_number: str
+    status: ShipmentStatus
+    occurred_at: datetime
+    detail: str
+
+
+@dataclass(frozen=True)
+class ShipmentCancelled:
+    """The shipment will not leave; `void_tracking_number` is a bought label to void, if any."""
+
+    order_id: str
+    shipment_id: str
+    location: str
+    lines: tuple[ShipmentLine, ...]
+    reason: str
+    void_tracking_number: str | None
+
+
+@dataclass
+class Shipment:
+    """Units of one order that leave one location together, under one tracking number."""
+
+    shipment_id: str
+    order_id: str
+    location: str
+    ship_to: Address
+    lines: tuple[ShipmentLine, ...]
+    service_level: ServiceLevel = ServiceLevel.STANDARD
+    status: ShipmentStatus = ShipmentStatus.CREATED
+    picked: dict[str, int] = field(default_factory=dict)
+    """Units picked per line_id, once the picks are confirmed."""
+    packages: tuple[Package, ...] = ()
+    label: Label | None = None
+    shipped_at: datetime | None = None
+    last_tracking: TrackingUpdate | None = None
+    cancel_reason: str | None = None
+
+    @property
+    def short_lines(self) -> tuple[ShipmentLine, ...]:
+        """Units requested but not found by the picker (empty unless picks are confirmed)."""
+        if not self.picked:
+            return ()
+        return tuple(
+            replace(line, quantity=line.quantity - self.picked[line.line_id])
+            for line in self.lines
+            if self.picked[line.line_id] < line.quantity
+        )
+
+    def start_picking(self) -> None:
+        """A picker took the shipment's pick list."""
+        self._require("start picking", ShipmentStatus.CREATED)
+        self.status = ShipmentStatus.PICKING
+
+    def record_picks(self, picked: Mapping[str, int]) -> tuple[ShipmentLine, ...]:
+        """Confirm units picked per line_id; every line needs a count.
+
+        All found: the shipment is picked. Anything short: it goes on hold and the short
+        lines are returned (the pick list reports the bin's stock discrepancy).
+        """
+        self._require("confirm picks for", ShipmentStatus.PICKING)
+        for line_id in picked.keys() - {line.line_id for line in self.lines}:
+            raise InvalidPick(f"Shipment {self.shipment_id} has no line {line_id}.")
+        for line in self.lines:
+            count = picked.get(line.line_id)
+            if count is None:
+                raise InvalidPick(
+                    f"Enter how many units of {line.sku} (line {line.line_id}) were picked "
+                    f"for shipment {self.shipment_id}."
+                )
+            if not 0 <= count <= line.quantity:
+                raise InvalidPick(
+                    f"Shipment {self.shipment_id} needs {line.quantity} × {line.sku}; "
+                    f"a pick of {count} is not possible."
+                )
+        self.picked = {line.line_id: picked[line.line_id] for line in self.lines}
+        short = self.short_lines
+        self.status = ShipmentStatus.ON_HOLD if short else ShipmentStatus.PICKED
+        return short
+
+    def repick(self) -> None:
+        """Pick a held shipment again (the missing units turned up); earlier counts are dropped."""
+        self._require("re-pick", ShipmentStatus.ON_HOLD)
+        self.picked = {}
+        self.status = ShipmentStatus.PICKING
+
+    def ship_what_was_picked(self) -> ShipmentShortened:
+        """Re-plan a held shipment down to the units actually picked."""
+        self._require("ship what was picked for", ShipmentStatus.ON_HOLD)
+        if not any(self.picked.values()):
+            raise IllegalShipmentStep(
+                f"Nothing was picked for shipment {self.shipment_id}; cancel it instead."
+            )
+        removed = self.short_lines
+        self.lines = tuple(
+            replace(line, quantity=self.picked[line.line_id])
+            for line in self.lines
+            if self.picked[line.line_id] > 0
+        )
+        self.picked = {line.line_id: line.quantity for line in self.lines}
+        self.status = ShipmentStatus.PICKED
+        return ShipmentShortened(
+            order_id=self.order_id,
+            shipment_id=self.shipment_id,
+            location=self.location,
+            removed=removed,
+        )
+
+    def pack(self, packages: Sequence[Package]) -> None:
+        """Record the packages the picked goods went into."""
+        self._require("pack", ShipmentStatus.PICKED)
+        if not packages:
+            raise PackingError(f"Shipment {self.shipment_id} needs at least one package.")
+        self.packages = tuple(packages)
+        self.status = ShipmentStatus.PACKED
+
+    def record_label(self, label: Label) -> None:
+        """Attach the carrier label bought for the packages."""
+        self._require("label", ShipmentStatus.PACKED)
+        self.label = label
+        self.status = ShipmentStatus.LABELLED
+
+    def ship(self, at: datetime) -> ShipmentShipped:
+        """The carrier collected the packages."""
+        self._require("ship", ShipmentStatus.LABELLED)
+        assert self.label is not None  # labelled implies a label
+        self.shipped_at = at
+        self.status = ShipmentStatus.SHIPPED
+        return ShipmentShipped(
+            order_id=self.order_id,
+            shipment_id=self.shipment_id,
+            location=self.location,
+            lines=self.lines,
+            carrier=self.label.carrier,
+            tracking_number=self.label.tracking_number,
+            service_level=self.service_level,
+            shipped_at=at,
+        )
+
+    def apply_tracking(self, update: TrackingUpdate) -> TrackingStatusChanged | None:
+        """Move a shipped shipment by a carrier scan; duplicate and stale scans return None.
+
+        Delivered is final: nothing after it moves the shipment. Otherwise the newest scan
+        wins, so a late in-transit scan cannot undo a newer exception.
+        """
+        self._require("track", *_LEFT_THE_BUILDING)
+        if self.label is None or update.tracking_number != self.label.tracking_number:
+            raise FulfillmentError(
+                f"Tracking number {update.tracking_number} does not belong to shipment "
+                f"{self.shipment_id}."
+            )
+        if self.status is ShipmentStatus.DELIVERED:
+            return None
+        newest = self.last_tracking
+        if (
+            newest is not None
+            and update.occurred_at <= newest.occurred_at
+            and update.status is not TrackingStatus.DELIVERED
+        ):
+            return None
+        self.last_tracking = update
+        status = ShipmentStatus(update.status.value)
+        if status is self.status:
+            return None
+        self.status = status
+        return TrackingStatusChanged(
+            order_id=self.order_id,
+            shipment_id=self.shipment_id,
+            tracking_number=update.tracking_number,
+            status=status,
+            occurred_at=update.occurred_at,
+            detail=update.detail,
+        )
+
+    def cancel(self, reason: str) -> ShipmentCancelled | None:
+        """Cancel before shipping; None if already cancelled. After shipping, raise
+        `CancelRefused`: the goods are gone and only a return brings them back."""
+        if self.status is ShipmentStatus.CANCELLED:
+            return None
+        if self.status.has_left_the_building:
+            raise CancelRefused(
+                f"Cannot cancel shipment {self.shipment_id}: it {_WHERE_IT_STANDS[self.status]}"
+                f" ({self._carrier_reference()}). Authorize a return instead."
+            )
+        self.status = ShipmentStatus.CANCELLED
+        self.cancel_reason = reason
+        return ShipmentCancelled(
+            order_id=self.order_id,
+            shipment_id=self.shipment_id,
+            location=self.location,
+            lines=self.lines,
+            reason=reason,
+            void_tracking_number=self.label.tracking_number if self.label else None,
+        )
+
+    def _carrier_reference(self) -> str:
+        assert self.label is not None  # shipped implies a label
+        return f"{self.label.carrier} {self.label.tracking_number}"
+
+    def _require(self, action: str, *allowed: ShipmentStatus) -> None:
+        if self.status in allowed:
+            return
+        message = (
+            f"Cannot {action} shipment {self.shipment_id}: it {_WHERE_IT_STANDS[self.status]}."
+        )
+        if next_step := _NEXT_STEP.get(self.status):
+            message += f" Next step: {next_step}."
+        raise IllegalShipmentStep(message)
