@@ -39,8 +39,13 @@ demo: up ## the whole system plus a simulated checkout stream and a summary
 	@$(INFRA) start-services
 	@$(VENV)/bin/stockflow demo
 
-test: setup ## every test that must pass (unit, integration, system) against real Kafka and PostgreSQL
+test: setup tools ## every test that must pass (unit, integration, system) against real Kafka and PostgreSQL
 	$(PY) -m pytest -m "not chaos" $(PYTEST_ARGS)
+
+tools: ## helm and docker-compose for the deploy checks, built into ~/.cache/stockflow/tools
+	@bash deploy/tools/install-tools.sh
+
+.PHONY: tools
 
 test-unit: setup ## only the tests that need no infrastructure
 	$(PY) -m pytest -m "not integration and not system and not chaos" $(PYTEST_ARGS)

@@ -91,6 +91,20 @@ class ShipmentShipped(Event):
 
 
 @register
+class ShipmentShortened(Event):
+    """A short-picked shipment will leave without `removed`; the order must re-plan those units."""
+
+    event_type: ClassVar[str] = "fulfillment.shipment.shortened.v1"
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "order_id"
+
+    shipment_id: Identifier
+    order_id: Identifier
+    location: LocationCode
+    removed: list[ShipmentLine] = Field(min_length=1, max_length=MAX_LINES)
+
+
+@register
 class ShipmentDelivered(Event):
     """The carrier delivered a shipment."""
 

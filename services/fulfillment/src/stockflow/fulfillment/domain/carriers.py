@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
 from stockflow.fulfillment.domain.common import Address, ServiceLevel
 from stockflow.fulfillment.domain.errors import NoCarrierAvailable
@@ -60,6 +60,25 @@ class Label:
     service_level: ServiceLevel
     document: bytes = field(repr=False)
     media_type: str = "application/pdf"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the document, which is stored apart as bytes."""
+        return {
+            "carrier": self.carrier,
+            "tracking_number": self.tracking_number,
+            "service_level": self.service_level.value,
+            "media_type": self.media_type,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], document: bytes = b"") -> Label:
+        return cls(
+            carrier=data["carrier"],
+            tracking_number=data["tracking_number"],
+            service_level=ServiceLevel(data["service_level"]),
+            document=document,
+            media_type=data["media_type"],
+        )
 
 
 class Carrier(Protocol):
@@ -164,14 +183,14 @@ class StockflowPost:
     """The built-in carrier: table rates by billable weight and S10 tracking numbers.
 
     `next_serial` hands out unique serials (in production a database sequence); `render_label`
-    turns a label's content into a PDF (`stockflow.fulfillment.labels.render_label`).
+    turns a label's content into a PDF (`stockflow.fulfillment.labels.render_label`). A
+    deployment may configure it more than once under other names and tariffs.
     """
-
-    name = "stockflow-post"
 
     def __init__(
         self,
         *,
+        name: str = "stockflow-post",
         next_serial: Callable[[], int],
         render_label: LabelRenderer,
         country: str = "GB",
@@ -182,6 +201,7 @@ class StockflowPost:
         max_side_mm: int = 1_200,
         dim_divisor: int = DEFAULT_DIM_DIVISOR,
     ) -> None:
+        self.name = name
         self._next_serial = next_serial
         self._render_label = render_label
         self.country = country

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from stockflow.fulfillment.domain.common import ShipmentLine
 from stockflow.fulfillment.domain.errors import PackingError
@@ -48,6 +48,13 @@ class Dimensions:
     def __str__(self) -> str:
         return f"{self.length_mm}×{self.width_mm}×{self.height_mm} mm"
 
+    def to_dict(self) -> dict[str, int]:
+        return {"length_mm": self.length_mm, "width_mm": self.width_mm, "height_mm": self.height_mm}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Dimensions:
+        return cls(data["length_mm"], data["width_mm"], data["height_mm"])
+
 
 @dataclass(frozen=True)
 class VariantSpec:
@@ -68,6 +75,13 @@ class Package:
     def __post_init__(self) -> None:
         if self.weight_grams <= 0:
             raise PackingError(f"A package must weigh more than 0 g, got {self.weight_grams} g.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"weight_grams": self.weight_grams, "dimensions": self.dimensions.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Package:
+        return cls(data["weight_grams"], Dimensions.from_dict(data["dimensions"]))
 
     def dimensional_weight_grams(self, divisor: int = DEFAULT_DIM_DIVISOR) -> int:
         """Volumetric weight: LxWxH (cm³) / divisor (cm³/kg), in grams, rounded up.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from stockflow.fulfillment.domain.errors import InvalidPick
 from stockflow.fulfillment.domain.shipment import Shipment, ShipmentStatus
@@ -106,6 +107,44 @@ class PickList:
     location: str
     shipment_ids: tuple[str, ...]
     lines: tuple[PickListLine, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The list as JSON-able data, lines in walking order."""
+        return {
+            "location": self.location,
+            "shipment_ids": list(self.shipment_ids),
+            "lines": [
+                {
+                    "bin": line.bin,
+                    "sku": line.sku,
+                    "quantity": line.quantity,
+                    "assignments": [
+                        {"shipment_id": a.shipment_id, "line_id": a.line_id, "quantity": a.quantity}
+                        for a in line.assignments
+                    ],
+                }
+                for line in self.lines
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PickList:
+        return cls(
+            location=data["location"],
+            shipment_ids=tuple(data["shipment_ids"]),
+            lines=tuple(
+                PickListLine(
+                    bin=line["bin"],
+                    sku=line["sku"],
+                    quantity=line["quantity"],
+                    assignments=tuple(
+                        PickAssignment(a["shipment_id"], a["line_id"], a["quantity"])
+                        for a in line["assignments"]
+                    ),
+                )
+                for line in data["lines"]
+            ),
+        )
 
     def confirm(self, found: Mapping[str, int]) -> PickConfirmation:
         """Turn the units found per sku into picks per shipment, reporting every short bin.

@@ -13,8 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from stockflow.fulfillment.domain.common import ShipmentLine
+from stockflow.fulfillment.domain.common import ShipmentLine, time_from_text, time_to_text
 from stockflow.fulfillment.domain.errors import ReturnRefused
 from stockflow.fulfillment.domain.shipment import Shipment
 
@@ -72,6 +73,40 @@ class ReturnAuthorization:
     """Where the return arrived (and where restocked units go)."""
     received_at: datetime | None = None
     inspections: tuple[Inspection, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The return as JSON-able data."""
+        return {
+            "rma_id": self.rma_id,
+            "order_id": self.order_id,
+            "lines": [line.to_dict() for line in self.lines],
+            "reason": self.reason,
+            "status": self.status.value,
+            "received": [line.to_dict() for line in self.received],
+            "location": self.location,
+            "received_at": time_to_text(self.received_at),
+            "inspections": [
+                {"line_id": i.line_id, "quantity": i.quantity, "condition": i.condition.value}
+                for i in self.inspections
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReturnAuthorization:
+        return cls(
+            rma_id=data["rma_id"],
+            order_id=data["order_id"],
+            lines=tuple(ShipmentLine.from_dict(line) for line in data["lines"]),
+            reason=data["reason"],
+            status=ReturnStatus(data["status"]),
+            received=tuple(ShipmentLine.from_dict(line) for line in data["received"]),
+            location=data["location"],
+            received_at=time_from_text(data["received_at"]),
+            inspections=tuple(
+                Inspection(i["line_id"], i["quantity"], ReturnCondition(i["condition"]))
+                for i in data["inspections"]
+            ),
+        )
 
     def claimed(self, line_id: str) -> int:
         """Units of `line_id` this return counts against what was shipped."""

@@ -19,9 +19,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from stockflow.fulfillment.domain.carriers import Label
-from stockflow.fulfillment.domain.common import Address, ServiceLevel, ShipmentLine
+from stockflow.fulfillment.domain.common import (
+    Address,
+    ServiceLevel,
+    ShipmentLine,
+    time_from_text,
+    time_to_text,
+)
 from stockflow.fulfillment.domain.errors import (
     CancelRefused,
     FulfillmentError,
@@ -101,6 +108,23 @@ class TrackingUpdate:
     occurred_at: datetime
     detail: str = ""
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tracking_number": self.tracking_number,
+            "status": self.status.value,
+            "occurred_at": self.occurred_at.isoformat(),
+            "detail": self.detail,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrackingUpdate:
+        return cls(
+            tracking_number=data["tracking_number"],
+            status=TrackingStatus(data["status"]),
+            occurred_at=datetime.fromisoformat(data["occurred_at"]),
+            detail=data.get("detail", ""),
+        )
+
 
 @dataclass(frozen=True)
 class ShipmentShipped:
@@ -168,6 +192,45 @@ class Shipment:
     shipped_at: datetime | None = None
     last_tracking: TrackingUpdate | None = None
     cancel_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The shipment as JSON-able data; the label's document is left out (stored apart)."""
+        return {
+            "shipment_id": self.shipment_id,
+            "order_id": self.order_id,
+            "location": self.location,
+            "ship_to": self.ship_to.to_dict(),
+            "lines": [line.to_dict() for line in self.lines],
+            "service_level": self.service_level.value,
+            "status": self.status.value,
+            "picked": dict(self.picked),
+            "packages": [package.to_dict() for package in self.packages],
+            "label": self.label.to_dict() if self.label else None,
+            "shipped_at": time_to_text(self.shipped_at),
+            "last_tracking": self.last_tracking.to_dict() if self.last_tracking else None,
+            "cancel_reason": self.cancel_reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], label_document: bytes = b"") -> Shipment:
+        """The shipment `to_dict` described; `label_document` is the label's stored PDF."""
+        return cls(
+            shipment_id=data["shipment_id"],
+            order_id=data["order_id"],
+            location=data["location"],
+            ship_to=Address.from_dict(data["ship_to"]),
+            lines=tuple(ShipmentLine.from_dict(line) for line in data["lines"]),
+            service_level=ServiceLevel(data["service_level"]),
+            status=ShipmentStatus(data["status"]),
+            picked=dict(data["picked"]),
+            packages=tuple(Package.from_dict(package) for package in data["packages"]),
+            label=Label.from_dict(data["label"], label_document) if data["label"] else None,
+            shipped_at=time_from_text(data["shipped_at"]),
+            last_tracking=(
+                TrackingUpdate.from_dict(data["last_tracking"]) if data["last_tracking"] else None
+            ),
+            cancel_reason=data["cancel_reason"],
+        )
 
     @property
     def short_lines(self) -> tuple[ShipmentLine, ...]:

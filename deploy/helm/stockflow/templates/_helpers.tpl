@@ -1,0 +1,88 @@
+{{/* Chart name. */}}
+{{- define "stockflow.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Release-scoped base name; service resources are "<fullname>-<service>". */}}
+{{- define "stockflow.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "stockflow.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "stockflow.labels" -}}
+helm.sh/chart: {{ include "stockflow.chart" . }}
+{{ include "stockflow.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: stockflow
+{{- end -}}
+
+{{- define "stockflow.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "stockflow.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Name of one service's resources. Call with (dict "root" $ "service" "stock"). */}}
+{{- define "stockflow.serviceName" -}}
+{{- printf "%s-%s" (include "stockflow.fullname" .root) .service | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "stockflow.serviceSelectorLabels" -}}
+{{ include "stockflow.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .service }}
+{{- end -}}
+
+{{- define "stockflow.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "stockflow.secretName" -}}
+{{- default (printf "%s-secrets" (include "stockflow.fullname" .)) .Values.secrets.existingSecret -}}
+{{- end -}}
+
+{{- define "stockflow.configName" -}}
+{{- printf "%s-config" (include "stockflow.fullname" .) -}}
+{{- end -}}
+
+{{- define "stockflow.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "stockflow.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Secret key of a role's password, e.g. stock_app -> STOCKFLOW_DB_PASSWORD_STOCK_APP. */}}
+{{- define "stockflow.passwordKey" -}}
+{{- printf "STOCKFLOW_DB_PASSWORD_%s" (upper .) -}}
+{{- end -}}
+
+{{/* Every database role: <schema>_owner and <schema>_app for each enabled service. */}}
+{{- define "stockflow.roles" -}}
+{{- range $name, $svc := .Values.services }}
+{{- if $svc.enabled }}
+- {{ $svc.schema }}_owner
+- {{ $svc.schema }}_app
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* postgresql://USER:$(PASSWORD_ENV)@host:port/db?params — the password is expanded by the
+     kubelet from an env var defined earlier in the same container. */}}
+{{- define "stockflow.databaseUrl" -}}
+{{- $db := .root.Values.database -}}
+{{- $url := printf "postgresql://%s:$(%s)@%s:%v/%s" .user .passwordEnv $db.host $db.port $db.name -}}
+{{- if $db.params }}{{ $url }}?{{ $db.params }}{{ else }}{{ $url }}{{ end -}}
+{{- end -}}
