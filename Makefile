@@ -47,7 +47,7 @@ tools: ## helm and docker-compose for the deploy checks, built into ~/.cache/sto
 
 .PHONY: tools
 
-test-unit: setup ## only the tests that need no infrastructure
+test-unit: setup tools ## only the tests that need no infrastructure
 	$(PY) -m pytest -m "not integration and not system and not chaos" $(PYTEST_ARGS)
 
 test-chaos: setup ## long fault-injection runs

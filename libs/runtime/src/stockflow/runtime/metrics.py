@@ -38,3 +38,10 @@ INVARIANT_VIOLATIONS = Gauge(
     "stockflow_invariant_violations", "Violations found by the last invariant check",
     ["service", "invariant"],
 )
+HTTP_REQUESTS = Counter(
+    "stockflow_http_requests_total", "HTTP requests answered", ["service", "method", "status"]
+)
+HTTP_SECONDS = Histogram(
+    "stockflow_http_request_seconds", "HTTP request latency", ["service"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)

@@ -193,6 +193,15 @@ def create_app(definition: ServiceDefinition, settings: Settings | None = None) 
     app = FastAPI(title=f"stockflow {definition.name}", description=definition.description,
                   version="1.0.0", lifespan=lifespan)
 
+    @app.middleware("http")
+    async def count_requests(request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        metrics.HTTP_REQUESTS.labels(definition.name, request.method,
+                                     str(response.status_code)).inc()
+        metrics.HTTP_SECONDS.labels(definition.name).observe(time.perf_counter() - started)
+        return response
+
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
         """Liveness: the process and its event loop answer."""
