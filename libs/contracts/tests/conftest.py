@@ -169,6 +169,11 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "lines": [{"sku": "SKU-1", "requested": 0, "available": 0}],
     },
     "order.cancelled.v1": {"order_id": "o-1", "reason": "payment_timeout"},
+    "order.cancel_refused.v1": {
+        "order_id": "o-1",
+        "reason": "already_shipped",
+        "requested_reason": "changed my mind",
+    },
     "order.backorder.allocated.v1": {
         "order_id": "o-1",
         "line_id": "l1",
@@ -219,6 +224,12 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "tracking_number": "JD0001",
         "label_ref": "labels/s-1.pdf",
         "shipped_at": T,
+    },
+    "fulfillment.shipment.shortened.v1": {
+        "shipment_id": "s-1",
+        "order_id": "o-1",
+        "location": "WH1",
+        "removed": [{"line_id": "l1", "sku": "SKU-1", "quantity": 1}],
     },
     "fulfillment.shipment.delivered.v1": {
         "shipment_id": "s-1",

@@ -250,3 +250,8 @@ def test_parse_submission() -> None:
 
 def test_backorders_are_allowed_unless_refused() -> None:
     assert parse_submission(valid_payload(), "e").backorder_policy is BackorderPolicy.ALLOW
+    # A producer serialising the contract model writes null for "not given".
+    assert validate_order(valid_payload(backorder_policy=None)) == []
+    assert fields_at_fault(valid_payload(backorder_policy="")) == ["backorder_policy"]
+    explicit_null = parse_submission(valid_payload(backorder_policy=None), "e")
+    assert explicit_null.backorder_policy is BackorderPolicy.ALLOW

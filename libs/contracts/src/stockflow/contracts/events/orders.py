@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, StrictBool, StringConstraints, model_validator
 
@@ -12,6 +12,7 @@ from stockflow.contracts.events._shared import (
     MAX_LINES,
     Address,
     Allocation,
+    BackorderPolicy,
     Count,
     LocatedLine,
     Part,
@@ -41,7 +42,11 @@ class OrderLine(PricedLine):
 
 
 class ConfirmedLine(Part):
-    """A confirmed line: how much is reserved (where) and how much waits on a backorder."""
+    """A confirmed line: how much is reserved (where) and how much waits on a backorder.
+
+    An `untracked` line (digital goods, services) is not stock-kept: it counts as reserved in
+    full and has no allocations.
+    """
 
     line_id: Identifier
     sku: Sku
@@ -50,6 +55,7 @@ class ConfirmedLine(Part):
     backordered: NonNegativeQuantity
     unit_price: NonNegativeMoney
     allocations: list[Allocation] = Field(default_factory=list, max_length=MAX_ALLOCATIONS)
+    untracked: StrictBool = False
 
     @model_validator(mode="after")
     def _adds_up(self) -> ConfirmedLine:
@@ -69,6 +75,13 @@ class RejectedLine(Part):
     available: Count
 
 
+class Violation(Part):
+    """One rule an invalid order breaks: the field at fault (e.g. `lines[0].quantity`) and why."""
+
+    field: ShortText
+    message: LongText
+
+
 @register
 class OrderAccepted(Event):
     """The order passed validation and its reservation was requested."""
@@ -82,6 +95,8 @@ class OrderAccepted(Event):
     currency: Currency
     lines: list[OrderLine] = Field(min_length=1, max_length=MAX_LINES)
     accepted_at: Timestamp
+    payment_status: Literal["authorized", "pending"] | None = None
+    backorder_policy: BackorderPolicy | None = None
 
 
 @register
@@ -114,6 +129,11 @@ class OrderRejected(Event):
     )
     detail: LongText | None = None
     lines: list[RejectedLine] = Field(default_factory=list, max_length=MAX_LINES)
+    violations: list[Violation] = Field(
+        default_factory=list,
+        max_length=MAX_LINES * 5,
+        description="For invalid_order: every rule broken; `field` repeats the first one's.",
+    )
 
 
 @register
@@ -129,6 +149,21 @@ class OrderCancelled(Event):
 
 
 @register
+class OrderCancelRefused(Event):
+    """A cancel request came too late (e.g. already shipped); the order goes on."""
+
+    event_type: ClassVar[str] = "order.cancel_refused.v1"
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "order_id"
+
+    order_id: Identifier
+    reason: ShortText = Field(description="Why it was refused, e.g. already_shipped.")
+    requested_reason: ShortText | None = Field(
+        default=None, description="The reason the customer gave for cancelling."
+    )
+
+
+@register
 class OrderBackorderAllocated(Event):
     """Stock arrived for a backordered line; it can ship now."""
 
@@ -141,6 +176,9 @@ class OrderBackorderAllocated(Event):
     sku: Sku
     location: LocationCode
     quantity: Quantity
+    backordered: NonNegativeQuantity | None = Field(
+        default=None, description="Units of the line still waiting on the backorder."
+    )
 
 
 @register
@@ -168,6 +206,9 @@ class OrderDelivered(Event):
     order_id: Identifier
     shipment_id: Identifier | None = None
     delivered_at: Timestamp
+    shipment_ids: list[Identifier] = Field(
+        default_factory=list, max_length=MAX_LINES, description="Every shipment of the order."
+    )
 
 
 @register
@@ -181,6 +222,9 @@ class OrderReturned(Event):
     order_id: Identifier
     rma_id: Identifier
     lines: list[ReturnLine] = Field(min_length=1, max_length=MAX_LINES)
+    fully_returned: StrictBool = Field(
+        default=False, description="Every unit of the order has come back."
+    )
 
 
 @register
@@ -195,3 +239,4 @@ class OrderStuck(Event):
     state: Text
     attempts: Count
     detail: LongText
+    reason: ShortText | None = Field(default=None, description="e.g. no_stock_reply")

@@ -58,7 +58,7 @@ def validate_order(payload: Mapping[str, Any]) -> list[Violation]:
         violations.append(Violation("currency", f"unknown ISO 4217 currency {currency!r}"))
     violations += _line_violations(payload.get("lines"), minor_digits)
     violations += _payment_violations(payload.get("payment"))
-    policy = payload.get("backorder_policy", DEFAULT_BACKORDER_POLICY.value)
+    policy = _backorder_policy(payload)
     # Membership in a list, not a set: a malformed value may be unhashable JSON.
     if policy not in list(BackorderPolicy):
         violations.append(Violation("backorder_policy", "must be 'allow' or 'reject'"))
@@ -99,11 +99,15 @@ def parse_submission(payload: Mapping[str, Any], cause_id: str) -> OrderSubmitte
         ),
         payment=PaymentStatus(payment["status"]),
         payment_deadline=None if deadline is None else _parse_time(deadline),
-        backorder_policy=BackorderPolicy(
-            payload.get("backorder_policy", DEFAULT_BACKORDER_POLICY.value)
-        ),
+        backorder_policy=BackorderPolicy(_backorder_policy(payload)),
         fingerprint=submission_fingerprint(payload),
     )
+
+
+def _backorder_policy(payload: Mapping[str, Any]) -> Any:
+    # null is the contract's "not given", as is leaving the field out.
+    policy = payload.get("backorder_policy")
+    return DEFAULT_BACKORDER_POLICY.value if policy is None else policy
 
 
 def _line_violations(lines: Any, minor_digits: int | None) -> list[Violation]:

@@ -181,7 +181,7 @@ class OrderEventType(StrEnum):
     REJECTED = "order.rejected.v1"
     CANCELLED = "order.cancelled.v1"
     CANCEL_REFUSED = "order.cancel_refused.v1"
-    BACKORDER_ALLOCATED = "order.backorder_allocated.v1"
+    BACKORDER_ALLOCATED = "order.backorder.allocated.v1"
     SHIPPED = "order.shipped.v1"
     DELIVERED = "order.delivered.v1"
     RETURNED = "order.returned.v1"

@@ -24,12 +24,13 @@ order.cancel_refused, and stock reserved for a cancelled or rejected order is re
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, assert_never
 
 from stockflow.order.domain.intake import (
+    Violation,
     parse_submission,
     submission_fingerprint,
     usable_order_id,
@@ -95,12 +96,15 @@ def submit(
     cause_id: str,
     now: datetime,
     policy: SagaPolicy = DEFAULT_POLICY,
+    schema_violations: Sequence[Violation] = (),
 ) -> Decision:
     """Take a checkout submission (the event's `data`) for a new or already known order.
 
     New and valid: RESERVING, with order.accepted, ReserveStock and timers. New and invalid:
     REJECTED with reason invalid_order and the violations. Known with the same payload: a
     duplicate, ignored. Known with a different payload: refused, never merged.
+    `schema_violations` are problems the wire contract found that the intake rules do not
+    check (a missing customer_id, a malformed address); they reject the order too.
     Raises ValueError when the payload has no usable order id (dead-letter it instead).
     """
     order_id = usable_order_id(payload)
@@ -115,6 +119,8 @@ def submit(
     received = OrderSaga(order_id=order_id, fingerprint=fingerprint)
     step = _Step(received, OrderSubmitted.__name__, cause_id, now, policy)
     violations = validate_order(payload)
+    found = {v.field for v in violations}
+    violations += [v for v in schema_violations if v.field not in found]
     if violations:
         currency = payload.get("currency")
         rejected = replace(
