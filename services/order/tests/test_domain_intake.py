@@ -248,10 +248,13 @@ def test_parse_submission() -> None:
     )
 
 
-def test_backorders_are_allowed_unless_refused() -> None:
-    assert parse_submission(valid_payload(), "e").backorder_policy is BackorderPolicy.ALLOW
+def test_backorders_follow_each_skus_catalog_flag_unless_the_order_says() -> None:
+    assert parse_submission(valid_payload(), "e").backorder_policy is BackorderPolicy.PER_SKU
+    assert BackorderPolicy.PER_SKU.wire is None  # ReserveStock leaves it to stock
+    allowed = parse_submission(valid_payload(backorder_policy="allow"), "e")
+    assert allowed.backorder_policy.wire == "allow"
     # A producer serialising the contract model writes null for "not given".
     assert validate_order(valid_payload(backorder_policy=None)) == []
     assert fields_at_fault(valid_payload(backorder_policy="")) == ["backorder_policy"]
     explicit_null = parse_submission(valid_payload(backorder_policy=None), "e")
-    assert explicit_null.backorder_policy is BackorderPolicy.ALLOW
+    assert explicit_null.backorder_policy is BackorderPolicy.PER_SKU

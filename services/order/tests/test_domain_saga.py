@@ -214,7 +214,7 @@ def test_submit_starts_reserving() -> None:
         "order_id": "ord-1",
         "currency": "EUR",
         "payment_status": "authorized",
-        "backorder_policy": "allow",
+        "backorder_policy": None,  # not given: each SKU's catalog flag decides
         "lines": [
             {"line_id": "L1", "sku": "SKU-A", "quantity": 3, "unit_price": "10.00"},
             {"line_id": "L2", "sku": "SKU-B", "quantity": 1, "unit_price": "4.50"},
@@ -224,7 +224,7 @@ def test_submit_starts_reserving() -> None:
         ReserveStock(
             "ord-1",
             (ReserveLine("L1", "SKU-A", 3), ReserveLine("L2", "SKU-B", 1)),
-            BackorderPolicy.ALLOW,
+            BackorderPolicy.PER_SKU,
             attempt=1,
         ),
         SetTimer(TimerKind.STOCK_REPLY, T0 + REPLY_TIMEOUT, attempt=1),

@@ -416,7 +416,7 @@ def to_wire(
                 wire.ReserveLine(line_id=line.line_id, sku=line.sku, quantity=line.quantity)
                 for line in effect.lines
             ],
-            backorder_policy=effect.backorder_policy.value,
+            backorder_policy=effect.backorder_policy.wire,
             priority=facts.priority or 0,
             attempt=effect.attempt,
         )

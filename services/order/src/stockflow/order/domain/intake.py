@@ -22,7 +22,7 @@ from stockflow.order.domain.model import BackorderPolicy, OrderLine, PaymentStat
 MAX_LINES = 100
 MAX_LINE_QUANTITY = 10_000
 MAX_ORDER_ID_LENGTH = 128
-DEFAULT_BACKORDER_POLICY = BackorderPolicy.ALLOW
+DEFAULT_BACKORDER_POLICY = BackorderPolicy.PER_SKU
 _PRICE = re.compile(r"^-?\d+(\.(\d+))?$")
 
 

@@ -62,6 +62,13 @@ class PaymentStatus(StrEnum):
 class BackorderPolicy(StrEnum):
     ALLOW = "allow"
     REJECT = "reject"
+    # Not given by the checkout: each SKU's catalog flag decides (stock knows it).
+    PER_SKU = "per_sku"
+
+    @property
+    def wire(self) -> str | None:
+        """The contract's value: "allow", "reject", or None for per-SKU."""
+        return None if self is BackorderPolicy.PER_SKU else self.value
 
 
 @dataclass(frozen=True)

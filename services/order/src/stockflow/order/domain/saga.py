@@ -227,7 +227,7 @@ def _start(step: _Step, order: OrderSubmitted) -> Decision:
         order.order_id,
         currency=order.currency,
         payment_status=order.payment.value,
-        backorder_policy=order.backorder_policy.value,
+        backorder_policy=order.backorder_policy.wire,
         lines=[
             {
                 "line_id": line.line_id,
