@@ -162,6 +162,20 @@ def require_tool(name: str, hint: str) -> str:
     return found
 
 
+def find_process(marker: str) -> int | None:
+    """The pid of a live process whose command line mentions `marker` (e.g. its config file)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline and pid_alive(int(proc.name)):
+            return int(proc.name)
+    return None
+
+
 def stop_pid(pid_file: Path, what: str, timeout: float = 30) -> None:
     pid = read_pid(pid_file)
     if pid is None:
@@ -249,7 +263,11 @@ def kafka_properties(p: Profile) -> str:
 
 def kafka_up(p: Profile) -> None:
     pid_file = p.state / "run" / "kafka.pid"
-    if read_pid(pid_file) and port_open(p.kafka_port):
+    kdir = p.state / "kafka"
+    props = kdir / "server.properties"
+    running = read_pid(pid_file) or find_process(str(props))
+    if running and port_open(p.kafka_port):
+        pid_file.write_text(str(running))  # adopt a broker whose pid file was lost
         log(f"kafka already up on {p.kafka_bootstrap}")
         return
     for port in (p.kafka_port, p.controller_port):
@@ -257,10 +275,8 @@ def kafka_up(p: Profile) -> None:
             raise InfraError(f"port {port} is taken by another process; stop it, or "
                              f"`make down` if it is a stale stockflow broker")
     libs = fetch_kafka()
-    kdir = p.state / "kafka"
     data = kdir / "data"
     kdir.mkdir(parents=True, exist_ok=True)
-    props = kdir / "server.properties"
     props.write_text(kafka_properties(p))
     if data.exists() and any(data.iterdir()) and not (data / "meta.properties").exists():
         raise InfraError(f"{data} exists but holds no meta.properties (corrupt state); "
@@ -516,7 +532,10 @@ def down(p: Profile) -> None:
     if not p.state.exists():
         return
     stop_services(p)
-    stop_pid(p.state / "run" / "kafka.pid", "kafka", timeout=60)
+    pid_file = p.state / "run" / "kafka.pid"
+    if read_pid(pid_file) is None and (orphan := find_process(str(p.state / "kafka"))):
+        pid_file.write_text(str(orphan))
+    stop_pid(pid_file, "kafka", timeout=60)
     pg_down(p)
 
 

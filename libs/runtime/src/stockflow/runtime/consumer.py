@@ -73,7 +73,12 @@ class Consumer:
         return self.event_types is None or event_type in self.event_types
 
 
+class RetryLater(Exception):
+    """Raised by a handler when the batch should be retried as a whole (e.g. a lost race)."""
+
+
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    RetryLater,
     OSError,
     TimeoutError,
     asyncpg.PostgresConnectionError,
@@ -157,11 +162,20 @@ class BatchProcessor:
         async with self.pool.acquire() as conn, conn.transaction():
             uow = UnitOfWork(conn, source=f"stockflow/{self.service}")
             fresh = await self._claim(conn, [d.inbound for d in decoded if d.inbound])
+            fresh_ids = {id(item) for item in fresh}
+            # Records are applied in offset order: valid runs go to the handler together, and
+            # an invalid record in between is answered or dead-lettered at its own position.
+            run: list[Inbound] = []
             for item in decoded:
-                if item.invalid is not None:
+                if item.inbound is not None and id(item.inbound) in fresh_ids:
+                    run.append(item.inbound)
+                elif item.invalid is not None:
+                    if run:
+                        await self._run_handler(uow, run)
+                        run = []
                     await self._reject(uow, item, item.invalid.reason)
-            if fresh:
-                await self._run_handler(uow, fresh)
+            if run:
+                await self._run_handler(uow, run)
             await uow.flush()
         self._count(decoded, fresh)
 
