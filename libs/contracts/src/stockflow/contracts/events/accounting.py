@@ -11,6 +11,7 @@ from stockflow.contracts.events._shared import MAX_JOURNAL_LINES, Part, Referenc
 from stockflow.contracts.types import (
     Currency,
     Identifier,
+    LongText,
     NonNegativeMoney,
     Sku,
     Timestamp,
@@ -44,6 +45,10 @@ class JournalEntryPosted(Event):
     cause: Reference
     currency: Currency
     lines: list[JournalLine] = Field(min_length=2, max_length=MAX_JOURNAL_LINES)
+    note: LongText | None = Field(
+        default=None,
+        description="Why the entry is where it is, e.g. moved out of a closed period.",
+    )
 
     @model_validator(mode="after")
     def _balanced(self) -> JournalEntryPosted:

@@ -1,0 +1,119 @@
+"""Message handlers: each batch opens the books it needs, applies its events, writes them back.
+
+All three run inside the runtime's batch transaction, together with the inbox rows, so the
+valuation, the journal entries, the parked postings and the outgoing `accounting.entry.posted.v1`
+events commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from stockflow.accounting import store
+from stockflow.accounting.books import Books
+from stockflow.accounting.domain import AccountingError, Cause, JournalEntry
+from stockflow.contracts import InvalidMessage
+from stockflow.contracts.events import (
+    JournalEntryPosted,
+    OrderAccepted,
+    OrderConfirmed,
+    ReturnReceived,
+    ShipmentShipped,
+    StockMovementRecorded,
+)
+from stockflow.runtime.consumer import Inbound
+from stockflow.runtime.outbox import UnitOfWork
+
+VALUED_KINDS = frozenset({"receipt", "shipment", "return_restock", "write_off", "adjustment"})
+ORDER_EVENTS = {OrderAccepted.event_type, OrderConfirmed.event_type}
+FULFILLMENT_EVENTS = {ShipmentShipped.event_type, ReturnReceived.event_type}
+
+
+@contextlib.contextmanager
+def refused_as_invalid(item: Inbound) -> Iterator[None]:
+    """What the books refuse will be refused on every retry: dead-letter it at once.
+
+    The runtime rolls the batch back, applies its records one by one, and sends an
+    InvalidMessage straight to accounting.dlq.v1 with the reason, without retrying it.
+    """
+    try:
+        yield
+    except AccountingError as exc:
+        raise InvalidMessage(f"{item.cloud.type} {item.cloud.id}: {exc}") from exc
+
+
+def cause_of(item: Inbound) -> Cause:
+    return Cause(item.cloud.type, item.cloud.id)
+
+
+async def on_movements(uow: UnitOfWork, batch: list[Inbound]) -> None:
+    """Stock movements: value them per SKU in ledger order and post their cost legs."""
+    valued = [
+        i
+        for i in batch
+        if isinstance(i.event, StockMovementRecorded) and i.event.kind in VALUED_KINDS
+    ]
+    if not valued:
+        return
+    new = await store.claim_movements(uow.conn, [i.event.movement_id for i in valued])
+    fresh = []
+    for item in valued:  # the first copy of each new movement; a batch may hold two
+        if item.event.movement_id in new:
+            new.discard(item.event.movement_id)
+            fresh.append(item)
+    valued = fresh
+    orders = {i.event.order_id for i in valued if i.event.order_id is not None}
+    books = await store.open_books(uow.conn, skus={i.event.sku for i in valued}, order_ids=orders)
+    for item in valued:
+        with refused_as_invalid(item):
+            books.apply_movement(cause_of(item), item.event)
+    if books.costed_orders:
+        await _settle_parked(uow, books, books.costed_orders)
+    await _commit(uow, books)
+
+
+async def on_orders(uow: UnitOfWork, batch: list[Inbound]) -> None:
+    """Order events: learn each line's unit price, then post what was waiting for it."""
+    priced = [i.event for i in batch if isinstance(i.event, OrderAccepted | OrderConfirmed)]
+    if not priced:
+        return
+    orders = {event.order_id for event in priced}
+    books = await store.open_books(uow.conn, order_ids=orders)
+    rows = []
+    for event in priced:
+        rows += books.learn_prices(event.order_id, event.currency, event.lines)
+    await store.save_prices(uow.conn, rows)
+    await _settle_parked(uow, books, orders)
+    await _commit(uow, books)
+
+
+async def on_fulfillment(uow: UnitOfWork, batch: list[Inbound]) -> None:
+    """Shipped: revenue. Returned: refunds, and the cost of units written off on return."""
+    relevant = [i for i in batch if isinstance(i.event, ShipmentShipped | ReturnReceived)]
+    if not relevant:
+        return
+    books = await store.open_books(uow.conn, order_ids={i.event.order_id for i in relevant})
+    for item in relevant:
+        with refused_as_invalid(item):
+            if isinstance(item.event, ShipmentShipped):
+                books.take_shipped(cause_of(item), item.event)
+            else:
+                books.take_returned(cause_of(item), item.event)
+    await _commit(uow, books)
+
+
+async def _settle_parked(uow: UnitOfWork, books: Books, order_ids: set[str]) -> None:
+    for parked in await store.load_pending(uow.conn, order_ids):
+        if books.settle(parked):
+            books.settled.append(parked)
+
+
+async def _commit(uow: UnitOfWork, books: Books) -> None:
+    for entry in await store.save_books(uow.conn, books):
+        uow.publish(posted_event(entry))
+
+
+def posted_event(entry: JournalEntry) -> JournalEntryPosted:
+    """The `accounting.entry.posted.v1` form of an entry, for the ERP feed."""
+    return JournalEntryPosted.model_validate(entry.to_dict())
