@@ -36,8 +36,10 @@ run: up ## run the five services in the foreground (Ctrl-C stops them); logs in 
 	@$(INFRA) run
 
 demo: up ## the whole system plus a simulated checkout stream and a summary
-	@$(INFRA) start-services
-	@$(VENV)/bin/stockflow demo
+	@$(INFRA) stop-services
+	@STOCKFLOW_FULFILLMENT_AUTO_SHIP=true STOCKFLOW_FULFILLMENT_AUTO_DELIVER_DELAY_S=4 \
+	  $(INFRA) start-services
+	@$(VENV)/bin/stockflow demo $(DEMO_ARGS)
 
 test: setup tools ## every test that must pass (unit, integration, system) against real Kafka and PostgreSQL
 	$(PY) -m pytest -m "not chaos" $(PYTEST_ARGS)

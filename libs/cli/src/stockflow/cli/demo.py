@@ -1,7 +1,320 @@
-"""`stockflow demo`: act as an upstream checkout against a running system."""
+"""`stockflow demo`: seed a catalog and stock, then act as an upstream checkout and report.
 
+Everything goes through the system's real front doors: the catalog's HTTP API, the warehouse
+receipts topic and the checkout topic. The demo then waits until every order has reached a
+terminal state and prints what happened, with throughput and latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter, defaultdict
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import httpx
 import typer
+from aiokafka import AIOKafkaProducer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from stockflow.cli.checkout_sim import (
+    DEMO_MIX,
+    Catalog,
+    OrderFactory,
+    Outcomes,
+    OutcomeTracker,
+    percentile,
+    send_orders,
+)
+from stockflow.cli.common import auth_headers, service_url, setting
+from stockflow.contracts import encode
+from stockflow.contracts.events.warehouse import WarehouseGoodsReceived
+
+console = Console()
+SERVICES = ("catalog", "stock", "order", "fulfillment", "accounting")
+
+# (handle, title, [(sku, price, tracked, backorderable, bundle components)])
+PRODUCTS: list[tuple[str, str, list[tuple[str, str, bool, bool, list[tuple[str, int]]]]]] = [
+    ("demo-tee", "Organic cotton tee", [("TEE-M", "19.00", True, False, []),
+                                        ("TEE-S", "19.00", True, False, []),
+                                        ("TEE-L", "21.00", True, False, [])]),
+    ("demo-mug", "Enamel camp mug", [("MUG-1", "12.50", True, False, [])]),
+    ("demo-cap", "Canvas cap", [("CAP-1", "15.00", True, False, [])]),
+    ("demo-socks", "Wool socks", [("SOCKS-1", "6.00", True, False, [])]),
+    ("demo-hoodie", "Heavy hoodie (backorderable)", [("HOOD-M", "49.00", True, True, [])]),
+    ("demo-poster", "Limited poster (sold out)", [("POSTER-1", "25.00", True, False, [])]),
+    ("demo-ebook", "Field guide e-book", [("EBOOK-1", "9.00", False, False, [])]),
+    ("demo-gift", "Gift set: mug and two pairs of socks",
+     [("GIFT-1", "22.00", False, False, [("MUG-1", 1), ("SOCKS-1", 2)])]),
+]
+# (sku, location, quantity, unit cost)
+RECEIPTS = [
+    ("TEE-M", "WH-EAST", 150, "6.10"), ("TEE-M", "WH-WEST", 100, "6.30"),
+    ("TEE-S", "WH-EAST", 200, "6.10"), ("TEE-L", "WH-WEST", 120, "6.80"),
+    ("MUG-1", "WH-EAST", 200, "3.20"), ("CAP-1", "WH-WEST", 100, "4.00"),
+    ("SOCKS-1", "WH-EAST", 300, "1.50"), ("SOCKS-1", "WH-WEST", 300, "1.55"),
+    ("HOOD-M", "WH-EAST", 5, "18.00"),
+]
+LATE_RECEIPT = ("HOOD-M", "WH-EAST", 60, "18.50")
 
 
 def register(app: typer.Typer) -> None:
     """Add the demo command to the top-level app."""
+
+    @app.command()
+    def demo(
+        orders: int = typer.Option(300, help="How many orders the simulated checkout sends."),
+        rate: float = typer.Option(60.0, help="Orders per second (constant arrival rate)."),
+        timeout: float = typer.Option(240.0, help="Seconds to wait for every order to end."),
+        seed: int = typer.Option(7, help="Seed of the order stream."),
+    ) -> None:
+        """Seed catalog and stock, emit a stream of orders, wait, and summarise."""
+        ok = asyncio.run(run_demo(orders, rate, timeout, seed))
+        raise typer.Exit(0 if ok else 1)
+
+
+async def run_demo(count: int, rate: float, timeout_s: float, seed: int) -> bool:
+    console.rule("[bold]stockflow demo")
+    async with httpx.AsyncClient(timeout=15) as http:
+        await wait_for_services(http)
+        await seed_catalog(http)
+        producer = AIOKafkaProducer(bootstrap_servers=setting("KAFKA_BOOTSTRAP_SERVERS"),
+                                    acks="all", enable_idempotence=True, linger_ms=5)
+        await producer.start()
+        try:
+            await seed_stock(http, producer)
+            before = await stock_snapshot(http)
+            outcomes = Outcomes()
+            tracker = OutcomeTracker(setting("KAFKA_BOOTSTRAP_SERVERS"), outcomes)
+            await tracker.start()
+            catalog = Catalog(
+                skus=["TEE-M", "TEE-S", "MUG-1", "TEE-L", "CAP-1", "SOCKS-1", "EBOOK-1",
+                      "GIFT-1"],
+                prices={sku: Decimal(price) for _, _, variants in PRODUCTS
+                        for sku, price, *_ in variants},
+                out_of_stock=["POSTER-1"], backorderable=["HOOD-M"],
+            )
+            factory = OrderFactory(catalog, mix=DEMO_MIX, seed=seed,
+                                   run_id=uuid.uuid4().hex[:6])
+            started = time.time()
+            planned = await emit_with_progress(producer, factory, count, rate, outcomes)
+            console.print(f"sent {len(planned)} orders (some twice, to show that a redelivered "
+                          "event changes nothing); receiving late stock for the backorders")
+            await receive(producer, *LATE_RECEIPT, receipt_id=f"late-{factory.run_id}")
+            ids = [p.order_id for p in planned]
+            finished = await wait_until_terminal(outcomes, ids, timeout_s)
+            await tracker.stop()
+        finally:
+            await producer.stop()
+        after = await stock_snapshot(http)
+        stats = (await http.get(f"{service_url('order')}/orders/stats")).json()
+    report(planned, outcomes, before, after, started, finished, stats)
+    ok = outcomes.terminal([p.order_id for p in planned]) == len(planned)
+    console.print(
+        "\n[bold]The system is still running.[/] Look around:\n"
+        f"  stockflow order show {planned[0].order_id}\n"
+        "  stockflow stock show TEE-M        stockflow accounting trial-balance\n"
+        "  stockflow topics tail orders.events.v1 --limit 20     stockflow lag\n"
+        "  make status                       (URLs; open $ORDER_URL/docs for the API)\n"
+        "Stop everything with: make down"
+    )
+    return ok
+
+
+async def wait_for_services(http: httpx.AsyncClient, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    for service in SERVICES:
+        while True:
+            try:
+                if (await http.get(f"{service_url(service)}/readyz")).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise typer.BadParameter(f"{service} at {service_url(service)} is not ready; "
+                                         "start the system with `make up run` or `make demo`")
+            await asyncio.sleep(0.5)
+    console.print("all five services are ready")
+
+
+def product_payload(handle: str, title: str, variants: list) -> dict[str, Any]:
+    return {
+        "handle": handle,
+        "title": title,
+        "vendor": "stockflow demo",
+        "status": "active",
+        "options": ["Size"] if len(variants) > 1 else [],
+        "variants": [
+            {
+                "sku": sku,
+                "option_values": {"Size": sku.split("-")[-1]} if len(variants) > 1 else {},
+                "prices": [{"amount": price, "currency": "USD"}],
+                "tracked": tracked,
+                "requires_shipping": tracked or bool(components),
+                "backorderable": backorderable,
+                "weight_grams": 250,
+                "bundle_components": [{"sku": c, "quantity": q} for c, q in components],
+            }
+            for sku, price, tracked, backorderable, components in variants
+        ],
+    }
+
+
+async def seed_catalog(http: httpx.AsyncClient) -> None:
+    created = existing = 0
+    for handle, title, variants in PRODUCTS:
+        response = await http.post(
+            f"{service_url('catalog')}/products", json=product_payload(handle, title, variants),
+            headers={**auth_headers(), "Idempotency-Key": f"demo-seed-{handle}"})
+        if response.status_code in (200, 201):
+            created += 1
+        elif response.status_code == 409:
+            existing += 1
+        else:
+            raise typer.BadParameter(f"catalog refused {handle}: {response.status_code} "
+                                     f"{response.text[:300]}")
+    console.print(f"catalog: {created} products created, {existing} already there")
+    # Stock learns the catalog from catalog.products.v1; wait until it knows the bundle.
+    await wait_until(lambda: _known_to_stock(http, "GIFT-1"), 30, "stock to learn the catalog")
+
+
+async def _known_to_stock(http: httpx.AsyncClient, sku: str) -> bool:
+    response = await http.post(f"{service_url('stock')}/availability", json={"skus": [sku]})
+    return response.status_code == 200 and sku in str(response.json())
+
+
+async def receive(producer: AIOKafkaProducer, sku: str, location: str, quantity: int,
+                  unit_cost: str, *, receipt_id: str) -> None:
+    event = WarehouseGoodsReceived(
+        receipt_id=receipt_id, sku=sku, location=location, quantity=quantity,
+        unit_cost=unit_cost, currency="USD", received_at=datetime.now(UTC))
+    record = encode(event, source="stockflow/demo-warehouse")
+    await producer.send_and_wait(record.topic, record.value, key=record.key,
+                                 headers=record.headers)
+
+
+async def seed_stock(http: httpx.AsyncClient, producer: AIOKafkaProducer) -> None:
+    run = uuid.uuid4().hex[:6]
+    expected: dict[str, int] = defaultdict(int)
+    before = await stock_snapshot(http)
+    for sku, location, quantity, cost in RECEIPTS:
+        await receive(producer, sku, location, quantity, cost, receipt_id=f"seed-{run}-{sku}-"
+                      f"{location}")
+        expected[sku] += quantity
+
+    async def arrived() -> bool:
+        now = await stock_snapshot(http)
+        return all(now.get(sku, {}).get("on_hand", 0) >= before.get(sku, {}).get("on_hand", 0) + q
+                   for sku, q in expected.items())
+
+    await wait_until(arrived, 30, "stock to record the receipts")
+    console.print(f"stock: received {sum(expected.values())} units of {len(expected)} skus "
+                  "at WH-EAST and WH-WEST")
+
+
+async def stock_snapshot(http: httpx.AsyncClient) -> dict[str, dict[str, int]]:
+    snapshot: dict[str, dict[str, int]] = {}
+    for _, _, variants in PRODUCTS:
+        for sku, *_ in variants:
+            response = await http.get(f"{service_url('stock')}/levels/{sku}")
+            if response.status_code != 200:
+                continue
+            totals = response.json().get("totals") or {}
+            snapshot[sku] = {k: int(totals.get(k, 0)) for k in
+                             ("on_hand", "reserved", "available", "backordered")}
+    return snapshot
+
+
+async def emit_with_progress(producer, factory, count, rate, outcomes):
+    columns = (TextColumn("[bold]checkout"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[settled]} settled"), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("orders", total=count, settled=0)
+        sent: list[str] = []
+
+        def on_sent(order) -> None:
+            sent.append(order.order_id)
+            progress.update(task, advance=1, settled=outcomes.settled(sent[-200:]))
+
+        return await send_orders(producer, factory, count, rate, outcomes, on_sent=on_sent,
+                                 duplicate_every=25)
+
+
+async def wait_until_terminal(outcomes: Outcomes, ids: list[str], timeout_s: float) -> float:
+    columns = (TextColumn("[bold]waiting for every order to end"), BarColumn(),
+               MofNCompleteColumn(), TimeElapsedColumn())
+    deadline = time.monotonic() + timeout_s
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("terminal", total=len(ids))
+        while time.monotonic() < deadline:
+            done = outcomes.terminal(ids)
+            progress.update(task, completed=done)
+            if done == len(ids):
+                break
+            await asyncio.sleep(0.5)
+    return time.time()
+
+
+async def wait_until(probe, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await probe():
+            return
+        await asyncio.sleep(0.3)
+    raise typer.BadParameter(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+def report(planned, outcomes: Outcomes, before, after, started, finished, stats) -> None:
+    ids = [p.order_id for p in planned]
+    finals = outcomes.final_states(ids)
+    table = Table(title="Orders by final state")
+    table.add_column("final event")
+    table.add_column("orders", justify="right")
+    for state, n in finals.most_common():
+        table.add_row(state, str(n))
+    console.print(table)
+
+    by_scenario: dict[str, Counter] = defaultdict(Counter)
+    for order in planned:
+        by_scenario[order.scenario.value][outcomes.last_event.get(order.order_id, "-")] += 1
+    cross = Table(title="What each kind of order became")
+    cross.add_column("order kind")
+    cross.add_column("outcomes")
+    for scenario, counter in by_scenario.items():
+        cross.add_row(scenario, ", ".join(f"{k} × {v}" for k, v in counter.most_common()))
+    console.print(cross)
+
+    stock = Table(title="Stock before → after (all locations)")
+    for column in ("sku", "on hand", "reserved", "available", "backordered"):
+        stock.add_column(column, justify="right" if column != "sku" else "left")
+    for sku in sorted(set(before) | set(after)):
+        b, a = before.get(sku, {}), after.get(sku, {})
+        stock.add_row(sku, *(f"{b.get(k, 0)} → {a.get(k, 0)}" for k in
+                             ("on_hand", "reserved", "available", "backordered")))
+    console.print(stock)
+
+    confirmed = outcomes.latencies_ms("order.confirmed.v1")
+    settled = [min(at for (o, t), at in outcomes.first_seen.items()
+                   if o == order_id and t in ("order.confirmed.v1", "order.rejected.v1"))
+               for order_id in ids
+               if any((order_id, t) in outcomes.first_seen
+                      for t in ("order.confirmed.v1", "order.rejected.v1"))]
+    span = (max(settled) - started) if settled else float("nan")
+    numbers = Table(title="Speed")
+    numbers.add_column("measure")
+    numbers.add_column("value", justify="right")
+    numbers.add_row("orders confirmed or rejected", str(len(settled)))
+    numbers.add_row("orders/s (first submission → last decision)",
+                    f"{len(settled) / span:.1f}" if settled else "-")
+    for label, fraction in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
+        value = percentile(confirmed, fraction)
+        numbers.add_row(f"submission → order.confirmed {label}",
+                        f"{value:.1f} ms" if value is not None else "-")
+    numbers.add_row("whole run (until every order ended)", f"{finished - started:.1f} s")
+    numbers.add_row("orders still open in the order service", str(stats.get("unsettled", "?")))
+    console.print(numbers)

@@ -1,0 +1,304 @@
+"""A simulated upstream checkout: realistic orders at a constant arrival rate, and their outcomes.
+
+Used by `stockflow demo`, the benchmark and the reliability suite. Open loop: orders are sent
+on a fixed schedule whatever the system's response time, so slow answers cannot hide latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from stockflow.contracts import Event, KafkaRecord, decode, encode
+from stockflow.contracts.events.checkout import (
+    CheckoutOrderCancelRequested,
+    CheckoutOrderSubmitted,
+    CheckoutPaymentConfirmed,
+)
+
+SOURCE = "stockflow/checkout-simulator"
+TERMINAL_EVENTS = {"order.rejected.v1", "order.cancelled.v1", "order.delivered.v1",
+                   "order.returned.v1"}
+SETTLED_EVENTS = TERMINAL_EVENTS | {"order.confirmed.v1"}
+
+
+class Scenario(StrEnum):
+    NORMAL = "normal"
+    PENDING_PAID = "payment pending, then paid"
+    PENDING_UNPAID = "payment pending, never paid"
+    CANCELLED = "cancelled by the customer"
+    OUT_OF_STOCK = "out-of-stock sku"
+    BACKORDER = "backorderable sku, short"
+    UNKNOWN_SKU = "unknown sku"
+    INVALID = "invalid order (quantity 0)"
+
+
+DEMO_MIX: dict[Scenario, float] = {
+    Scenario.NORMAL: 0.70,
+    Scenario.PENDING_PAID: 0.05,
+    Scenario.PENDING_UNPAID: 0.04,
+    Scenario.CANCELLED: 0.06,
+    Scenario.OUT_OF_STOCK: 0.05,
+    Scenario.BACKORDER: 0.04,
+    Scenario.UNKNOWN_SKU: 0.03,
+    Scenario.INVALID: 0.03,
+}
+LOAD_MIX: dict[Scenario, float] = {Scenario.NORMAL: 1.0}
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The SKUs the simulator may order and what it knows of them."""
+
+    skus: Sequence[str]
+    prices: dict[str, Decimal]
+    out_of_stock: Sequence[str] = ()
+    backorderable: Sequence[str] = ()
+    hot_share: float = 0.2  # share of lines that go to the first (hot) sku
+
+
+@dataclass
+class FollowUp:
+    delay_s: float
+    record: KafkaRecord
+
+
+@dataclass
+class PlannedOrder:
+    order_id: str
+    scenario: Scenario
+    record: KafkaRecord
+    follow_ups: list[FollowUp] = field(default_factory=list)
+
+
+class OrderFactory:
+    """Deterministic (seeded) stream of orders: 1–5 lines, skewed popularity with a hot SKU."""
+
+    def __init__(self, catalog: Catalog, *, mix: dict[Scenario, float] | None = None,
+                 seed: int = 7, currency: str = "USD", run_id: str | None = None,
+                 payment_deadline_s: float = 8.0) -> None:
+        self.catalog = catalog
+        self.mix = mix or DEMO_MIX
+        self.random = random.Random(seed)
+        self.currency = currency
+        self.run_id = run_id or uuid.uuid4().hex[:8]
+        self.payment_deadline_s = payment_deadline_s
+        self.count = 0
+        weights = [1.0 / (rank + 1) for rank in range(len(catalog.skus))]  # Zipf-like tail
+        self._weights = weights
+
+    def _pick_sku(self) -> str:
+        if self.random.random() < self.catalog.hot_share:
+            return self.catalog.skus[0]
+        return self.random.choices(self.catalog.skus, weights=self._weights)[0]
+
+    def _lines(self, scenario: Scenario) -> list[dict]:
+        skus: list[str] = []
+        for _ in range(self.random.randint(1, 5)):
+            sku = self._pick_sku()
+            if sku not in skus:
+                skus.append(sku)
+        if scenario is Scenario.OUT_OF_STOCK and self.catalog.out_of_stock:
+            skus[0] = self.random.choice(self.catalog.out_of_stock)
+        elif scenario is Scenario.BACKORDER and self.catalog.backorderable:
+            skus = [self.random.choice(self.catalog.backorderable)]
+        elif scenario is Scenario.UNKNOWN_SKU:
+            skus[0] = f"NOPE-{self.random.randint(1000, 9999)}"
+        lines = []
+        for index, sku in enumerate(dict.fromkeys(skus), start=1):
+            quantity = self.random.choice((1, 1, 1, 2, 2, 3))
+            if scenario is Scenario.BACKORDER:
+                quantity = self.random.randint(3, 6)
+            lines.append({"line_id": f"L{index}", "sku": sku, "quantity": quantity,
+                          "unit_price": str(self.catalog.prices.get(sku, Decimal("9.99")))})
+        return lines
+
+    def next(self, now: datetime | None = None) -> PlannedOrder:
+        now = now or datetime.now(UTC)
+        self.count += 1
+        scenario = self.random.choices(list(self.mix), weights=list(self.mix.values()))[0]
+        order_id = f"ord-{self.run_id}-{self.count:06d}"
+        pending = scenario in (Scenario.PENDING_PAID, Scenario.PENDING_UNPAID)
+        payment = {
+            "status": "pending" if pending else "authorized",
+            "reference": f"pay-{order_id}",
+            "deadline": (now + timedelta(seconds=self.payment_deadline_s)).isoformat()
+            if pending else None,
+        }
+        payload = {
+            "order_id": order_id,
+            "customer_id": f"cust-{self.random.randint(1, 5000)}",
+            "currency": self.currency,
+            "placed_at": now.isoformat(),
+            "lines": self._lines(scenario),
+            "shipping_address": {"name": "Ada Lovelace", "line1": "12 Analytical Row",
+                                 "city": "London", "postal_code": "N1 9GU", "country": "GB"},
+            "payment": payment,
+        }
+        if scenario is Scenario.INVALID:
+            payload["lines"][0]["quantity"] = 0
+            record = raw_record(CheckoutOrderSubmitted, order_id, payload)
+        else:
+            record = encode(CheckoutOrderSubmitted.model_validate(payload), source=SOURCE)
+        planned = PlannedOrder(order_id, scenario, record)
+        if scenario is Scenario.PENDING_PAID:
+            paid = CheckoutPaymentConfirmed(order_id=order_id, reference=f"pay-{order_id}")
+            planned.follow_ups.append(FollowUp(self.random.uniform(0.5, 2.0),
+                                               encode(paid, source=SOURCE)))
+        if scenario is Scenario.CANCELLED:
+            cancel = CheckoutOrderCancelRequested(order_id=order_id, reason="changed my mind")
+            planned.follow_ups.append(FollowUp(self.random.uniform(0.2, 1.5),
+                                               encode(cancel, source=SOURCE)))
+        return planned
+
+
+def raw_record(model: type[Event], key: str, payload: dict) -> KafkaRecord:
+    """A binary-mode CloudEvent whose data was NOT validated (to send invalid input on purpose)."""
+    template = encode(CheckoutOrderCancelRequested(order_id=key, reason="x"), source=SOURCE)
+    headers = [(name, model.event_type.encode() if name == "ce_type" else value)
+               for name, value in template.headers]
+    return KafkaRecord(model.topic, key.encode(), json.dumps(payload).encode(), headers)
+
+
+@dataclass
+class Outcomes:
+    """What the order service said about each order, and when (seconds since the epoch)."""
+
+    submitted_at: dict[str, float] = field(default_factory=dict)
+    first_seen: dict[tuple[str, str], float] = field(default_factory=dict)
+    last_event: dict[str, str] = field(default_factory=dict)
+
+    def record(self, order_id: str, event_type: str, at: float) -> None:
+        self.first_seen.setdefault((order_id, event_type), at)
+        self.last_event[order_id] = event_type
+
+    def settled(self, order_ids: Sequence[str]) -> int:
+        return sum(1 for o in order_ids
+                   if any((o, t) in self.first_seen for t in SETTLED_EVENTS))
+
+    def terminal(self, order_ids: Sequence[str]) -> int:
+        return sum(1 for o in order_ids
+                   if any((o, t) in self.first_seen for t in TERMINAL_EVENTS))
+
+    def latencies_ms(self, event_type: str = "order.confirmed.v1") -> list[float]:
+        return sorted(
+            (at - self.submitted_at[order_id]) * 1000
+            for (order_id, kind), at in self.first_seen.items()
+            if kind == event_type and order_id in self.submitted_at
+        )
+
+    def final_states(self, order_ids: Sequence[str]) -> Counter:
+        return Counter(self.last_event.get(o, "(none yet)") for o in order_ids)
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float | None:
+    if not sorted_values:
+        return None
+    index = min(len(sorted_values) - 1, max(0, round(fraction * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+class OutcomeTracker:
+    """Reads orders.events.v1 from where it ends now, so it sees only this run's answers."""
+
+    def __init__(self, bootstrap_servers: str, outcomes: Outcomes,
+                 topic: str = "orders.events.v1") -> None:
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
+                                         enable_auto_commit=False)
+        self.outcomes = outcomes
+        self.topic = topic
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        partitions = [TopicPartition(self.topic, p)
+                      for p in self.consumer.partitions_for_topic(self.topic) or ()]
+        if not partitions:
+            partitions = [TopicPartition(self.topic, p) for p in
+                          (await self._partitions())]
+        self.consumer.assign(partitions)
+        ends = await self.consumer.end_offsets(partitions)
+        for tp, offset in ends.items():
+            self.consumer.seek(tp, offset)
+        self._task = asyncio.create_task(self._run())
+
+    async def _partitions(self) -> list[int]:
+        await self.consumer._client.force_metadata_update()  # noqa: SLF001 — aiokafka has no public call
+        return sorted(self.consumer.partitions_for_topic(self.topic) or ())
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self.consumer.getmany(timeout_ms=200)
+            now = time.time()
+            for records in batch.values():
+                for record in records:
+                    try:
+                        cloud = decode(record.value, record.headers)
+                    except Exception:  # noqa: BLE001 — not ours to judge here
+                        continue
+                    order_id = record.key.decode() if record.key else cloud.subject or ""
+                    self.outcomes.record(order_id, cloud.type, now)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.consumer.stop()
+
+
+async def send_orders(
+    producer: AIOKafkaProducer,
+    factory: OrderFactory,
+    count: int,
+    rate_per_s: float,
+    outcomes: Outcomes,
+    *,
+    on_sent: Callable[[PlannedOrder], None] | None = None,
+    duplicate_every: int = 0,
+) -> list[PlannedOrder]:
+    """Send `count` orders at a constant arrival rate; follow-ups (payments, cancels) on time."""
+    planned: list[PlannedOrder] = []
+    follow_ups: list[asyncio.Task] = []
+    started = time.perf_counter()
+    pending_acks: list[asyncio.Future] = []
+    for index in range(count):
+        due = started + index / rate_per_s
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        order = factory.next()
+        outcomes.submitted_at[order.order_id] = time.time()
+        pending_acks.append(await _send(producer, order.record))
+        if duplicate_every and index % duplicate_every == 0:
+            pending_acks.append(await _send(producer, order.record))  # same ce_id: a redelivery
+        for follow_up in order.follow_ups:
+            follow_ups.append(asyncio.create_task(_later(producer, follow_up)))
+        planned.append(order)
+        if on_sent:
+            on_sent(order)
+        if len(pending_acks) >= 500:
+            await asyncio.gather(*pending_acks)
+            pending_acks.clear()
+    await asyncio.gather(*pending_acks)
+    await asyncio.gather(*follow_ups)
+    return planned
+
+
+async def _send(producer: AIOKafkaProducer, record: KafkaRecord) -> asyncio.Future:
+    return await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
+
+
+async def _later(producer: AIOKafkaProducer, follow_up: FollowUp) -> None:
+    await asyncio.sleep(follow_up.delay_s)
+    await (await _send(producer, follow_up.record))
