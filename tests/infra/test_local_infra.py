@@ -20,8 +20,9 @@ async def test_aiokafka_admin_idempotent_producer_and_group_commit(infra):
     await admin.close()
     await wait_for_topics(infra.kafka_bootstrap, [topic])
 
-    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, acks="all",
-                                enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=infra.kafka_bootstrap, acks="all", enable_idempotence=True
+    )
     await producer.start()
     for i in range(20):
         await producer.send(topic, f"v{i}".encode(), key=b"same-key")
@@ -29,8 +30,13 @@ async def test_aiokafka_admin_idempotent_producer_and_group_commit(infra):
     await producer.stop()
 
     group = f"probe-group-{uuid.uuid4().hex[:6]}"
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=infra.kafka_bootstrap, group_id=group,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=infra.kafka_bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     received = []
     while len(received) < 20:

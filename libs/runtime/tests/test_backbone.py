@@ -55,12 +55,20 @@ async def stage(pool: asyncpg.Pool, records: list[KafkaRecord]) -> None:
             uow.publish_raw(record)
 
 
-async def run_relay(infra, schema: str, *, until_published: int, crash_before_mark=False,
-                    batch_size=500, timeout_s=60) -> OutboxRelay:
+async def run_relay(
+    infra,
+    schema: str,
+    *,
+    until_published: int,
+    crash_before_mark=False,
+    batch_size=500,
+    timeout_s=60,
+) -> OutboxRelay:
     producer = build_producer(infra.kafka_bootstrap, client_id="test-relay")
     await producer.start()
-    relay = OutboxRelay(infra.admin_database_url, schema, producer, batch_size=batch_size,
-                        poll_interval_s=0.1)
+    relay = OutboxRelay(
+        infra.admin_database_url, schema, producer, batch_size=batch_size, poll_interval_s=0.1
+    )
     relay.crash_before_mark = crash_before_mark
     task = asyncio.create_task(relay.run())
     try:
@@ -165,12 +173,24 @@ async def test_poison_goes_to_the_dlq_with_its_reason_and_the_rest_is_processed(
         first,
         KafkaRecord(topic, b"k", b"\xffnot json at all", []),
         ping_record(topic, "k", 2),
-        KafkaRecord(topic, b"k", b'{"k": "k", "seq": "two"}',
-                    [(n, v) for n, v in first.headers if n != "ce_id"] + [("ce_id", b"bad-seq")]),
+        KafkaRecord(
+            topic,
+            b"k",
+            b'{"k": "k", "seq": "two"}',
+            [(n, v) for n, v in first.headers if n != "ce_id"] + [("ce_id", b"bad-seq")],
+        ),
         ping_record(topic, "k", 3),
-        KafkaRecord(topic, b"k", first.value,
-                    [(n, v if n != "ce_type" else b"test.unknown.v1") for n, v in first.headers
-                     if n != "ce_id"] + [("ce_id", b"unknown-type")]),
+        KafkaRecord(
+            topic,
+            b"k",
+            first.value,
+            [
+                (n, v if n != "ce_type" else b"test.unknown.v1")
+                for n, v in first.headers
+                if n != "ce_id"
+            ]
+            + [("ce_id", b"unknown-type")],
+        ),
         first,  # redelivered duplicate
         ping_record(topic, "k", 4),
     ]
@@ -215,8 +235,11 @@ async def test_kafka_down_while_handlers_commit_then_everything_is_published(
         await asyncio.sleep(1)
         assert relay.stats.published == 0  # nowhere to publish; the rows wait
         await asyncio.to_thread(
-            subprocess.run, [sys.executable, str(INFRA_SCRIPT), "up", "--profile", "test"],
-            check=True, capture_output=True)
+            subprocess.run,
+            [sys.executable, str(INFRA_SCRIPT), "up", "--profile", "test"],
+            check=True,
+            capture_output=True,
+        )
         await wait_for(lambda: asyncio.sleep(0, relay.stats.published), 300, timeout_s=120)
     finally:
         relay.stop()
@@ -235,12 +258,12 @@ async def test_a_changed_applied_migration_is_refused(infra, scratch_schema, tmp
     assert await migrate(infra.admin_database_url, schema, tmp_path) == ["0001_things.sql"]
     assert await migrate(infra.admin_database_url, schema, tmp_path) == []
     (tmp_path / "0001_things.sql").write_text("CREATE TABLE things (id bigint);")
-    with pytest.raises(MigrationError, match="0001_things.sql .* changed"):
+    with pytest.raises(MigrationError, match=r"0001_things\.sql .* changed"):
         await migrate(infra.admin_database_url, schema, tmp_path)
 
 
 async def test_idempotency_key_replays_the_first_response_and_refuses_a_new_body(scratch_schema):
-    schema, pool = scratch_schema
+    _, pool = scratch_schema
     await pool.execute("CREATE TABLE things (id serial PRIMARY KEY, name text)")
     app = FastAPI()
     app.state.pool = pool
@@ -251,7 +274,8 @@ async def test_idempotency_key_replays_the_first_response_and_refuses_a_new_body
         async def action(uow: UnitOfWork):
             body = await request.json()
             new_id = await uow.conn.fetchval(
-                "INSERT INTO things (name) VALUES ($1) RETURNING id", body["name"])
+                "INSERT INTO things (name) VALUES ($1) RETURNING id", body["name"]
+            )
             return 201, {"id": new_id, "name": body["name"]}
 
         return await idempotent_write(request, action)
@@ -275,8 +299,9 @@ async def test_idempotency_key_replays_the_first_response_and_refuses_a_new_body
 @contextlib.asynccontextmanager
 async def running_consumer(infra, schema, pool, consumer: Consumer):
     definition = ServiceDefinition(name="test", description="test", consumers=[consumer])
-    settings = Settings(service="stock", kafka_bootstrap_servers=infra.kafka_bootstrap,
-                        handler_attempts=3)
+    settings = Settings(
+        service="stock", kafka_bootstrap_servers=infra.kafka_bootstrap, handler_attempts=3
+    )
     broker = build_broker(definition, settings, pool, schema)
     await broker.start()
     try:

@@ -28,8 +28,12 @@ from stockflow.contracts.events.checkout import (
 )
 
 SOURCE = "stockflow/checkout-simulator"
-TERMINAL_EVENTS = {"order.rejected.v1", "order.cancelled.v1", "order.delivered.v1",
-                   "order.returned.v1"}
+TERMINAL_EVENTS = {
+    "order.rejected.v1",
+    "order.cancelled.v1",
+    "order.delivered.v1",
+    "order.returned.v1",
+}
 SETTLED_EVENTS = TERMINAL_EVENTS | {"order.confirmed.v1"}
 
 
@@ -83,11 +87,18 @@ class PlannedOrder:
 
 
 class OrderFactory:
-    """Deterministic (seeded) stream of orders: 1–5 lines, skewed popularity with a hot SKU."""
+    """Deterministic (seeded) stream of orders: 1 to 5 lines, skewed popularity with a hot SKU."""
 
-    def __init__(self, catalog: Catalog, *, mix: dict[Scenario, float] | None = None,
-                 seed: int = 7, currency: str = "USD", run_id: str | None = None,
-                 payment_deadline_s: float = 8.0) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        mix: dict[Scenario, float] | None = None,
+        seed: int = 7,
+        currency: str = "USD",
+        run_id: str | None = None,
+        payment_deadline_s: float = 8.0,
+    ) -> None:
         self.catalog = catalog
         self.mix = mix or DEMO_MIX
         self.random = random.Random(seed)
@@ -120,8 +131,14 @@ class OrderFactory:
             quantity = self.random.choice((1, 1, 1, 2, 2, 3))
             if scenario is Scenario.BACKORDER:
                 quantity = self.random.randint(3, 6)
-            lines.append({"line_id": f"L{index}", "sku": sku, "quantity": quantity,
-                          "unit_price": str(self.catalog.prices.get(sku, Decimal("9.99")))})
+            lines.append(
+                {
+                    "line_id": f"L{index}",
+                    "sku": sku,
+                    "quantity": quantity,
+                    "unit_price": str(self.catalog.prices.get(sku, Decimal("9.99"))),
+                }
+            )
         return lines
 
     def next(self, now: datetime | None = None) -> PlannedOrder:
@@ -134,7 +151,8 @@ class OrderFactory:
             "status": "pending" if pending else "authorized",
             "reference": f"pay-{order_id}",
             "deadline": (now + timedelta(seconds=self.payment_deadline_s)).isoformat()
-            if pending else None,
+            if pending
+            else None,
         }
         payload = {
             "order_id": order_id,
@@ -142,8 +160,13 @@ class OrderFactory:
             "currency": self.currency,
             "placed_at": now.isoformat(),
             "lines": self._lines(scenario),
-            "shipping_address": {"name": "Ada Lovelace", "line1": "12 Analytical Row",
-                                 "city": "London", "postal_code": "N1 9GU", "country": "GB"},
+            "shipping_address": {
+                "name": "Ada Lovelace",
+                "line1": "12 Analytical Row",
+                "city": "London",
+                "postal_code": "N1 9GU",
+                "country": "GB",
+            },
             "payment": payment,
         }
         if scenario is Scenario.INVALID:
@@ -154,20 +177,24 @@ class OrderFactory:
         planned = PlannedOrder(order_id, scenario, record)
         if scenario is Scenario.PENDING_PAID:
             paid = CheckoutPaymentConfirmed(order_id=order_id, reference=f"pay-{order_id}")
-            planned.follow_ups.append(FollowUp(self.random.uniform(0.5, 2.0),
-                                               encode(paid, source=SOURCE)))
+            planned.follow_ups.append(
+                FollowUp(self.random.uniform(0.5, 2.0), encode(paid, source=SOURCE))
+            )
         if scenario is Scenario.CANCELLED:
             cancel = CheckoutOrderCancelRequested(order_id=order_id, reason="changed my mind")
-            planned.follow_ups.append(FollowUp(self.random.uniform(0.2, 1.5),
-                                               encode(cancel, source=SOURCE)))
+            planned.follow_ups.append(
+                FollowUp(self.random.uniform(0.2, 1.5), encode(cancel, source=SOURCE))
+            )
         return planned
 
 
 def raw_record(model: type[Event], key: str, payload: dict) -> KafkaRecord:
     """A binary-mode CloudEvent whose data was NOT validated (to send invalid input on purpose)."""
     template = encode(CheckoutOrderCancelRequested(order_id=key, reason="x"), source=SOURCE)
-    headers = [(name, model.event_type.encode() if name == "ce_type" else value)
-               for name, value in template.headers]
+    headers = [
+        (name, model.event_type.encode() if name == "ce_type" else value)
+        for name, value in template.headers
+    ]
     return KafkaRecord(model.topic, key.encode(), json.dumps(payload).encode(), headers)
 
 
@@ -184,12 +211,10 @@ class Outcomes:
         self.last_event[order_id] = event_type
 
     def settled(self, order_ids: Sequence[str]) -> int:
-        return sum(1 for o in order_ids
-                   if any((o, t) in self.first_seen for t in SETTLED_EVENTS))
+        return sum(1 for o in order_ids if any((o, t) in self.first_seen for t in SETTLED_EVENTS))
 
     def terminal(self, order_ids: Sequence[str]) -> int:
-        return sum(1 for o in order_ids
-                   if any((o, t) in self.first_seen for t in TERMINAL_EVENTS))
+        return sum(1 for o in order_ids if any((o, t) in self.first_seen for t in TERMINAL_EVENTS))
 
     def latencies_ms(self, event_type: str = "order.confirmed.v1") -> list[float]:
         return sorted(
@@ -212,21 +237,24 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float | None:
 class OutcomeTracker:
     """Reads orders.events.v1 from where it ends now, so it sees only this run's answers."""
 
-    def __init__(self, bootstrap_servers: str, outcomes: Outcomes,
-                 topic: str = "orders.events.v1") -> None:
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
-                                         enable_auto_commit=False)
+    def __init__(
+        self, bootstrap_servers: str, outcomes: Outcomes, topic: str = "orders.events.v1"
+    ) -> None:
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False
+        )
         self.outcomes = outcomes
         self.topic = topic
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
         await self.consumer.start()
-        partitions = [TopicPartition(self.topic, p)
-                      for p in self.consumer.partitions_for_topic(self.topic) or ()]
+        partitions = [
+            TopicPartition(self.topic, p)
+            for p in self.consumer.partitions_for_topic(self.topic) or ()
+        ]
         if not partitions:
-            partitions = [TopicPartition(self.topic, p) for p in
-                          (await self._partitions())]
+            partitions = [TopicPartition(self.topic, p) for p in (await self._partitions())]
         self.consumer.assign(partitions)
         ends = await self.consumer.end_offsets(partitions)
         for tp, offset in ends.items():
@@ -234,7 +262,7 @@ class OutcomeTracker:
         self._task = asyncio.create_task(self._run())
 
     async def _partitions(self) -> list[int]:
-        await self.consumer._client.force_metadata_update()  # noqa: SLF001 — aiokafka has no public call
+        await self.consumer._client.force_metadata_update()
         return sorted(self.consumer.partitions_for_topic(self.topic) or ())
 
     async def _run(self) -> None:
@@ -245,7 +273,7 @@ class OutcomeTracker:
                 for record in records:
                     try:
                         cloud = decode(record.value, record.headers)
-                    except Exception:  # noqa: BLE001 — not ours to judge here
+                    except Exception:
                         continue
                     order_id = record.key.decode() if record.key else cloud.subject or ""
                     self.outcomes.record(order_id, cloud.type, now)

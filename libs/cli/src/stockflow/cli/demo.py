@@ -40,24 +40,37 @@ SERVICES = ("catalog", "stock", "order", "fulfillment", "accounting")
 
 # (handle, title, [(sku, price, tracked, backorderable, bundle components)])
 PRODUCTS: list[tuple[str, str, list[tuple[str, str, bool, bool, list[tuple[str, int]]]]]] = [
-    ("demo-tee", "Organic cotton tee", [("TEE-M", "19.00", True, False, []),
-                                        ("TEE-S", "19.00", True, False, []),
-                                        ("TEE-L", "21.00", True, False, [])]),
+    (
+        "demo-tee",
+        "Organic cotton tee",
+        [
+            ("TEE-M", "19.00", True, False, []),
+            ("TEE-S", "19.00", True, False, []),
+            ("TEE-L", "21.00", True, False, []),
+        ],
+    ),
     ("demo-mug", "Enamel camp mug", [("MUG-1", "12.50", True, False, [])]),
     ("demo-cap", "Canvas cap", [("CAP-1", "15.00", True, False, [])]),
     ("demo-socks", "Wool socks", [("SOCKS-1", "6.00", True, False, [])]),
     ("demo-hoodie", "Heavy hoodie (backorderable)", [("HOOD-M", "49.00", True, True, [])]),
     ("demo-poster", "Limited poster (sold out)", [("POSTER-1", "25.00", True, False, [])]),
     ("demo-ebook", "Field guide e-book", [("EBOOK-1", "9.00", False, False, [])]),
-    ("demo-gift", "Gift set: mug and two pairs of socks",
-     [("GIFT-1", "22.00", False, False, [("MUG-1", 1), ("SOCKS-1", 2)])]),
+    (
+        "demo-gift",
+        "Gift set: mug and two pairs of socks",
+        [("GIFT-1", "22.00", False, False, [("MUG-1", 1), ("SOCKS-1", 2)])],
+    ),
 ]
 # (sku, location, quantity, unit cost)
 RECEIPTS = [
-    ("TEE-M", "WH-EAST", 150, "6.10"), ("TEE-M", "WH-WEST", 100, "6.30"),
-    ("TEE-S", "WH-EAST", 200, "6.10"), ("TEE-L", "WH-WEST", 120, "6.80"),
-    ("MUG-1", "WH-EAST", 200, "3.20"), ("CAP-1", "WH-WEST", 100, "4.00"),
-    ("SOCKS-1", "WH-EAST", 300, "1.50"), ("SOCKS-1", "WH-WEST", 300, "1.55"),
+    ("TEE-M", "WH-EAST", 150, "6.10"),
+    ("TEE-M", "WH-WEST", 100, "6.30"),
+    ("TEE-S", "WH-EAST", 200, "6.10"),
+    ("TEE-L", "WH-WEST", 120, "6.80"),
+    ("MUG-1", "WH-EAST", 200, "3.20"),
+    ("CAP-1", "WH-WEST", 100, "4.00"),
+    ("SOCKS-1", "WH-EAST", 300, "1.50"),
+    ("SOCKS-1", "WH-WEST", 300, "1.55"),
     ("HOOD-M", "WH-EAST", 5, "18.00"),
 ]
 LATE_RECEIPT = ("HOOD-M", "WH-EAST", 60, "18.50")
@@ -83,8 +96,12 @@ async def run_demo(count: int, rate: float, timeout_s: float, seed: int) -> bool
     async with httpx.AsyncClient(timeout=15) as http:
         await wait_for_services(http)
         await seed_catalog(http)
-        producer = AIOKafkaProducer(bootstrap_servers=setting("KAFKA_BOOTSTRAP_SERVERS"),
-                                    acks="all", enable_idempotence=True, linger_ms=5)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=setting("KAFKA_BOOTSTRAP_SERVERS"),
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+        )
         await producer.start()
         try:
             await seed_stock(http, producer)
@@ -93,18 +110,22 @@ async def run_demo(count: int, rate: float, timeout_s: float, seed: int) -> bool
             tracker = OutcomeTracker(setting("KAFKA_BOOTSTRAP_SERVERS"), outcomes)
             await tracker.start()
             catalog = Catalog(
-                skus=["TEE-M", "TEE-S", "MUG-1", "TEE-L", "CAP-1", "SOCKS-1", "EBOOK-1",
-                      "GIFT-1"],
-                prices={sku: Decimal(price) for _, _, variants in PRODUCTS
-                        for sku, price, *_ in variants},
-                out_of_stock=["POSTER-1"], backorderable=["HOOD-M"],
+                skus=["TEE-M", "TEE-S", "MUG-1", "TEE-L", "CAP-1", "SOCKS-1", "EBOOK-1", "GIFT-1"],
+                prices={
+                    sku: Decimal(price)
+                    for _, _, variants in PRODUCTS
+                    for sku, price, *_ in variants
+                },
+                out_of_stock=["POSTER-1"],
+                backorderable=["HOOD-M"],
             )
-            factory = OrderFactory(catalog, mix=DEMO_MIX, seed=seed,
-                                   run_id=uuid.uuid4().hex[:6])
+            factory = OrderFactory(catalog, mix=DEMO_MIX, seed=seed, run_id=uuid.uuid4().hex[:6])
             started = time.time()
             planned = await emit_with_progress(producer, factory, count, rate, outcomes)
-            console.print(f"sent {len(planned)} orders (some twice, to show that a redelivered "
-                          "event changes nothing); receiving late stock for the backorders")
+            console.print(
+                f"sent {len(planned)} orders (some twice, to show that a redelivered "
+                "event changes nothing); receiving late stock for the backorders"
+            )
             await receive(producer, *LATE_RECEIPT, receipt_id=f"late-{factory.run_id}")
             ids = [p.order_id for p in planned]
             finished = await wait_until_terminal(outcomes, ids, timeout_s)
@@ -136,8 +157,10 @@ async def wait_for_services(http: httpx.AsyncClient, timeout_s: float = 120) -> 
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise typer.BadParameter(f"{service} at {service_url(service)} is not ready; "
-                                         "start the system with `make up run` or `make demo`")
+                raise typer.BadParameter(
+                    f"{service} at {service_url(service)} is not ready; "
+                    "start the system with `make up run` or `make demo`"
+                )
             await asyncio.sleep(0.5)
     console.print("all five services are ready")
 
@@ -169,15 +192,18 @@ async def seed_catalog(http: httpx.AsyncClient) -> None:
     created = existing = 0
     for handle, title, variants in PRODUCTS:
         response = await http.post(
-            f"{service_url('catalog')}/products", json=product_payload(handle, title, variants),
-            headers={**auth_headers(), "Idempotency-Key": f"demo-seed-{handle}"})
+            f"{service_url('catalog')}/products",
+            json=product_payload(handle, title, variants),
+            headers={**auth_headers(), "Idempotency-Key": f"demo-seed-{handle}"},
+        )
         if response.status_code in (200, 201):
             created += 1
         elif response.status_code == 409:
             existing += 1
         else:
-            raise typer.BadParameter(f"catalog refused {handle}: {response.status_code} "
-                                     f"{response.text[:300]}")
+            raise typer.BadParameter(
+                f"catalog refused {handle}: {response.status_code} {response.text[:300]}"
+            )
     console.print(f"catalog: {created} products created, {existing} already there")
     # Stock learns the catalog from catalog.products.v1; wait until it knows the bundle.
     await wait_until(lambda: _known_to_stock(http, "GIFT-1"), 30, "stock to learn the catalog")
@@ -188,14 +214,26 @@ async def _known_to_stock(http: httpx.AsyncClient, sku: str) -> bool:
     return response.status_code == 200 and sku in str(response.json())
 
 
-async def receive(producer: AIOKafkaProducer, sku: str, location: str, quantity: int,
-                  unit_cost: str, *, receipt_id: str) -> None:
+async def receive(
+    producer: AIOKafkaProducer,
+    sku: str,
+    location: str,
+    quantity: int,
+    unit_cost: str,
+    *,
+    receipt_id: str,
+) -> None:
     event = WarehouseGoodsReceived(
-        receipt_id=receipt_id, sku=sku, location=location, quantity=quantity,
-        unit_cost=unit_cost, currency="USD", received_at=datetime.now(UTC))
+        receipt_id=receipt_id,
+        sku=sku,
+        location=location,
+        quantity=quantity,
+        unit_cost=unit_cost,
+        currency="USD",
+        received_at=datetime.now(UTC),
+    )
     record = encode(event, source="stockflow/demo-warehouse")
-    await producer.send_and_wait(record.topic, record.value, key=record.key,
-                                 headers=record.headers)
+    await producer.send_and_wait(record.topic, record.value, key=record.key, headers=record.headers)
 
 
 async def seed_stock(http: httpx.AsyncClient, producer: AIOKafkaProducer) -> None:
@@ -203,18 +241,23 @@ async def seed_stock(http: httpx.AsyncClient, producer: AIOKafkaProducer) -> Non
     expected: dict[str, int] = defaultdict(int)
     before = await stock_snapshot(http)
     for sku, location, quantity, cost in RECEIPTS:
-        await receive(producer, sku, location, quantity, cost, receipt_id=f"seed-{run}-{sku}-"
-                      f"{location}")
+        await receive(
+            producer, sku, location, quantity, cost, receipt_id=f"seed-{run}-{sku}-{location}"
+        )
         expected[sku] += quantity
 
     async def arrived() -> bool:
         now = await stock_snapshot(http)
-        return all(now.get(sku, {}).get("on_hand", 0) >= before.get(sku, {}).get("on_hand", 0) + q
-                   for sku, q in expected.items())
+        return all(
+            now.get(sku, {}).get("on_hand", 0) >= before.get(sku, {}).get("on_hand", 0) + q
+            for sku, q in expected.items()
+        )
 
     await wait_until(arrived, 30, "stock to record the receipts")
-    console.print(f"stock: received {sum(expected.values())} units of {len(expected)} skus "
-                  "at WH-EAST and WH-WEST")
+    console.print(
+        f"stock: received {sum(expected.values())} units of {len(expected)} skus "
+        "at WH-EAST and WH-WEST"
+    )
 
 
 async def stock_snapshot(http: httpx.AsyncClient) -> dict[str, dict[str, int]]:
@@ -225,14 +268,21 @@ async def stock_snapshot(http: httpx.AsyncClient) -> dict[str, dict[str, int]]:
             if response.status_code != 200:
                 continue
             totals = response.json().get("totals") or {}
-            snapshot[sku] = {k: int(totals.get(k, 0)) for k in
-                             ("on_hand", "reserved", "available", "backordered")}
+            snapshot[sku] = {
+                k: int(totals.get(k, 0))
+                for k in ("on_hand", "reserved", "available", "backordered")
+            }
     return snapshot
 
 
 async def emit_with_progress(producer, factory, count, rate, outcomes):
-    columns = (TextColumn("[bold]checkout"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[settled]} settled"), TimeElapsedColumn())
+    columns = (
+        TextColumn("[bold]checkout"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[settled]} settled"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("orders", total=count, settled=0)
         sent: list[str] = []
@@ -241,13 +291,18 @@ async def emit_with_progress(producer, factory, count, rate, outcomes):
             sent.append(order.order_id)
             progress.update(task, advance=1, settled=outcomes.settled(sent[-200:]))
 
-        return await send_orders(producer, factory, count, rate, outcomes, on_sent=on_sent,
-                                 duplicate_every=25)
+        return await send_orders(
+            producer, factory, count, rate, outcomes, on_sent=on_sent, duplicate_every=25
+        )
 
 
 async def wait_until_terminal(outcomes: Outcomes, ids: list[str], timeout_s: float) -> float:
-    columns = (TextColumn("[bold]waiting for every order to end"), BarColumn(),
-               MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        TextColumn("[bold]waiting for every order to end"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     deadline = time.monotonic() + timeout_s
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("terminal", total=len(ids))
@@ -294,27 +349,42 @@ def report(planned, outcomes: Outcomes, before, after, started, finished, stats)
         stock.add_column(column, justify="right" if column != "sku" else "left")
     for sku in sorted(set(before) | set(after)):
         b, a = before.get(sku, {}), after.get(sku, {})
-        stock.add_row(sku, *(f"{b.get(k, 0)} → {a.get(k, 0)}" for k in
-                             ("on_hand", "reserved", "available", "backordered")))
+        stock.add_row(
+            sku,
+            *(
+                f"{b.get(k, 0)} → {a.get(k, 0)}"
+                for k in ("on_hand", "reserved", "available", "backordered")
+            ),
+        )
     console.print(stock)
 
     confirmed = outcomes.latencies_ms("order.confirmed.v1")
-    settled = [min(at for (o, t), at in outcomes.first_seen.items()
-                   if o == order_id and t in ("order.confirmed.v1", "order.rejected.v1"))
-               for order_id in ids
-               if any((order_id, t) in outcomes.first_seen
-                      for t in ("order.confirmed.v1", "order.rejected.v1"))]
+    settled = [
+        min(
+            at
+            for (o, t), at in outcomes.first_seen.items()
+            if o == order_id and t in ("order.confirmed.v1", "order.rejected.v1")
+        )
+        for order_id in ids
+        if any(
+            (order_id, t) in outcomes.first_seen
+            for t in ("order.confirmed.v1", "order.rejected.v1")
+        )
+    ]
     span = (max(settled) - started) if settled else float("nan")
     numbers = Table(title="Speed")
     numbers.add_column("measure")
     numbers.add_column("value", justify="right")
     numbers.add_row("orders confirmed or rejected", str(len(settled)))
-    numbers.add_row("orders/s (first submission → last decision)",
-                    f"{len(settled) / span:.1f}" if settled else "-")
+    numbers.add_row(
+        "orders/s (first submission → last decision)",
+        f"{len(settled) / span:.1f}" if settled else "-",
+    )
     for label, fraction in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
         value = percentile(confirmed, fraction)
-        numbers.add_row(f"submission → order.confirmed {label}",
-                        f"{value:.1f} ms" if value is not None else "-")
+        numbers.add_row(
+            f"submission → order.confirmed {label}", f"{value:.1f} ms" if value is not None else "-"
+        )
     numbers.add_row("whole run (until every order ended)", f"{finished - started:.1f} s")
     numbers.add_row("orders still open in the order service", str(stats.get("unsettled", "?")))
     console.print(numbers)
