@@ -40,6 +40,7 @@ from stockflow.contracts.events.orders import (
     OrderAccepted,
     OrderBackorderAllocated,
     OrderCancelled,
+    OrderCancelRefused,
     OrderConfirmed,
     OrderDelivered,
     OrderLine,
@@ -48,6 +49,7 @@ from stockflow.contracts.events.orders import (
     OrderShipped,
     OrderStuck,
     RejectedLine,
+    Violation,
 )
 from stockflow.contracts.events.stock import (
     BackorderAllocated,
@@ -93,6 +95,7 @@ __all__ = [
     "LocatedLine",
     "OrderAccepted",
     "OrderBackorderAllocated",
+    "OrderCancelRefused",
     "OrderCancelled",
     "OrderConfirmed",
     "OrderDelivered",
@@ -130,5 +133,6 @@ __all__ = [
     "StockRecovered",
     "StockReleased",
     "StockReserved",
+    "Violation",
     "WarehouseGoodsReceived",
 ]

@@ -111,7 +111,7 @@ def system(infra: Infra):
     """
     from stockflow.runtime.testing.system import System
 
-    running = System(infra)
+    running = System(infra, env=SYSTEM_ENV)
     running.start_all()
     yield running
     running.stop_all()
@@ -153,5 +153,11 @@ def run_service(infra: Infra):
     return run
 
 
+# System tests run the demo's warehouse autopilot so that orders reach a terminal state.
+SYSTEM_ENV = {
+    "STOCKFLOW_FULFILLMENT_AUTO_SHIP": "true",
+    "STOCKFLOW_FULFILLMENT_AUTO_SHIP_DELAY_S": "0.5",
+    "STOCKFLOW_FULFILLMENT_AUTO_DELIVER_DELAY_S": "1",
+}
 TEST_TOKENS = {"test-admin": "admin", "test-warehouse": "warehouse", "test-read": "read"}
 ADMIN = {"Authorization": "Bearer test-admin"}

@@ -28,8 +28,9 @@ def _infra_module() -> ModuleType:
 class System:
     """Start, stop, kill and restart service processes; their logs land in .state/test/logs."""
 
-    def __init__(self, infra: Infra) -> None:
+    def __init__(self, infra: Infra, env: dict[str, str] | None = None) -> None:
         self.local = _infra_module()
+        self.env = env or {}
         db = urlsplit(infra.admin_database_url)
         self.profile = dataclasses.replace(
             self.local.PROFILES["test"], kafka_endpoint=infra.kafka_bootstrap,
@@ -49,13 +50,25 @@ class System:
         (self.profile.state / "run").mkdir(parents=True, exist_ok=True)
         self.local.stop_services(self.profile)  # never reuse processes running older code
         for service in self.services:
-            self.procs[service] = self.local.start_service(self.profile, service)
+            self.procs[service] = self._spawn(service)
         for service in self.services:
             self.wait_ready(service)
 
     def start(self, service: str) -> None:
-        self.procs[service] = self.local.start_service(self.profile, service)
+        self.procs[service] = self._spawn(service)
         self.wait_ready(service)
+
+    def _spawn(self, service: str) -> subprocess.Popen:
+        saved = {key: os.environ.get(key) for key in self.env}
+        os.environ.update(self.env)  # the service's environment is built from ours
+        try:
+            return self.local.start_service(self.profile, service)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
     def wait_ready(self, service: str, timeout_s: float = 90) -> None:
         proc = self.procs[service]
