@@ -214,7 +214,7 @@ def _seen(record: Any) -> Seen:
         cloud = decode(record.value, record.headers)
         data = cloud.data if isinstance(cloud.data, dict) else json.loads(cloud.data)
         return Seen(record.topic, key, cloud.type, data, headers)
-    except Exception:  # dead letters are not CloudEvents, by design
+    except Exception:  # noqa: BLE001 — dead letters are not CloudEvents, by design
         return Seen(record.topic, key, None, None, headers)
 
 

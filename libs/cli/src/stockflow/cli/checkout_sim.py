@@ -20,7 +20,7 @@ from enum import StrEnum
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from stockflow.contracts import Event, KafkaRecord, decode, encode
+from stockflow.contracts import Event, InvalidMessage, KafkaRecord, decode, encode
 from stockflow.contracts.events.checkout import (
     CheckoutOrderCancelRequested,
     CheckoutOrderSubmitted,
@@ -273,8 +273,8 @@ class OutcomeTracker:
                 for record in records:
                     try:
                         cloud = decode(record.value, record.headers)
-                    except Exception:
-                        continue
+                    except InvalidMessage:
+                        continue  # not ours to judge here
                     order_id = record.key.decode() if record.key else cloud.subject or ""
                     self.outcomes.record(order_id, cloud.type, now)
 

@@ -141,6 +141,6 @@ async def autopilot(ctx: ServiceContext) -> None:
             await pilot.step()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 — the autopilot must outlive any failure
             log.warning("autopilot pass failed", error=repr(exc))
         await asyncio.sleep(settings.autopilot_interval_s)

@@ -37,7 +37,7 @@ class TimerTask:
                 backoff = self.poll_interval_s
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the task must outlive any failure
+            except Exception as exc:  # noqa: BLE001 — the task must outlive any failure
                 level = log.warning if is_transient(exc) else log.error
                 level("firing timers failed; retrying", error=repr(exc))
                 await asyncio.sleep(backoff)

@@ -33,11 +33,16 @@ class System:
         self.env = env or {}
         db = urlsplit(infra.admin_database_url)
         self.profile = dataclasses.replace(
-            self.local.PROFILES["test"], kafka_endpoint=infra.kafka_bootstrap,
+            self.local.PROFILES["test"],
+            kafka_endpoint=infra.kafka_bootstrap,
             pg_endpoint=f"{db.hostname}:{db.port}",
         )
         self.services: tuple[str, ...] = self.local.SERVICES
         self.procs: dict[str, subprocess.Popen] = {}
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return self.profile.kafka_bootstrap
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.profile.http_port(service)}"
@@ -73,9 +78,12 @@ class System:
     def wait_ready(self, service: str, timeout_s: float = 90) -> None:
         proc = self.procs[service]
         self.local.wait_until(
-            f"{service} /readyz", lambda: self.local.service_ready(self.profile, service),
-            timeout_s, proc_alive=lambda: proc.poll() is None,
-            log_file=self.logs / f"{service}.log")
+            f"{service} /readyz",
+            lambda: self.local.service_ready(self.profile, service),
+            timeout_s,
+            proc_alive=lambda: proc.poll() is None,
+            log_file=self.logs / f"{service}.log",
+        )
 
     def kill(self, service: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs[service]

@@ -1,0 +1,255 @@
+"""The reservation saga end to end: five service processes, real Kafka and PostgreSQL.
+
+Every order reaches a terminal state; no oversell; stock is conserved against the ledger;
+duplicate and replayed checkout events change nothing; SIGKILL of the order or the stock
+process mid-stream ends in the same final state as an undisturbed run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from decimal import Decimal
+
+import asyncpg
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from stockflow.cli.checkout_sim import (
+    DEMO_MIX,
+    Catalog,
+    OrderFactory,
+    Outcomes,
+    OutcomeTracker,
+    Scenario,
+    send_orders,
+)
+from stockflow.cli.demo import product_payload, receive
+
+pytestmark = pytest.mark.system
+
+ADMIN = {"Authorization": "Bearer dev-admin-token"}
+TERMINAL_STATES = ("delivered", "rejected", "cancelled", "returned")
+# Outcomes that do not depend on timing, so a disturbed run must end exactly like a calm one.
+TIMING_FREE_MIX = {
+    Scenario.NORMAL: 0.80,
+    Scenario.OUT_OF_STOCK: 0.08,
+    Scenario.UNKNOWN_SKU: 0.06,
+    Scenario.INVALID: 0.06,
+}
+
+
+def skus(prefix: str) -> dict[str, str]:
+    return {name: f"{prefix}-{name}" for name in ("HOT", "A", "B", "C", "SOLDOUT", "BACK")}
+
+
+async def seed(system, producer: AIOKafkaProducer, prefix: str, *, stock: int) -> Catalog:
+    """A catalog through the catalog API and stock through warehouse receipts."""
+    names = skus(prefix)
+    products = [
+        (
+            f"{prefix.lower()}-{name.lower()}",
+            f"Product {name}",
+            [(sku, "10.00", True, name == "BACK", [])],
+        )
+        for name, sku in names.items()
+    ]
+    async with httpx.AsyncClient(base_url=system.url("catalog"), timeout=15) as catalog:
+        for handle, title, variants in products:
+            response = await catalog.post(
+                "/products", json=product_payload(handle, title, variants), headers=ADMIN
+            )
+            assert response.status_code == 201, response.text
+    for name, sku in names.items():
+        if name in ("SOLDOUT",):
+            continue
+        for location in ("WH-EAST", "WH-WEST"):
+            quantity = 2 if name == "BACK" else stock
+            await receive(
+                producer, sku, location, quantity, "4.00", receipt_id=f"r-{sku}-{location}"
+            )
+    async with httpx.AsyncClient(base_url=system.url("stock"), timeout=15) as stock_api:
+        for _ in range(100):
+            levels = (await stock_api.get(f"/levels/{names['HOT']}")).json()
+            if int((levels.get("totals") or {}).get("on_hand", 0)) == 2 * stock:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            pytest.fail(f"stock never recorded the receipts: {levels}")
+    return Catalog(
+        skus=[names["HOT"], names["A"], names["B"], names["C"]],
+        prices={sku: Decimal("10.00") for sku in names.values()},
+        out_of_stock=[names["SOLDOUT"]],
+        backorderable=[names["BACK"]],
+    )
+
+
+async def run_stream(system, producer, catalog, *, count, rate, seed_value, mix, disturb=None):
+    outcomes = Outcomes()
+    tracker = OutcomeTracker(system.kafka_bootstrap, outcomes)
+    await tracker.start()
+    factory = OrderFactory(catalog, mix=mix, seed=seed_value, payment_deadline_s=4)
+    try:
+        sending = asyncio.create_task(
+            send_orders(producer, factory, count, rate, outcomes, duplicate_every=10)
+        )
+        if disturb is not None:
+            await disturb()
+        planned = await sending
+        ids = [p.order_id for p in planned]
+        for _ in range(600):
+            if outcomes.terminal(ids) == len(ids):
+                break
+            await asyncio.sleep(0.25)
+    finally:
+        await tracker.stop()
+    return planned, outcomes
+
+
+async def order_states(admin: asyncpg.Connection, ids: list[str]) -> dict[str, str]:
+    rows = await admin.fetch(
+        "SELECT order_id, state FROM orders.orders WHERE order_id = ANY($1)", ids
+    )
+    return {r["order_id"]: r["state"] for r in rows}
+
+
+async def stock_violations(admin: asyncpg.Connection, prefix: str) -> list[str]:
+    """No oversell, reserved = open reservations, on hand explained by the ledger."""
+    problems = []
+    levels = await admin.fetch(
+        "SELECT sku, location, on_hand, reserved, on_hand - reserved - damaged - quality_control"
+        " - safety_stock AS available FROM stock.levels WHERE sku LIKE $1",
+        f"{prefix}-%",
+    )
+    held = {
+        (r["sku"], r["location"]): r["held"]
+        for r in await admin.fetch(
+            "SELECT sku, location, sum(quantity) AS held FROM stock.reservations "
+            "WHERE sku LIKE $1 GROUP BY sku, location",
+            f"{prefix}-%",
+        )
+    }
+    ledger = {
+        (r["sku"], r["location"]): r["on_hand"]
+        for r in await admin.fetch(
+            """SELECT sku, location, sum(CASE kind
+                WHEN 'receipt' THEN quantity WHEN 'return_restock' THEN quantity
+                WHEN 'adjustment' THEN quantity WHEN 'transfer_in' THEN quantity
+                WHEN 'shipment' THEN -abs(quantity) WHEN 'write_off' THEN -abs(quantity)
+                WHEN 'transfer_out' THEN -abs(quantity) ELSE 0 END) AS on_hand
+           FROM stock.movements WHERE sku LIKE $1 GROUP BY sku, location""",
+            f"{prefix}-%",
+        )
+    }
+    for level in levels:
+        key = (level["sku"], level["location"])
+        if level["available"] < 0:
+            problems.append(f"{key}: available {level['available']}")
+        if level["reserved"] != (held.get(key) or 0):
+            problems.append(f"{key}: reserved {level['reserved']} != held {held.get(key)}")
+        if level["on_hand"] != ledger.get(key, 0):
+            problems.append(f"{key}: on hand {level['on_hand']} != ledger {ledger.get(key)}")
+    return problems
+
+
+async def stock_levels(admin: asyncpg.Connection, prefix: str) -> dict:
+    rows = await admin.fetch(
+        "SELECT sku, location, on_hand, reserved, backordered FROM stock.levels "
+        "WHERE sku LIKE $1 ORDER BY sku, location",
+        f"{prefix}-%",
+    )
+    return {(r["sku"].split("-", 1)[1], r["location"]): tuple(r)[2:] for r in rows}
+
+
+@pytest.fixture(scope="module")
+async def kit(system, infra):
+    producer = AIOKafkaProducer(
+        bootstrap_servers=infra.kafka_bootstrap, acks="all", enable_idempotence=True, linger_ms=5
+    )
+    await producer.start()
+    admin = await asyncpg.connect(infra.admin_database_url)
+    yield system, producer, admin
+    await admin.close()
+    await producer.stop()
+
+
+async def test_every_order_ends_no_oversell_stock_conserved_and_replays_change_nothing(kit):
+    system, producer, admin = kit
+    prefix = f"S{uuid.uuid4().hex[:6].upper()}"
+    catalog = await seed(system, producer, prefix, stock=40)  # the hot sku runs short
+    planned, outcomes = await run_stream(
+        system, producer, catalog, count=300, rate=100, seed_value=3, mix=DEMO_MIX
+    )
+    await receive(
+        producer, catalog.backorderable[0], "WH-EAST", 50, "4.00", receipt_id=f"late-{prefix}"
+    )
+    ids = [p.order_id for p in planned]
+    for _ in range(240):
+        if outcomes.terminal(ids) == len(ids):
+            break
+        await asyncio.sleep(0.25)
+    states = await order_states(admin, ids)
+    open_orders = {o: s for o, s in states.items() if s not in TERMINAL_STATES}
+    assert not open_orders, (
+        f"{len(open_orders)} orders not terminal: {list(open_orders.items())[:5]}"
+    )
+    assert len(states) == len(ids)
+    assert await stock_violations(admin, prefix) == []
+    unknown = [p for p in planned if p.scenario is Scenario.UNKNOWN_SKU]
+    assert all(states[p.order_id] == "rejected" for p in unknown)
+
+    # Replay every checkout record of the run, byte for byte: nothing may change.
+    before = (
+        await order_states(admin, ids),
+        await stock_levels(admin, prefix),
+        await admin.fetchval(
+            "SELECT count(*) FROM stock.movements WHERE sku LIKE $1", f"{prefix}-%"
+        ),
+    )
+    for order in planned:
+        for record in [order.record, *(f.record for f in order.follow_ups)]:
+            await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
+    await producer.flush()
+    await asyncio.sleep(5)
+    after = (
+        await order_states(admin, ids),
+        await stock_levels(admin, prefix),
+        await admin.fetchval(
+            "SELECT count(*) FROM stock.movements WHERE sku LIKE $1", f"{prefix}-%"
+        ),
+    )
+    assert after == before
+
+
+async def test_sigkill_of_order_and_stock_mid_stream_ends_like_an_undisturbed_run(kit):
+    system, producer, admin = kit
+    results = []
+    for disturbed in (False, True):
+        prefix = f"K{uuid.uuid4().hex[:6].upper()}"
+        catalog = await seed(system, producer, prefix, stock=500)
+
+        async def disturb() -> None:
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(system.restart, "order", signal.SIGKILL)
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(system.restart, "stock", signal.SIGKILL)
+
+        planned, _ = await run_stream(
+            system,
+            producer,
+            catalog,
+            count=200,
+            rate=80,
+            seed_value=11,
+            mix=TIMING_FREE_MIX,
+            disturb=disturb if disturbed else None,
+        )
+        ids = [p.order_id for p in planned]
+        states = await order_states(admin, ids)
+        assert await stock_violations(admin, prefix) == []
+        results.append(([states.get(o) for o in ids], await stock_levels(admin, prefix)))
+    calm, chaos = results
+    assert chaos[0] == calm[0]  # every order ended the same way
+    assert chaos[1] == calm[1]  # and the stock is the same
