@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import asyncpg
@@ -26,7 +27,9 @@ from stockflow.cli.checkout_sim import (
     Scenario,
     send_orders,
 )
-from stockflow.cli.demo import product_payload, receive
+from stockflow.cli.demo import receive
+from stockflow.contracts import encode
+from stockflow.contracts.events.catalog import CatalogVariantUpserted
 
 pytestmark = pytest.mark.system
 
@@ -46,22 +49,24 @@ def skus(prefix: str) -> dict[str, str]:
 
 
 async def seed(system, producer: AIOKafkaProducer, prefix: str, *, stock: int) -> Catalog:
-    """A catalog through the catalog API and stock through warehouse receipts."""
+    """The catalog's variants on catalog.products.v1 and stock through warehouse receipts."""
     names = skus(prefix)
-    products = [
-        (
-            f"{prefix.lower()}-{name.lower()}",
-            f"Product {name}",
-            [(sku, "10.00", True, name == "BACK", [])],
+    for name, sku in names.items():
+        variant = CatalogVariantUpserted(
+            sku=sku,
+            product_id=sku.lower(),
+            handle=sku.lower(),
+            title=f"Product {name}",
+            status="active",
+            tracked=True,
+            backorderable=name == "BACK",
+            prices=[{"amount": "10.00", "currency": "USD"}],
+            weight_grams=300,
+            version=1,
+            updated_at=datetime.now(UTC),
         )
-        for name, sku in names.items()
-    ]
-    async with httpx.AsyncClient(base_url=system.url("catalog"), timeout=15) as catalog:
-        for handle, title, variants in products:
-            response = await catalog.post(
-                "/products", json=product_payload(handle, title, variants), headers=ADMIN
-            )
-            assert response.status_code == 201, response.text
+        record = encode(variant, source="stockflow/catalog")
+        await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
     for name, sku in names.items():
         if name in ("SOLDOUT",):
             continue

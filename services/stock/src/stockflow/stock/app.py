@@ -1,5 +1,29 @@
-"""Wiring of the stock service (its logic lands with its own issue)."""
+"""Wiring of the stock service: consumers, API and migrations."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
+from stockflow.runtime.consumer import Consumer
 from stockflow.runtime.service import ServiceDefinition
+from stockflow.stock import api, handlers
 
-service = ServiceDefinition(name="stock", description="stockflow stock service")
+service = ServiceDefinition(
+    name="stock",
+    description=(
+        "Live stock per location, the movement ledger, reservations that never oversell, "
+        "backorders and reorder alerts."
+    ),
+    migrations=Path(__file__).parent / "migrations",
+    consumers=[
+        Consumer("stock.commands", ["stock.commands.v1"], handle_batch=handlers.on_commands,
+                 event_types=handlers.COMMAND_TYPES),
+        Consumer("stock.receipts", ["warehouse.receipts.v1"], handlers.on_receipt,
+                 event_types={"warehouse.goods.received.v1"}),
+        Consumer("stock.catalog", ["catalog.products.v1"], handle_batch=handlers.on_catalog,
+                 event_types=handlers.CATALOG_TYPES),
+        Consumer("stock.fulfillment", ["fulfillment.events.v1"], handlers.on_fulfillment,
+                 event_types=handlers.FULFILLMENT_TYPES),
+    ],
+    routers=[api.router],
+)

@@ -248,6 +248,7 @@ MovementKind = Literal[
     "safety_stock_set",
     "backorder_opened",
     "backorder_allocated",
+    "backorder_cancelled",
 ]
 
 

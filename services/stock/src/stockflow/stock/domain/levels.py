@@ -19,6 +19,7 @@ Effects (q is the movement's quantity):
     safety_stock_set (signed)     safety_stock +q
     backorder_opened              backordered +q
     backorder_allocated           backordered -q, reserved +q
+    backorder_cancelled           backordered -q   (the order let go of it)
 
 Kinds and their values match the `stock.movements.v1` contract. Only `adjustment` and
 `safety_stock_set` are signed; every other kind carries a positive quantity.
@@ -96,6 +97,7 @@ class MovementKind(StrEnum):
     SAFETY_STOCK_SET = "safety_stock_set"
     BACKORDER_OPENED = "backorder_opened"
     BACKORDER_ALLOCATED = "backorder_allocated"
+    BACKORDER_CANCELLED = "backorder_cancelled"
 
 
 SIGNED_KINDS = frozenset({MovementKind.ADJUSTMENT, MovementKind.SAFETY_STOCK_SET})
@@ -117,6 +119,7 @@ _EFFECTS: Mapping[MovementKind, Mapping[str, int]] = {
     MovementKind.SAFETY_STOCK_SET: {"safety_stock": 1},
     MovementKind.BACKORDER_OPENED: {"backordered": 1},
     MovementKind.BACKORDER_ALLOCATED: {"backordered": -1, "reserved": 1},
+    MovementKind.BACKORDER_CANCELLED: {"backordered": -1},
 }
 _IN_TRANSIT_AT_DESTINATION: Mapping[str, int] = {"incoming": 1}
 
