@@ -91,7 +91,9 @@ async def seed(system, producer: AIOKafkaProducer, prefix: str, *, stock: int) -
     )
 
 
-async def run_stream(system, producer, catalog, *, count, rate, seed_value, mix, disturb=None):
+async def run_stream(
+    system, producer, catalog, *, count, rate, seed_value, mix, disturb=None, after_send=None
+):
     outcomes = Outcomes()
     tracker = OutcomeTracker(system.kafka_bootstrap, outcomes)
     await tracker.start()
@@ -103,6 +105,8 @@ async def run_stream(system, producer, catalog, *, count, rate, seed_value, mix,
         if disturb is not None:
             await disturb()
         planned = await sending
+        if after_send is not None:
+            await after_send()
         ids = [p.order_id for p in planned]
         for _ in range(600):
             if outcomes.terminal(ids) == len(ids):
@@ -184,17 +188,23 @@ async def test_every_order_ends_no_oversell_stock_conserved_and_replays_change_n
     system, producer, admin = kit
     prefix = f"S{uuid.uuid4().hex[:6].upper()}"
     catalog = await seed(system, producer, prefix, stock=40)  # the hot sku runs short
-    planned, outcomes = await run_stream(
-        system, producer, catalog, count=300, rate=100, seed_value=3, mix=DEMO_MIX
-    )
-    await receive(
-        producer, catalog.backorderable[0], "WH-EAST", 50, "4.00", receipt_id=f"late-{prefix}"
+
+    async def late_stock() -> None:  # lets the backordered orders ship
+        await receive(
+            producer, catalog.backorderable[0], "WH-EAST", 50, "4.00", receipt_id=f"late-{prefix}"
+        )
+
+    planned, _ = await run_stream(
+        system,
+        producer,
+        catalog,
+        count=300,
+        rate=100,
+        seed_value=3,
+        mix=DEMO_MIX,
+        after_send=late_stock,
     )
     ids = [p.order_id for p in planned]
-    for _ in range(240):
-        if outcomes.terminal(ids) == len(ids):
-            break
-        await asyncio.sleep(0.25)
     states = await order_states(admin, ids)
     open_orders = {o: s for o, s in states.items() if s not in TERMINAL_STATES}
     assert not open_orders, (
