@@ -60,7 +60,13 @@ lint: setup ## ruff and mypy
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy libs/*/src services/*/src
 
+bench: setup ## full benchmark (~15 min): layer limits, saga ramp to saturation, invariants → bench-results/
+	$(PY) tests/bench/run.py $(BENCH_ARGS)
+
+bench-quick: setup ## short benchmark (under 3 minutes) → bench-results/latest.{json,md,png}
+	$(PY) tests/bench/run.py --quick $(BENCH_ARGS)
+
 clean-state: down ## delete the local Kafka and PostgreSQL data (.state/)
 	rm -rf .state
 
-.PHONY: help setup lock up down status run demo test test-unit test-chaos lint clean-state
+.PHONY: help setup lock up down status run demo test test-unit test-chaos lint bench bench-quick clean-state

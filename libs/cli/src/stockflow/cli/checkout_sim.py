@@ -70,6 +70,7 @@ class Catalog:
     out_of_stock: Sequence[str] = ()
     backorderable: Sequence[str] = ()
     hot_share: float = 0.2  # share of lines that go to the first (hot) sku
+    skew: float = 1.0  # Zipf exponent of the other lines' popularity; 0 spreads them uniformly
 
 
 @dataclass
@@ -106,7 +107,7 @@ class OrderFactory:
         self.run_id = run_id or uuid.uuid4().hex[:8]
         self.payment_deadline_s = payment_deadline_s
         self.count = 0
-        weights = [1.0 / (rank + 1) for rank in range(len(catalog.skus))]  # Zipf-like tail
+        weights = [1.0 / (rank + 1) ** catalog.skew for rank in range(len(catalog.skus))]
         self._weights = weights
 
     def _pick_sku(self) -> str:
