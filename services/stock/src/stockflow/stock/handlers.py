@@ -92,7 +92,7 @@ async def on_commands(uow: UnitOfWork, messages: list[Inbound]) -> None:
                for line in m.event.lines}
     book = await LevelBook.load(conn, wanted)
     held = await _held_lines(conn, order_ids)
-    answered = {r["order_id"]: r for r in await conn.fetch(
+    answered = {r["order_id"]: dict(r) for r in await conn.fetch(
         "SELECT order_id, status, reply_type, reply FROM order_reservations "
         "WHERE order_id = ANY($1::text[]) FOR UPDATE", order_ids)}
     priority = await location_priority(conn)
