@@ -85,7 +85,8 @@ def test_asyncapi_operations_cover_every_event_topic(exported: Path) -> None:
         for op in doc["operations"].values()
         if op["action"] == "receive"
     }
-    assert {t.replace(".", "_") for t in TOPICS} <= sent
+    # ops.audit.v1 is written by the operator CLI (`stockflow dlq replay`), not by a service.
+    assert {t.replace(".", "_") for t in TOPICS} - {"ops_audit_v1"} <= sent
     assert {m.topic.replace(".", "_") for m in EVENT_TYPES.values()} - received <= {
         "stock_levels_v1",  # storefronts and ops, outside stockflow
         "stock_alerts_v1",

@@ -96,6 +96,13 @@ TOPICS: dict[str, Topic] = {
             "entry_id",
             "Posted journal entries for an ERP or general ledger.",
         ),
+        Topic(
+            "ops.audit.v1",
+            "ops",
+            "dlq position (<dlq topic>/<partition>/<offset>)",
+            "What operators did to the system (DLQ replays): who, when, what; never compacted.",
+            partitions=1,
+        ),
         *(
             Topic(
                 f"{schema}.dlq.v1",
