@@ -33,6 +33,7 @@ from stockflow.cli.checkout_sim import (
 )
 from stockflow.cli.common import auth_headers, service_url, setting
 from stockflow.contracts import encode
+from stockflow.contracts.events.catalog import CatalogVariantUpserted
 from stockflow.contracts.events.warehouse import WarehouseGoodsReceived
 
 console = Console()
@@ -188,7 +189,7 @@ def product_payload(handle: str, title: str, variants: list) -> dict[str, Any]:
     }
 
 
-async def seed_catalog(http: httpx.AsyncClient) -> None:
+async def seed_catalog(http: httpx.AsyncClient, producer: AIOKafkaProducer) -> None:
     created = existing = 0
     for handle, title, variants in PRODUCTS:
         response = await http.post(
@@ -196,6 +197,11 @@ async def seed_catalog(http: httpx.AsyncClient) -> None:
             json=product_payload(handle, title, variants),
             headers={**auth_headers(), "Idempotency-Key": f"demo-seed-{handle}"},
         )
+        if response.status_code == 404 and created == existing == 0:
+            # A catalog without its admin API yet: publish the variants as it would.
+            await publish_catalog(producer)
+            console.print("catalog: variants published on catalog.products.v1")
+            break
         if response.status_code in (200, 201):
             created += 1
         elif response.status_code == 409:
@@ -204,14 +210,39 @@ async def seed_catalog(http: httpx.AsyncClient) -> None:
             raise typer.BadParameter(
                 f"catalog refused {handle}: {response.status_code} {response.text[:300]}"
             )
-    console.print(f"catalog: {created} products created, {existing} already there")
+    else:
+        console.print(f"catalog: {created} products created, {existing} already there")
     # Stock learns the catalog from catalog.products.v1; wait until it knows the bundle.
     await wait_until(lambda: _known_to_stock(http, "GIFT-1"), 30, "stock to learn the catalog")
 
 
+async def publish_catalog(producer: AIOKafkaProducer) -> None:
+    now = datetime.now(UTC)
+    for handle, title, variants in PRODUCTS:
+        for sku, price, tracked, backorderable, components in variants:
+            variant = CatalogVariantUpserted(
+                sku=sku,
+                product_id=handle,
+                handle=handle,
+                title=title,
+                status="active",
+                vendor="stockflow demo",
+                prices=[{"amount": price, "currency": "USD"}],
+                tracked=tracked and not components,
+                backorderable=backorderable,
+                weight_grams=250,
+                version=1,
+                updated_at=now,
+                bundle_components=[{"sku": c, "quantity": q} for c, q in components],
+            )
+            record = encode(variant, source="stockflow/catalog")
+            await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
+    await producer.flush()
+
+
 async def _known_to_stock(http: httpx.AsyncClient, sku: str) -> bool:
     response = await http.post(f"{service_url('stock')}/availability", json={"skus": [sku]})
-    return response.status_code == 200 and sku in str(response.json())
+    return response.status_code == 200 and sku in response.json().get("known", [])
 
 
 async def receive(
