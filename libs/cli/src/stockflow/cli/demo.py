@@ -96,7 +96,6 @@ async def run_demo(count: int, rate: float, timeout_s: float, seed: int) -> bool
     console.rule("[bold]stockflow demo")
     async with httpx.AsyncClient(timeout=15) as http:
         await wait_for_services(http)
-        await seed_catalog(http)
         producer = AIOKafkaProducer(
             bootstrap_servers=setting("KAFKA_BOOTSTRAP_SERVERS"),
             acks="all",
@@ -105,6 +104,7 @@ async def run_demo(count: int, rate: float, timeout_s: float, seed: int) -> bool
         )
         await producer.start()
         try:
+            await seed_catalog(http, producer)
             await seed_stock(http, producer)
             before = await stock_snapshot(http)
             outcomes = Outcomes()
