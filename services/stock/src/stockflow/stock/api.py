@@ -18,17 +18,27 @@ router = APIRouter(tags=["stock"])
 
 def _level_json(row) -> dict:
     level = {b: row[b] for b in BUCKETS}
-    level["available"] = (row["on_hand"] - row["reserved"] - row["damaged"]
-                          - row["quality_control"] - row["safety_stock"])
-    return {"location": row["location"], **level, "reorder_point": row["reorder_point"],
-            "version": row["version"]}
+    level["available"] = (
+        row["on_hand"]
+        - row["reserved"]
+        - row["damaged"]
+        - row["quality_control"]
+        - row["safety_stock"]
+    )
+    return {
+        "location": row["location"],
+        **level,
+        "reorder_point": row["reorder_point"],
+        "version": row["version"],
+    }
 
 
 @router.get("/levels/{sku}")
 async def levels(sku: str, request: Request) -> dict:
     """Levels of one SKU per location, and their totals."""
     rows = await request.app.state.pool.fetch(
-        "SELECT * FROM levels WHERE sku = $1 ORDER BY location", sku)
+        "SELECT * FROM levels WHERE sku = $1 ORDER BY location", sku
+    )
     locations = [_level_json(row) for row in rows]
     totals = {key: sum(loc[key] for loc in locations) for key in (*BUCKETS, "available")}
     return {"sku": sku, "locations": locations, "totals": totals}
@@ -47,7 +57,9 @@ async def availability(query: AvailabilityQuery, request: Request) -> dict:
         wanted = set(query.skus) | {c.sku for s in skus.values() for c in s.components}
         rows = await conn.fetch(
             "SELECT sku, location, on_hand - reserved - damaged - quality_control - safety_stock"
-            " AS available FROM levels WHERE sku = ANY($1::text[])", list(wanted))
+            " AS available FROM levels WHERE sku = ANY($1::text[])",
+            list(wanted),
+        )
     by_key = {(r["sku"], r["location"]): r["available"] for r in rows}
     locations = {loc for _, loc in by_key}
     result = {}
@@ -56,7 +68,8 @@ async def availability(query: AvailabilityQuery, request: Request) -> dict:
         if info and info.components:
             result[sku] = sum(
                 min(by_key.get((c.sku, loc), 0) // c.quantity for c in info.components)
-                for loc in locations)
+                for loc in locations
+            )
         elif info and not info.tracked:
             result[sku] = None  # not stock-tracked: always sellable
         else:
@@ -65,9 +78,15 @@ async def availability(query: AvailabilityQuery, request: Request) -> dict:
 
 
 @router.get("/movements")
-async def movements(request: Request, sku: str | None = None, location: str | None = None,
-                    kind: str | None = None, order_id: str | None = None,
-                    after: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)) -> dict:
+async def movements(
+    request: Request,
+    sku: str | None = None,
+    location: str | None = None,
+    kind: str | None = None,
+    order_id: str | None = None,
+    after: int = Query(0, ge=0),
+    limit: int = Query(100, ge=1, le=1000),
+) -> dict:
     """The ledger, oldest first, with filters; page with `after` = the last `id` seen."""
     rows = await request.app.state.pool.fetch(
         """SELECT id, movement_id, sku, location, kind, quantity, reason, reference_type,
@@ -75,10 +94,22 @@ async def movements(request: Request, sku: str | None = None, location: str | No
            FROM movements WHERE id > $1 AND ($2::text IS NULL OR sku = $2)
              AND ($3::text IS NULL OR location = $3) AND ($4::text IS NULL OR kind = $4)
              AND ($5::text IS NULL OR order_id = $5)
-           ORDER BY id LIMIT $6""", after, sku, location, kind, order_id, limit)
-    items = [dict(r) | {"movement_id": str(r["movement_id"]),
-                        "unit_cost": None if r["unit_cost"] is None else str(r["unit_cost"])}
-             for r in rows]
+           ORDER BY id LIMIT $6""",
+        after,
+        sku,
+        location,
+        kind,
+        order_id,
+        limit,
+    )
+    items = [
+        dict(r)
+        | {
+            "movement_id": str(r["movement_id"]),
+            "unit_cost": None if r["unit_cost"] is None else str(r["unit_cost"]),
+        }
+        for r in rows
+    ]
     return {"items": items, "next_after": items[-1]["id"] if len(items) == limit else None}
 
 
@@ -87,17 +118,27 @@ async def reservations(order_id: str, request: Request) -> dict:
     """An order's reservation: status, what is held where, and its backorders."""
     pool = request.app.state.pool
     header = await pool.fetchrow(
-        "SELECT status, reply_type, reply FROM order_reservations WHERE order_id = $1", order_id)
+        "SELECT status, reply_type, reply FROM order_reservations WHERE order_id = $1", order_id
+    )
     if header is None:
         raise HTTPException(404, f"no reservation for order {order_id}")
     lines = await pool.fetch(
         "SELECT line_id, sku, location, quantity AS held, committed, released FROM reservations"
-        " WHERE order_id = $1 ORDER BY line_id, sku, location", order_id)
+        " WHERE order_id = $1 ORDER BY line_id, sku, location",
+        order_id,
+    )
     backorders = await pool.fetch(
         "SELECT line_id, sku, location, quantity, open, priority FROM backorders "
-        "WHERE order_id = $1 ORDER BY id", order_id)
-    return {"order_id": order_id, "status": header["status"], "reply": header["reply"],
-            "lines": [dict(r) for r in lines], "backorders": [dict(r) for r in backorders]}
+        "WHERE order_id = $1 ORDER BY id",
+        order_id,
+    )
+    return {
+        "order_id": order_id,
+        "status": header["status"],
+        "reply": header["reply"],
+        "lines": [dict(r) for r in lines],
+        "backorders": [dict(r) for r in backorders],
+    }
 
 
 class ReceiptIn(BaseModel):
@@ -116,17 +157,29 @@ async def receive(receipt: ReceiptIn, request: Request):
     async def action(uow):
         await uow.conn.execute(
             "INSERT INTO locations (code, name) VALUES ($1, $1) ON CONFLICT DO NOTHING",
-            receipt.location)
+            receipt.location,
+        )
         book = await LevelBook.load(uow.conn, [receipt.sku])
         cause = f"http:{receipt.receipt_id}"
-        book.move(Movement(MovementKind.RECEIPT, receipt.sku, receipt.location, receipt.quantity,
-                           reference=receipt.receipt_id),
-                  cause_event_id=cause, reference_type="receipt", unit_cost=receipt.unit_cost,
-                  currency=receipt.currency)
+        book.move(
+            Movement(
+                MovementKind.RECEIPT,
+                receipt.sku,
+                receipt.location,
+                receipt.quantity,
+                reference=receipt.receipt_id,
+            ),
+            cause_event_id=cause,
+            reference_type="receipt",
+            unit_cost=receipt.unit_cost,
+            currency=receipt.currency,
+        )
         await allocate_waiting_backorders(uow, book, receipt.sku, receipt.location, cause)
         await book.flush(uow)
-        return 201, {"receipt_id": receipt.receipt_id, "level": book.level(
-            receipt.sku, receipt.location).__dict__}
+        return 201, {
+            "receipt_id": receipt.receipt_id,
+            "level": book.level(receipt.sku, receipt.location).__dict__,
+        }
 
     return await idempotent_write(request, action)
 
@@ -150,16 +203,24 @@ async def cycle_count(count: CountIn, request: Request):
         try:
             delta = count_adjustment(count.expected, count.counted, level.on_hand)
             if delta:
-                book.move(Movement(MovementKind.ADJUSTMENT, count.sku, count.location, delta,
-                                   reason="cycle_count", reference=count.count_id),
-                          cause_event_id=f"http:{count.count_id}", reference_type="count")
+                book.move(
+                    Movement(
+                        MovementKind.ADJUSTMENT,
+                        count.sku,
+                        count.location,
+                        delta,
+                        reason="cycle_count",
+                        reference=count.count_id,
+                    ),
+                    cause_event_id=f"http:{count.count_id}",
+                    reference_type="count",
+                )
         except StaleCount as exc:
             raise HTTPException(409, f"expected: stale count, {exc}") from exc
         except InsufficientStock as exc:
             raise HTTPException(409, f"counted: {exc} (units are reserved)") from exc
         await book.flush(uow)
-        return 200, {"adjusted_by": delta, "on_hand": book.level(count.sku,
-                                                                 count.location).on_hand}
+        return 200, {"adjusted_by": delta, "on_hand": book.level(count.sku, count.location).on_hand}
 
     return await idempotent_write(request, action)
 
@@ -178,7 +239,10 @@ async def set_reorder_point(point: ReorderPointIn, request: Request):
         await uow.conn.execute(
             "INSERT INTO levels (sku, location, reorder_point) VALUES ($1, $2, $3) "
             "ON CONFLICT (sku, location) DO UPDATE SET reorder_point = EXCLUDED.reorder_point",
-            point.sku, point.location, point.reorder_point)
+            point.sku,
+            point.location,
+            point.reorder_point,
+        )
         return 200, point.model_dump() | {"set_at": datetime.now(UTC).isoformat()}
 
     return await idempotent_write(request, action)

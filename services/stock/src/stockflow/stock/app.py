@@ -16,14 +16,30 @@ service = ServiceDefinition(
     ),
     migrations=Path(__file__).parent / "migrations",
     consumers=[
-        Consumer("stock.commands", ["stock.commands.v1"], handle_batch=handlers.on_commands,
-                 event_types=handlers.COMMAND_TYPES),
-        Consumer("stock.receipts", ["warehouse.receipts.v1"], handlers.on_receipt,
-                 event_types={"warehouse.goods.received.v1"}),
-        Consumer("stock.catalog", ["catalog.products.v1"], handle_batch=handlers.on_catalog,
-                 event_types=handlers.CATALOG_TYPES),
-        Consumer("stock.fulfillment", ["fulfillment.events.v1"], handlers.on_fulfillment,
-                 event_types=handlers.FULFILLMENT_TYPES),
+        Consumer(
+            "stock.commands",
+            ["stock.commands.v1"],
+            handle_batch=handlers.on_commands,
+            event_types=handlers.COMMAND_TYPES,
+        ),
+        Consumer(
+            "stock.receipts",
+            ["warehouse.receipts.v1"],
+            handlers.on_receipt,
+            event_types={"warehouse.goods.received.v1"},
+        ),
+        Consumer(
+            "stock.catalog",
+            ["catalog.products.v1"],
+            handle_batch=handlers.on_catalog,
+            event_types=handlers.CATALOG_TYPES,
+        ),
+        Consumer(
+            "stock.fulfillment",
+            ["fulfillment.events.v1"],
+            handlers.on_fulfillment,
+            event_types=handlers.FULFILLMENT_TYPES,
+        ),
     ],
     routers=[api.router],
 )

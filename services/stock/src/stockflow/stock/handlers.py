@@ -36,13 +36,20 @@ from stockflow.stock.ledger import LevelBook
 
 log = get_logger(__name__)
 
-COMMAND_TYPES = {wire.ReserveStock.event_type, wire.ReleaseReservation.event_type,
-                 wire.CommitReservation.event_type}
-FULFILLMENT_TYPES = {fulfillment_events.ShipmentShipped.event_type,
-                     fulfillment_events.ReturnReceived.event_type,
-                     fulfillment_events.StockDiscrepancyFound.event_type}
-CATALOG_TYPES = {catalog_events.CatalogVariantUpserted.event_type,
-                 catalog_events.CatalogVariantRemoved.event_type}
+COMMAND_TYPES = {
+    wire.ReserveStock.event_type,
+    wire.ReleaseReservation.event_type,
+    wire.CommitReservation.event_type,
+}
+FULFILLMENT_TYPES = {
+    fulfillment_events.ShipmentShipped.event_type,
+    fulfillment_events.ReturnReceived.event_type,
+    fulfillment_events.StockDiscrepancyFound.event_type,
+}
+CATALOG_TYPES = {
+    catalog_events.CatalogVariantUpserted.event_type,
+    catalog_events.CatalogVariantRemoved.event_type,
+}
 
 
 @dataclass(frozen=True)
@@ -59,15 +66,25 @@ class Sku:
 async def load_skus(conn: asyncpg.Connection, skus: Iterable[str]) -> dict[str, Sku]:
     rows = await conn.fetch(
         "SELECT sku, tracked, backorderable, status, bundle_components FROM skus "
-        "WHERE sku = ANY($1::text[])", list(set(skus)))
-    return {r["sku"]: Sku(r["sku"], r["tracked"], r["backorderable"], r["status"],
-                          tuple(BundleComponent(c["sku"], c["quantity"])
-                                for c in r["bundle_components"]))
-            for r in rows}
+        "WHERE sku = ANY($1::text[])",
+        list(set(skus)),
+    )
+    return {
+        r["sku"]: Sku(
+            r["sku"],
+            r["tracked"],
+            r["backorderable"],
+            r["status"],
+            tuple(BundleComponent(c["sku"], c["quantity"]) for c in r["bundle_components"]),
+        )
+        for r in rows
+    }
 
 
 async def location_priority(conn: asyncpg.Connection) -> list[str]:
-    return [r["code"] for r in await conn.fetch("SELECT code FROM locations ORDER BY priority, code")]
+    return [
+        r["code"] for r in await conn.fetch("SELECT code FROM locations ORDER BY priority, code")
+    ]
 
 
 # ----------------------------------------------------------------------------- commands
@@ -76,58 +93,96 @@ async def location_priority(conn: asyncpg.Connection) -> list[str]:
 async def on_commands(uow: UnitOfWork, messages: list[Inbound]) -> None:
     """Reserve, release and commit, in offset order, in one transaction for the batch."""
     conn = uow.conn
-    reserve_lines = [line for m in messages if isinstance(m.event, wire.ReserveStock)
-                     for line in m.event.lines]
-    commit_lines = [line for m in messages if isinstance(m.event, wire.CommitReservation)
-                    for line in m.event.lines]
+    reserve_lines = [
+        line for m in messages if isinstance(m.event, wire.ReserveStock) for line in m.event.lines
+    ]
+    commit_lines = [
+        line
+        for m in messages
+        if isinstance(m.event, wire.CommitReservation)
+        for line in m.event.lines
+    ]
     skus = await load_skus(conn, {line.sku for line in [*reserve_lines, *commit_lines]})
     wanted = {line.sku for line in reserve_lines}
     wanted |= {c.sku for s in skus.values() for c in s.components}
     order_ids = [m.event.order_id for m in messages]
     # Levels are always locked first (sku order), then the orders' rows: no lock cycles with
     # receipts, which take a level and then the reservations it allocates to.
-    wanted |= {r["sku"] for r in await conn.fetch(
-        "SELECT DISTINCT sku FROM reservations WHERE order_id = ANY($1::text[])", order_ids)}
-    wanted |= {line.sku for m in messages if isinstance(m.event, wire.CommitReservation)
-               for line in m.event.lines}
+    wanted |= {
+        r["sku"]
+        for r in await conn.fetch(
+            "SELECT DISTINCT sku FROM reservations WHERE order_id = ANY($1::text[])", order_ids
+        )
+    }
+    wanted |= {
+        line.sku
+        for m in messages
+        if isinstance(m.event, wire.CommitReservation)
+        for line in m.event.lines
+    }
     book = await LevelBook.load(conn, wanted)
     held = await _held_lines(conn, order_ids)
-    answered = {r["order_id"]: dict(r) for r in await conn.fetch(
-        "SELECT order_id, status, reply_type, reply FROM order_reservations "
-        "WHERE order_id = ANY($1::text[]) FOR UPDATE", order_ids)}
+    answered = {
+        r["order_id"]: dict(r)
+        for r in await conn.fetch(
+            "SELECT order_id, status, reply_type, reply FROM order_reservations "
+            "WHERE order_id = ANY($1::text[]) FOR UPDATE",
+            order_ids,
+        )
+    }
     priority = await location_priority(conn)
-    known = {r["sku"] for r in await conn.fetch(
-        "SELECT DISTINCT sku FROM levels WHERE sku = ANY($1::text[])", list(wanted))}
+    known = {
+        r["sku"]
+        for r in await conn.fetch(
+            "SELECT DISTINCT sku FROM levels WHERE sku = ANY($1::text[])", list(wanted)
+        )
+    }
     demand: list[tuple[str, str, int, bool]] = []
     for message in messages:
         cause = uow.with_cause(message.cloud)
         event = message.event
         if isinstance(event, wire.ReserveStock):
-            await _reserve(cause, book, event, message.event_id, skus, known, answered, priority,
-                           held, demand)
+            await _reserve(
+                cause, book, event, message.event_id, skus, known, answered, priority, held, demand
+            )
         elif isinstance(event, wire.ReleaseReservation):
             await _release(cause, book, event.order_id, message.event_id, answered, held)
         elif isinstance(event, wire.CommitReservation):
-            await _commit(cause, book, event.order_id, event.shipment_id, event.lines,
-                          message.event_id, answered, held,
-                          {s.sku: s.components for s in skus.values() if s.components})
+            await _commit(
+                cause,
+                book,
+                event.order_id,
+                event.shipment_id,
+                event.lines,
+                message.event_id,
+                answered,
+                held,
+                {s.sku: s.components for s in skus.values() if s.components},
+            )
     await book.flush(uow)
     await _record_demand(conn, demand)
 
 
-async def _reserve(uow, book, event: wire.ReserveStock, event_id, skus, known, answered,
-                   priority, held, demand) -> None:
+async def _reserve(
+    uow, book, event: wire.ReserveStock, event_id, skus, known, answered, priority, held, demand
+) -> None:
     if event.order_id in answered:  # a repeated command gets the first answer again
         first = answered[event.order_id]
-        model = wire.StockReserved if first["reply_type"] == "reserved" else wire.ReservationRejected
+        model = (
+            wire.StockReserved if first["reply_type"] == "reserved" else wire.ReservationRejected
+        )
         uow.publish(model.model_validate(first["reply"]))
         return
     unknown = [line for line in event.lines if line.sku not in skus and line.sku not in known]
     if unknown:
         reply = wire.ReservationRejected(
-            order_id=event.order_id, reason="unknown_sku",
-            lines=[wire.ShortLine(sku=line.sku, requested=line.quantity, available=0)
-                   for line in unknown])
+            order_id=event.order_id,
+            reason="unknown_sku",
+            lines=[
+                wire.ShortLine(sku=line.sku, requested=line.quantity, available=0)
+                for line in unknown
+            ],
+        )
         await _answer(uow, answered, event.order_id, "rejected", reply)
         return
 
@@ -139,12 +194,14 @@ async def _reserve(uow, book, event: wire.ReserveStock, event_id, skus, known, a
             return event.backorder_policy == "allow"
         return bool(info and info.backorderable)
 
-    lines = [OrderLine(line.line_id, line.sku, line.quantity, allowed(line.sku))
-             for line in event.lines]
+    lines = [
+        OrderLine(line.line_id, line.sku, line.quantity, allowed(line.sku)) for line in event.lines
+    ]
     untracked = {s.sku for s in skus.values() if not s.tracked and not s.components}
     bundles = {s.sku: s.components for s in skus.values() if s.components}
-    result = allocate_order(lines, book.available(), location_priority=priority,
-                            untracked=untracked, bundles=bundles)
+    result = allocate_order(
+        lines, book.available(), location_priority=priority, untracked=untracked, bundles=bundles
+    )
     today = datetime.now(UTC).date()
     short_skus = set()
     if isinstance(result, Rejection):
@@ -153,21 +210,35 @@ async def _reserve(uow, book, event: wire.ReserveStock, event_id, skus, known, a
         reply = wire.ReservationRejected(
             order_id=event.order_id,
             reason="discontinued" if discontinued else "insufficient_stock",
-            lines=[wire.ShortLine(sku=line.sku, requested=line.requested,
-                                  available=line.available) for line in result.lines])
+            lines=[
+                wire.ShortLine(sku=line.sku, requested=line.requested, available=line.available)
+                for line in result.lines
+            ],
+        )
         await _answer(uow, answered, event.order_id, "rejected", reply)
     else:
         await _hold(uow, book, event, event_id, result, priority, held)
         short_skus = {line.sku for line in result.lines if line.backordered}
         reply = wire.StockReserved(
-            order_id=event.order_id, complete=result.complete,
-            lines=[wire.ReservedLine(
-                line_id=line.line_id, sku=line.sku, requested=line.requested,
-                reserved=line.reserved, backordered=line.backordered,
-                untracked=line.untracked,
-                allocations=[wire.Allocation(location=a.location, quantity=a.quantity)
-                             for a in line.allocations])
-                for line in result.lines])
+            order_id=event.order_id,
+            complete=result.complete,
+            lines=[
+                wire.ReservedLine(
+                    line_id=line.line_id,
+                    sku=line.sku,
+                    requested=line.requested,
+                    # An untracked line (digital goods, services) is served in full, holding nothing.
+                    reserved=line.requested if line.untracked else line.reserved,
+                    backordered=line.backordered,
+                    untracked=line.untracked,
+                    allocations=[
+                        wire.Allocation(location=a.location, quantity=a.quantity)
+                        for a in line.allocations
+                    ],
+                )
+                for line in result.lines
+            ],
+        )
         await _answer(uow, answered, event.order_id, "held", reply, reply_type="reserved")
     for line in event.lines:
         demand.append((line.sku, str(today), line.quantity, line.sku in short_skus))
@@ -177,27 +248,50 @@ async def _hold(uow, book: LevelBook, event, event_id, result: Allocated, priori
     rows = []
     for line in result.lines:
         for hold in line.holds:
-            book.move(Movement(MovementKind.RESERVATION, hold.sku, hold.location, hold.quantity,
-                               reference=event.order_id),
-                      cause_event_id=event_id, order_id=event.order_id, reference_type="order")
+            book.move(
+                Movement(
+                    MovementKind.RESERVATION,
+                    hold.sku,
+                    hold.location,
+                    hold.quantity,
+                    reference=event.order_id,
+                ),
+                cause_event_id=event_id,
+                order_id=event.order_id,
+                reference_type="order",
+            )
             rows.append((event.order_id, line.line_id, hold.sku, hold.location, hold.quantity))
         for sku, units in line.backorders:
             # A backorder waits at the location that ships this sku first.
             location = (book.locations_of(sku) or priority or ["DEFAULT"])[0]
-            book.move(Movement(MovementKind.BACKORDER_OPENED, sku, location, units,
-                               reference=event.order_id),
-                      cause_event_id=event_id, order_id=event.order_id, reference_type="order")
+            book.move(
+                Movement(
+                    MovementKind.BACKORDER_OPENED, sku, location, units, reference=event.order_id
+                ),
+                cause_event_id=event_id,
+                order_id=event.order_id,
+                reference_type="order",
+            )
             await uow.conn.execute(
                 "INSERT INTO backorders (order_id, line_id, sku, location, quantity, open, "
                 "priority) VALUES ($1, $2, $3, $4, $5, $5, $6)",
-                event.order_id, line.line_id, sku, location, units, event.priority)
+                event.order_id,
+                line.line_id,
+                sku,
+                location,
+                units,
+                event.priority,
+            )
     if rows:
         await uow.conn.executemany(
             "INSERT INTO reservations (order_id, line_id, sku, location, quantity) "
             "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (order_id, line_id, sku, location) "
-            "DO UPDATE SET quantity = reservations.quantity + EXCLUDED.quantity", rows)
+            "DO UPDATE SET quantity = reservations.quantity + EXCLUDED.quantity",
+            rows,
+        )
     held[event.order_id] = [
-        {"line_id": r[1], "sku": r[2], "location": r[3], "quantity": r[4]} for r in rows]
+        {"line_id": r[1], "sku": r[2], "location": r[3], "quantity": r[4]} for r in rows
+    ]
 
 
 async def _answer(uow, answered, order_id, status, reply, *, reply_type="rejected") -> None:
@@ -205,16 +299,27 @@ async def _answer(uow, answered, order_id, status, reply, *, reply_type="rejecte
     payload = reply.model_dump(mode="json")
     await uow.conn.execute(
         "INSERT INTO order_reservations (order_id, status, reply_type, reply) "
-        "VALUES ($1, $2, $3, $4)", order_id, status, reply_type, payload)
-    answered[order_id] = {"order_id": order_id, "status": status, "reply_type": reply_type,
-                          "reply": payload}
+        "VALUES ($1, $2, $3, $4)",
+        order_id,
+        status,
+        reply_type,
+        payload,
+    )
+    answered[order_id] = {
+        "order_id": order_id,
+        "status": status,
+        "reply_type": reply_type,
+        "reply": payload,
+    }
 
 
 async def _held_lines(conn, order_ids: Sequence[str]) -> dict[str, list]:
     rows = await conn.fetch(
         "SELECT order_id, line_id, sku, location, quantity FROM reservations "
         "WHERE order_id = ANY($1::text[]) AND quantity > 0 ORDER BY order_id, line_id, sku, "
-        "location FOR UPDATE", list(order_ids))
+        "location FOR UPDATE",
+        list(order_ids),
+    )
     held: dict[str, list] = defaultdict(list)
     for row in rows:
         held[row["order_id"]].append(dict(row))
@@ -231,23 +336,48 @@ async def _release(uow, book: LevelBook, order_id, event_id, answered, held) -> 
     else:
         outcome = "released"
         for line in lines:
-            book.move(Movement(MovementKind.RELEASE, line["sku"], line["location"],
-                               line["quantity"], reference=order_id),
-                      cause_event_id=event_id, order_id=order_id, reference_type="order")
+            book.move(
+                Movement(
+                    MovementKind.RELEASE,
+                    line["sku"],
+                    line["location"],
+                    line["quantity"],
+                    reference=order_id,
+                ),
+                cause_event_id=event_id,
+                order_id=order_id,
+                reference_type="order",
+            )
         await uow.conn.execute(
             "UPDATE reservations SET released = released + quantity, quantity = 0 "
-            "WHERE order_id = $1 AND quantity > 0", order_id)
+            "WHERE order_id = $1 AND quantity > 0",
+            order_id,
+        )
         await _cancel_backorders(uow, book, order_id, event_id)
         await uow.conn.execute(
             "UPDATE order_reservations SET status = 'released', updated_at = now() "
-            "WHERE order_id = $1", order_id)
+            "WHERE order_id = $1",
+            order_id,
+        )
         answered[order_id]["status"] = "released"
         held[order_id] = []
-    uow.publish(wire.StockReleased(
-        order_id=order_id, outcome=outcome,
-        lines=[wire.LocatedLine(line_id=line["line_id"], sku=line["sku"],
-                                location=line["location"], quantity=line["quantity"])
-               for line in lines] if outcome == "released" else []))
+    uow.publish(
+        wire.StockReleased(
+            order_id=order_id,
+            outcome=outcome,
+            lines=[
+                wire.LocatedLine(
+                    line_id=line["line_id"],
+                    sku=line["sku"],
+                    location=line["location"],
+                    quantity=line["quantity"],
+                )
+                for line in lines
+            ]
+            if outcome == "released"
+            else [],
+        )
+    )
 
 
 async def _cancel_backorders(uow, book: LevelBook, order_id, event_id) -> None:
@@ -255,20 +385,43 @@ async def _cancel_backorders(uow, book: LevelBook, order_id, event_id) -> None:
         """WITH waiting AS (SELECT id, sku, location, open AS n FROM backorders
                             WHERE order_id = $1 AND open > 0 FOR UPDATE),
                 closed AS (UPDATE backorders b SET open = 0 FROM waiting WHERE b.id = waiting.id)
-           SELECT sku, location, n FROM waiting""", order_id)
+           SELECT sku, location, n FROM waiting""",
+        order_id,
+    )
     for row in rows:
         if (row["sku"], row["location"]) in book.levels:
-            book.move(Movement(MovementKind.BACKORDER_CANCELLED, row["sku"], row["location"],
-                               row["n"], reference=order_id),
-                      cause_event_id=event_id, order_id=order_id, reference_type="order")
+            book.move(
+                Movement(
+                    MovementKind.BACKORDER_CANCELLED,
+                    row["sku"],
+                    row["location"],
+                    row["n"],
+                    reference=order_id,
+                ),
+                cause_event_id=event_id,
+                order_id=order_id,
+                reference_type="order",
+            )
 
 
-async def _commit(uow, book: LevelBook, order_id, shipment_id, lines, event_id, answered,
-                  held, components: dict[str, tuple[BundleComponent, ...]] | None = None) -> None:
+async def _commit(
+    uow,
+    book: LevelBook,
+    order_id,
+    shipment_id,
+    lines,
+    event_id,
+    answered,
+    held,
+    components: dict[str, tuple[BundleComponent, ...]] | None = None,
+) -> None:
     status = answered.get(order_id, {}).get("status")
     already = await uow.conn.fetchval(
         "SELECT 1 FROM movements WHERE kind = 'shipment' AND order_id = $1 "
-        "AND reference_type = 'shipment' AND reference_id = $2 LIMIT 1", order_id, shipment_id)
+        "AND reference_type = 'shipment' AND reference_id = $2 LIMIT 1",
+        order_id,
+        shipment_id,
+    )
     committed: list = []
     if already:
         outcome = "already_committed"
@@ -287,39 +440,75 @@ async def _commit(uow, book: LevelBook, order_id, shipment_id, lines, event_id, 
                 for hold in pool:
                     if remaining == 0:
                         break
-                    if (hold["sku"], hold["location"]) != (part.sku, line.location) or \
-                            hold["quantity"] == 0:
+                    if (hold["sku"], hold["location"]) != (part.sku, line.location) or hold[
+                        "quantity"
+                    ] == 0:
                         continue
                     take = min(hold["quantity"], remaining)
                     hold["quantity"] -= take
                     remaining -= take
-                    book.move(Movement(MovementKind.SHIPMENT, part.sku, line.location, take,
-                                       reference=shipment_id),
-                              cause_event_id=event_id, order_id=order_id,
-                              reference_type="shipment")
+                    book.move(
+                        Movement(
+                            MovementKind.SHIPMENT,
+                            part.sku,
+                            line.location,
+                            take,
+                            reference=shipment_id,
+                        ),
+                        cause_event_id=event_id,
+                        order_id=order_id,
+                        reference_type="shipment",
+                    )
                     await uow.conn.execute(
                         "UPDATE reservations SET quantity = quantity - $5, "
                         "committed = committed + $5 WHERE order_id = $1 AND line_id = $2 "
                         "AND sku = $3 AND location = $4",
-                        order_id, hold["line_id"], part.sku, line.location, take)
+                        order_id,
+                        hold["line_id"],
+                        part.sku,
+                        line.location,
+                        take,
+                    )
                 if remaining:
-                    log.warning("shipment commits more than was held", order_id=order_id,
-                                sku=part.sku, location=line.location, missing=remaining)
+                    log.warning(
+                        "shipment commits more than was held",
+                        order_id=order_id,
+                        sku=part.sku,
+                        location=line.location,
+                        missing=remaining,
+                    )
             committed.append(line)
         if not any(h["quantity"] for h in pool) and not await _open_backorders(uow, order_id):
             await uow.conn.execute(
                 "UPDATE order_reservations SET status = 'committed', updated_at = now() "
-                "WHERE order_id = $1", order_id)
+                "WHERE order_id = $1",
+                order_id,
+            )
             answered[order_id]["status"] = "committed"
-    uow.publish(wire.StockCommitted(
-        order_id=order_id, shipment_id=shipment_id, outcome=outcome,
-        lines=[wire.LocatedLine(line_id=line.line_id, sku=line.sku, location=line.location,
-                                quantity=line.quantity) for line in committed]))
+    uow.publish(
+        wire.StockCommitted(
+            order_id=order_id,
+            shipment_id=shipment_id,
+            outcome=outcome,
+            lines=[
+                wire.LocatedLine(
+                    line_id=line.line_id,
+                    sku=line.sku,
+                    location=line.location,
+                    quantity=line.quantity,
+                )
+                for line in committed
+            ],
+        )
+    )
 
 
 async def _open_backorders(uow, order_id: str) -> bool:
-    return bool(await uow.conn.fetchval(
-        "SELECT 1 FROM backorders WHERE order_id = $1 AND open > 0 LIMIT 1", order_id))
+    return bool(
+        await uow.conn.fetchval(
+            "SELECT 1 FROM backorders WHERE order_id = $1 AND open > 0 LIMIT 1", order_id
+        )
+    )
 
 
 async def _record_demand(conn, demand: list[tuple[str, str, int, bool]]) -> None:
@@ -335,8 +524,11 @@ async def _record_demand(conn, demand: list[tuple[str, str, int, bool]]) -> None
            SELECT * FROM unnest($1::text[], $2::date[], $3::int[], $4::bool[])
            ON CONFLICT (sku, day) DO UPDATE SET quantity = demand_daily.quantity + EXCLUDED.quantity,
                stockout = demand_daily.stockout OR EXCLUDED.stockout""",
-        [k[0] for k in keys], [datetime.fromisoformat(k[1]).date() for k in keys],
-        [totals[k][0] for k in keys], [totals[k][1] for k in keys])
+        [k[0] for k in keys],
+        [datetime.fromisoformat(k[1]).date() for k in keys],
+        [totals[k][0] for k in keys],
+        [totals[k][1] for k in keys],
+    )
 
 
 # ----------------------------------------------------------------------------- receipts
@@ -346,49 +538,100 @@ async def on_receipt(uow: UnitOfWork, message: Inbound) -> None:
     """Goods in: waiting backorders are served first, the rest becomes available."""
     event: WarehouseGoodsReceived = message.event
     await uow.conn.execute(
-        "INSERT INTO locations (code, name) VALUES ($1, $1) ON CONFLICT DO NOTHING",
-        event.location)
+        "INSERT INTO locations (code, name) VALUES ($1, $1) ON CONFLICT DO NOTHING", event.location
+    )
     book = await LevelBook.load(uow.conn, [event.sku])
-    book.move(Movement(MovementKind.RECEIPT, event.sku, event.location, event.quantity,
-                       reference=event.receipt_id),
-              cause_event_id=message.event_id, reference_type="receipt",
-              unit_cost=event.unit_cost, currency=event.currency)
+    book.move(
+        Movement(
+            MovementKind.RECEIPT,
+            event.sku,
+            event.location,
+            event.quantity,
+            reference=event.receipt_id,
+        ),
+        cause_event_id=message.event_id,
+        reference_type="receipt",
+        unit_cost=event.unit_cost,
+        currency=event.currency,
+    )
     await allocate_waiting_backorders(uow, book, event.sku, event.location, message.event_id)
     await book.flush(uow)
 
 
-async def allocate_waiting_backorders(uow: UnitOfWork, book: LevelBook, sku: str, location: str,
-                                      event_id: str) -> None:
+async def allocate_waiting_backorders(
+    uow: UnitOfWork, book: LevelBook, sku: str, location: str, event_id: str
+) -> None:
     rows = await uow.conn.fetch(
         "SELECT id, order_id, line_id, sku, location, open, priority FROM backorders "
-        "WHERE sku = $1 AND open > 0 ORDER BY priority DESC, id FOR UPDATE", sku)
+        "WHERE sku = $1 AND open > 0 ORDER BY priority DESC, id FOR UPDATE",
+        sku,
+    )
     if not rows:
         return
     by_id = {row["id"]: row for row in rows}
-    queue = [Backorder(r["order_id"], r["line_id"], r["sku"], r["open"], r["id"], r["priority"])
-             for r in rows]
+    queue = [
+        Backorder(r["order_id"], r["line_id"], r["sku"], r["open"], r["id"], r["priority"])
+        for r in rows
+    ]
     fills, _ = allocate_backorders(queue, book.level(sku, location).available)
     for fill in fills:
         row = by_id[fill.backorder.sequence]
         order = {"cause_event_id": event_id, "order_id": row["order_id"], "reference_type": "order"}
         if row["location"] == location:
-            book.move(Movement(MovementKind.BACKORDER_ALLOCATED, sku, location, fill.quantity,
-                               reference=row["order_id"]), **order)
+            book.move(
+                Movement(
+                    MovementKind.BACKORDER_ALLOCATED,
+                    sku,
+                    location,
+                    fill.quantity,
+                    reference=row["order_id"],
+                ),
+                **order,
+            )
         else:  # it waited elsewhere: it leaves that queue and is held where the goods arrived
-            book.move(Movement(MovementKind.BACKORDER_CANCELLED, sku, row["location"],
-                               fill.quantity, reference=row["order_id"]), **order)
-            book.move(Movement(MovementKind.RESERVATION, sku, location, fill.quantity,
-                               reference=row["order_id"]), **order)
-        await uow.conn.execute("UPDATE backorders SET open = open - $2 WHERE id = $1",
-                               row["id"], fill.quantity)
+            book.move(
+                Movement(
+                    MovementKind.BACKORDER_CANCELLED,
+                    sku,
+                    row["location"],
+                    fill.quantity,
+                    reference=row["order_id"],
+                ),
+                **order,
+            )
+            book.move(
+                Movement(
+                    MovementKind.RESERVATION,
+                    sku,
+                    location,
+                    fill.quantity,
+                    reference=row["order_id"],
+                ),
+                **order,
+            )
+        await uow.conn.execute(
+            "UPDATE backorders SET open = open - $2 WHERE id = $1", row["id"], fill.quantity
+        )
         await uow.conn.execute(
             "INSERT INTO reservations (order_id, line_id, sku, location, quantity) "
             "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (order_id, line_id, sku, location) "
             "DO UPDATE SET quantity = reservations.quantity + EXCLUDED.quantity",
-            row["order_id"], row["line_id"], sku, location, fill.quantity)
-        uow.publish(wire.BackorderAllocated(
-            order_id=row["order_id"], line_id=row["line_id"], sku=sku, location=location,
-            quantity=fill.quantity, remaining_backordered=fill.remaining))
+            row["order_id"],
+            row["line_id"],
+            sku,
+            location,
+            fill.quantity,
+        )
+        uow.publish(
+            wire.BackorderAllocated(
+                order_id=row["order_id"],
+                line_id=row["line_id"],
+                sku=sku,
+                location=location,
+                quantity=fill.quantity,
+                remaining_backordered=fill.remaining,
+            )
+        )
 
 
 # ----------------------------------------------------------------------------- catalog
@@ -401,7 +644,10 @@ async def on_catalog(uow: UnitOfWork, messages: list[Inbound]) -> None:
         if isinstance(event, catalog_events.CatalogVariantRemoved):
             await uow.conn.execute(
                 "UPDATE skus SET status = 'discontinued', catalog_version = $2 "
-                "WHERE sku = $1 AND catalog_version < $2", event.sku, event.version)
+                "WHERE sku = $1 AND catalog_version < $2",
+                event.sku,
+                event.version,
+            )
             continue
         await uow.conn.execute(
             """INSERT INTO skus (sku, tracked, backorderable, status, bundle_components,
@@ -412,10 +658,13 @@ async def on_catalog(uow: UnitOfWork, messages: list[Inbound]) -> None:
                    bundle_components = EXCLUDED.bundle_components,
                    catalog_version = EXCLUDED.catalog_version, updated_at = now()
                WHERE skus.catalog_version < EXCLUDED.catalog_version""",
-            event.sku, event.tracked and not event.bundle_components, event.backorderable,
+            event.sku,
+            event.tracked and not event.bundle_components,
+            event.backorderable,
             event.status,
             [{"sku": c.sku, "quantity": c.quantity} for c in event.bundle_components],
-            event.version)
+            event.version,
+        )
 
 
 # ----------------------------------------------------------------------------- fulfillment
@@ -427,16 +676,36 @@ async def on_fulfillment(uow: UnitOfWork, message: Inbound) -> None:
     if isinstance(event, fulfillment_events.ShipmentShipped):
         skus = await load_skus(uow.conn, {line.sku for line in event.lines})
         components = {s.sku: s.components for s in skus.values() if s.components}
-        book = await LevelBook.load(uow.conn, {line.sku for line in event.lines}
-                                    | {c.sku for parts in components.values() for c in parts})
-        answered = {r["order_id"]: dict(r) for r in await uow.conn.fetch(
-            "SELECT order_id, status FROM order_reservations WHERE order_id = $1 FOR UPDATE",
-            event.order_id)}
+        book = await LevelBook.load(
+            uow.conn,
+            {line.sku for line in event.lines}
+            | {c.sku for parts in components.values() for c in parts},
+        )
+        answered = {
+            r["order_id"]: dict(r)
+            for r in await uow.conn.fetch(
+                "SELECT order_id, status FROM order_reservations WHERE order_id = $1 FOR UPDATE",
+                event.order_id,
+            )
+        }
         held = await _held_lines(uow.conn, [event.order_id])
-        lines = [wire.LocatedLine(line_id=line.line_id, sku=line.sku, location=event.location,
-                                  quantity=line.quantity) for line in event.lines]
-        await _commit(uow, book, event.order_id, event.shipment_id, lines, message.event_id,
-                      answered, held, components)
+        lines = [
+            wire.LocatedLine(
+                line_id=line.line_id, sku=line.sku, location=event.location, quantity=line.quantity
+            )
+            for line in event.lines
+        ]
+        await _commit(
+            uow,
+            book,
+            event.order_id,
+            event.shipment_id,
+            lines,
+            message.event_id,
+            answered,
+            held,
+            components,
+        )
         await book.flush(uow)
     elif isinstance(event, fulfillment_events.ReturnReceived):
         restock = [line for line in event.lines if line.condition == "restock"]
@@ -444,21 +713,47 @@ async def on_fulfillment(uow: UnitOfWork, message: Inbound) -> None:
             return  # written-off returns never re-enter stock; the return event records them
         book = await LevelBook.load(uow.conn, {line.sku for line in restock})
         for line in restock:
-            book.move(Movement(MovementKind.RETURN_RESTOCK, line.sku, line.location,
-                               line.quantity, reference=event.rma_id),
-                      cause_event_id=message.event_id, order_id=event.order_id,
-                      reference_type="rma")
-            await allocate_waiting_backorders(uow, book, line.sku, line.location,
-                                              message.event_id)
+            book.move(
+                Movement(
+                    MovementKind.RETURN_RESTOCK,
+                    line.sku,
+                    line.location,
+                    line.quantity,
+                    reference=event.rma_id,
+                ),
+                cause_event_id=message.event_id,
+                order_id=event.order_id,
+                reference_type="rma",
+            )
+            await allocate_waiting_backorders(uow, book, line.sku, line.location, message.event_id)
         await book.flush(uow)
     elif isinstance(event, fulfillment_events.StockDiscrepancyFound):
-        log.warning("short pick reported; a cycle count should follow", sku=event.sku,
-                    location=event.location, expected=event.expected, found=event.found)
-        uow.publish(wire.InvariantViolated(
-            sku=event.sku, location=event.location, invariant="bin_count_matches_ledger",
-            detail=f"bin {event.bin}: expected {event.expected}, found {event.found}; "
-                   "run a cycle count", detected_at=datetime.now(UTC)))
+        log.warning(
+            "short pick reported; a cycle count should follow",
+            sku=event.sku,
+            location=event.location,
+            expected=event.expected,
+            found=event.found,
+        )
+        uow.publish(
+            wire.InvariantViolated(
+                sku=event.sku,
+                location=event.location,
+                invariant="bin_count_matches_ledger",
+                detail=f"bin {event.bin}: expected {event.expected}, found {event.found}; "
+                "run a cycle count",
+                detected_at=datetime.now(UTC),
+            )
+        )
 
 
-__all__ = ["CATALOG_TYPES", "COMMAND_TYPES", "FULFILLMENT_TYPES", "InsufficientStock",
-           "on_catalog", "on_commands", "on_fulfillment", "on_receipt"]
+__all__ = [
+    "CATALOG_TYPES",
+    "COMMAND_TYPES",
+    "FULFILLMENT_TYPES",
+    "InsufficientStock",
+    "on_catalog",
+    "on_commands",
+    "on_fulfillment",
+    "on_receipt",
+]

@@ -74,8 +74,7 @@ class LevelBook:
         self.zones: dict[LevelKey, str] = {}
         for row in rows:
             key = (row["sku"], row["location"])
-            self.levels[key] = Level(row["sku"], row["location"],
-                                     **{b: row[b] for b in BUCKETS})
+            self.levels[key] = Level(row["sku"], row["location"], **{b: row[b] for b in BUCKETS})
             self.reorder_points[key] = row["reorder_point"]
             self.zones[key] = row["alert_state"]
         self.recorded: list[Recorded] = []
@@ -99,14 +98,22 @@ class LevelBook:
     def locations_of(self, sku: str) -> list[str]:
         return sorted(location for s, location in self.levels if s == sku)
 
-    def move(self, movement: Movement, *, cause_event_id: str, order_id: str | None = None,
-             reference_type: str | None = None, unit_cost: Decimal | None = None,
-             currency: str | None = None) -> None:
+    def move(
+        self,
+        movement: Movement,
+        *,
+        cause_event_id: str,
+        order_id: str | None = None,
+        reference_type: str | None = None,
+        unit_cost: Decimal | None = None,
+        currency: str | None = None,
+    ) -> None:
         """Apply `movement` (all or nothing; raises InsufficientStock) and record it."""
         self.levels |= apply_to(self.levels, movement)
         self.changed.update(movement.level_keys)
-        self.recorded.append(Recorded(movement, cause_event_id, order_id, reference_type,
-                                      unit_cost, currency))
+        self.recorded.append(
+            Recorded(movement, cause_event_id, order_id, reference_type, unit_cost, currency)
+        )
 
     async def flush(self, uow: UnitOfWork) -> None:
         """Write changed levels and new movements; stage their events and alerts."""
@@ -115,8 +122,10 @@ class LevelBook:
         now = datetime.now(UTC)
         keys = sorted(self.changed)
         levels = [self.levels[key] for key in keys]
-        zones = [stock_zone(level.available, self.reorder_points.get(key))
-                 for key, level in zip(keys, levels, strict=True)]
+        zones = [
+            stock_zone(level.available, self.reorder_points.get(key))
+            for key, level in zip(keys, levels, strict=True)
+        ]
         rows = await uow.conn.fetch(
             f"""INSERT INTO levels (sku, location, {", ".join(BUCKETS)}, alert_state, version,
                                     updated_at)
@@ -128,19 +137,30 @@ class LevelBook:
                     alert_state = EXCLUDED.alert_state,
                     version = levels.version + 1, updated_at = now()
                 RETURNING sku, location, version, reorder_point""",
-            [k[0] for k in keys], [k[1] for k in keys],
+            [k[0] for k in keys],
+            [k[1] for k in keys],
             *([getattr(level, b) for level in levels] for b in BUCKETS),
             [zone.value for zone in zones],
         )
         versions = {(r["sku"], r["location"]): (r["version"], r["reorder_point"]) for r in rows}
         for key, level, zone in zip(keys, levels, zones, strict=True):
             version, reorder_point = versions[key]
-            uow.publish(StockLevelChanged(
-                sku=level.sku, location=level.location, on_hand=level.on_hand,
-                reserved=level.reserved, available=level.available, incoming=level.incoming,
-                backordered=level.backordered, damaged=level.damaged,
-                quality_control=level.quality_control, safety_stock=level.safety_stock,
-                version=version, changed_at=now))
+            uow.publish(
+                StockLevelChanged(
+                    sku=level.sku,
+                    location=level.location,
+                    on_hand=level.on_hand,
+                    reserved=level.reserved,
+                    available=level.available,
+                    incoming=level.incoming,
+                    backordered=level.backordered,
+                    damaged=level.damaged,
+                    quality_control=level.quality_control,
+                    safety_stock=level.safety_stock,
+                    version=version,
+                    changed_at=now,
+                )
+            )
             previous = self.zones.get(key, "ok")
             alert = zone_change_alert(type(zone)(previous), zone)
             if alert is not None and reorder_point is not None:
@@ -173,21 +193,42 @@ class LevelBook:
             now,
         )
         for movement_id, r in zip(ids, recorded, strict=True):
-            reference = ({"type": r.reference_type or "other", "id": r.movement.reference}
-                         if r.movement.reference else None)
-            uow.publish(StockMovementRecorded(
-                movement_id=str(movement_id), sku=r.movement.sku, location=r.movement.location,
-                kind=r.movement.kind.value, quantity=r.signed_quantity,
-                reason=r.movement.reason, reference=reference, order_id=r.order_id,
-                unit_cost=r.unit_cost, currency=r.currency, cause_event_id=r.cause_event_id,
-                occurred_at=now))
+            reference = (
+                {"type": r.reference_type or "other", "id": r.movement.reference}
+                if r.movement.reference
+                else None
+            )
+            uow.publish(
+                StockMovementRecorded(
+                    movement_id=str(movement_id),
+                    sku=r.movement.sku,
+                    location=r.movement.location,
+                    kind=r.movement.kind.value,
+                    quantity=r.signed_quantity,
+                    reason=r.movement.reason,
+                    reference=reference,
+                    order_id=r.order_id,
+                    unit_cost=r.unit_cost,
+                    currency=r.currency,
+                    cause_event_id=r.cause_event_id,
+                    occurred_at=now,
+                )
+            )
 
 
 def _alert(alert: StockAlert, level: Level, reorder_point: int):
     if alert is StockAlert.OUT_OF_STOCK:
         return StockOut(sku=level.sku, location=level.location)
     if alert is StockAlert.LOW_STOCK:
-        return StockLow(sku=level.sku, location=level.location, available=level.available,
-                        reorder_point=reorder_point)
-    return StockRecovered(sku=level.sku, location=level.location, available=level.available,
-                          reorder_point=reorder_point)
+        return StockLow(
+            sku=level.sku,
+            location=level.location,
+            available=level.available,
+            reorder_point=reorder_point,
+        )
+    return StockRecovered(
+        sku=level.sku,
+        location=level.location,
+        available=level.available,
+        reorder_point=reorder_point,
+    )
