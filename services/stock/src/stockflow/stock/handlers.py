@@ -227,7 +227,7 @@ async def _reserve(
                     line_id=line.line_id,
                     sku=line.sku,
                     requested=line.requested,
-                    # An untracked line (digital goods, services) is served in full, holding nothing.
+                    # An untracked line (digital goods, services) is served in full.
                     reserved=line.requested if line.untracked else line.reserved,
                     backordered=line.backordered,
                     untracked=line.untracked,
@@ -522,7 +522,8 @@ async def _record_demand(conn, demand: list[tuple[str, str, int, bool]]) -> None
     await conn.execute(
         """INSERT INTO demand_daily (sku, day, quantity, stockout)
            SELECT * FROM unnest($1::text[], $2::date[], $3::int[], $4::bool[])
-           ON CONFLICT (sku, day) DO UPDATE SET quantity = demand_daily.quantity + EXCLUDED.quantity,
+           ON CONFLICT (sku, day) DO UPDATE SET
+               quantity = demand_daily.quantity + EXCLUDED.quantity,
                stockout = demand_daily.stockout OR EXCLUDED.stockout""",
         [k[0] for k in keys],
         [datetime.fromisoformat(k[1]).date() for k in keys],
