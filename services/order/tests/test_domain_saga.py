@@ -327,6 +327,22 @@ def test_untracked_goods_count_as_held() -> None:
     assert (first["reserved"], first["untracked"], first["allocations"]) == (3, True, [])
 
 
+def test_an_order_of_untracked_goods_only_is_delivered_on_confirmation() -> None:
+    reply = StockReserved(
+        "evt-r", (LineReservation("L1", untracked=True), LineReservation("L2", untracked=True))
+    )
+    decision = decide(started(), reply, LATER)
+    assert decision.saga.state is OrderState.DELIVERED
+    assert the_event(decision, OrderEventType.DELIVERED)["shipment_ids"] == []
+
+
+def test_untracked_lines_never_hold_up_shipped() -> None:
+    reply = StockReserved("evt-r", (LineReservation("L1", untracked=True), held("L2", 1)))
+    confirmed = decide(started(), reply, LATER).saga
+    shipped = decide(confirmed, Shipped("evt-s", "S1", (LineQuantity("L2", 1),)), LATER)
+    assert shipped.saga.state is OrderState.SHIPPED
+
+
 def test_reserved_with_payment_pending_waits_for_payment() -> None:
     decision = decide(started(payment=PENDING), ALL_HELD, LATER)
     assert decision.saga.state is OrderState.AWAITING_PAYMENT

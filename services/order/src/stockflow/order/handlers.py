@@ -466,8 +466,9 @@ def _shipped(data: dict, _facts: OrderFacts, source: Any, _note: str, _now: date
     )
 
 
-def _delivered(data: dict, _facts: OrderFacts, source: Any, _note: str, _now: datetime) -> Event:
-    assert isinstance(source, wire.ShipmentDelivered)
+def _delivered(data: dict, _facts: OrderFacts, source: Any, _note: str, now: datetime) -> Event:
+    if not isinstance(source, wire.ShipmentDelivered):  # nothing to ship: delivered on confirm
+        return wire.OrderDelivered.model_validate({**data, "delivered_at": now})
     return wire.OrderDelivered.model_validate(
         {**data, "shipment_id": source.shipment_id, "delivered_at": source.delivered_at}
     )

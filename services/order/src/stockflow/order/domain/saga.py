@@ -403,7 +403,8 @@ def _on_shipped(step: _Step, event: Shipped) -> Decision:
     lines = tuple(
         replace(line, shipped=line.shipped + quantities.get(line.line_id, 0)) for line in saga.lines
     )
-    fully_shipped = all(line.shipped == line.quantity for line in lines)
+    # Untracked lines (digital goods, services) are never shipped.
+    fully_shipped = all(line.untracked or line.shipped == line.quantity for line in lines)
     after = replace(
         saga,
         lines=lines,
@@ -501,6 +502,15 @@ def _confirm(step: _Step, reserved: OrderSaga, note: str) -> Decision:
             for line in confirmed.lines
         ],
     )
+    if all(line.untracked for line in confirmed.lines):
+        # Digital goods and services only: nothing will ever be shipped, so it is delivered.
+        delivered = _publish(OrderEventType.DELIVERED, confirmed.order_id, shipment_ids=[])
+        return step.apply(
+            replace(confirmed, state=OrderState.DELIVERED),
+            f"{note}; order confirmed and delivered (nothing to ship)",
+            published,
+            delivered,
+        )
     return step.apply(confirmed, f"{note}; order confirmed", published)
 
 
