@@ -194,12 +194,13 @@ class OutboxRelay:
             await conn.add_listener(f"{self.schema}_outbox", self._notified)
             last_prune = 0.0
             while not self._stopping:
+                # Cleared before reading: a NOTIFY during the publish must wake the next wait.
+                self._wake.clear()
                 sent = await self._publish_batch(conn)
                 if time.monotonic() - last_prune > 30:
                     await self._prune_and_measure(conn)
                     last_prune = time.monotonic()
                 if sent < self.batch_size:
-                    self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
         finally:
