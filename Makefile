@@ -26,6 +26,9 @@ lock: ## recompile requirements/requirements.txt from requirements.in (needs net
 up: setup ## start Kafka and PostgreSQL (local processes), create roles, schemas and topics
 	@$(INFRA) up
 
+up-secure: setup ## the `secure` profile: Kafka with SASL/SCRAM + ACLs per service (local passwords)
+	@$(INFRA) up --profile secure
+
 down: ## stop services, Kafka and PostgreSQL
 	@test -x $(PY) && $(INFRA) down || $(PYTHON) deploy/local/infra.py down
 
@@ -69,4 +72,4 @@ bench-quick: setup ## short benchmark (under 3 minutes) → bench-results/latest
 clean-state: down ## delete the local Kafka and PostgreSQL data (.state/)
 	rm -rf .state
 
-.PHONY: help setup lock up down status run demo test test-unit test-chaos lint bench bench-quick clean-state
+.PHONY: help setup lock up up-secure down status run demo test test-unit test-chaos lint bench bench-quick clean-state

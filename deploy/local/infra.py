@@ -5,6 +5,10 @@ Standard library only, so it runs before the virtualenv exists. Two profiles kee
 running system apart from the test session's: `dev` (make up/run/demo) and `test` (started on
 demand by the test fixtures). Each profile has its own ports and its own state folder
 (.state/<profile>/, git-ignored) holding Kafka's log dirs, the PostgreSQL cluster, logs and pids.
+A third, `secure` (make up-secure, tests/security), runs Kafka with SASL/SCRAM-SHA-512 and the
+standard KRaft authorizer: one principal per service with the ACLs of
+libs/runtime/src/stockflow/runtime/security.py. Its passwords (`<principal>-secret`) are for
+local use only.
 
   infra.py fetch                      resolve the Kafka jars from Maven Central into the cache
   infra.py up [--profile P]           start Kafka and PostgreSQL, then create roles/schemas/topics
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import pwd
 import shutil
@@ -31,18 +36,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+SECURITY_PY = ROOT / "libs/runtime/src/stockflow/runtime/security.py"
 KAFKA_POM = ROOT / "deploy/local/kafka/pom.xml"
 KAFKA_LOG4J = ROOT / "deploy/local/kafka/log4j2.properties"
 KAFKA_VERSION = "4.1.1"
 SERVICES = ("catalog", "stock", "order", "fulfillment", "accounting")
 # Database schema per service: `order` is a reserved word, so the order service owns `orders`.
-SCHEMAS = {"catalog": "catalog", "stock": "stock", "order": "orders",
-           "fulfillment": "fulfillment", "accounting": "accounting"}
+SCHEMAS = {
+    "catalog": "catalog",
+    "stock": "stock",
+    "order": "orders",
+    "fulfillment": "fulfillment",
+    "accounting": "accounting",
+}
 PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin", "/usr/local/bin", "/usr/bin")
 READY_TIMEOUT_S = 90
 # Local development tokens only; deployments set STOCKFLOW_API_TOKENS from a secret.
-LOCAL_API_TOKENS = ('{"dev-admin-token": "admin", "dev-warehouse-token": "warehouse", '
-                    '"dev-read-token": "read"}')
+LOCAL_API_TOKENS = (
+    '{"dev-admin-token": "admin", "dev-warehouse-token": "warehouse", "dev-read-token": "read"}'
+)
 
 
 class InfraError(Exception):
@@ -60,6 +72,9 @@ class Profile:
     # session's environment or testcontainers): "host:port" of Kafka and of PostgreSQL.
     kafka_endpoint: str | None = None
     pg_endpoint: str | None = None
+    # SASL/SCRAM-SHA-512 for clients, StandardAuthorizer with deny-by-default (see `secure`).
+    secure: bool = False
+    kafka_heap: str = "1g"
 
     @property
     def state(self) -> Path:
@@ -98,7 +113,9 @@ class Profile:
 PROFILES = {
     "dev": Profile("dev", 19092, 19093, 15432, 18080),
     "test": Profile("test", 29092, 29093, 25432, 28080),
+    "secure": Profile("secure", 39092, 39093, 35432, 38080, secure=True, kafka_heap="512m"),
 }
+KAFKA_START_TIMEOUT_S = 90
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -212,9 +229,20 @@ def fetch_kafka() -> Path:
     shutil.rmtree(libs, ignore_errors=True)
     libs.mkdir(parents=True)
     result = subprocess.run(
-        [mvn, "-q", "-B", "-f", str(KAFKA_POM), f"-Dkafka.version={KAFKA_VERSION}",
-         "dependency:copy-dependencies", f"-DoutputDirectory={libs}", "-DincludeScope=runtime"],
-        capture_output=True, text=True, timeout=900,
+        [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(KAFKA_POM),
+            f"-Dkafka.version={KAFKA_VERSION}",
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={libs}",
+            "-DincludeScope=runtime",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     if result.returncode != 0:
         raise InfraError(f"maven could not resolve Kafka: {(result.stdout + result.stderr)[-400:]}")
@@ -225,40 +253,108 @@ def fetch_kafka() -> Path:
 
 
 def kafka_java(libs: Path, *args: str, heap: str = "256m") -> list[str]:
-    return [require_tool("java", "install a Java 17+ runtime"), f"-Xmx{heap}",
-            f"-Dlog4j2.configurationFile={KAFKA_LOG4J}", "-cp", f"{libs}/*", *args]
+    return [
+        require_tool("java", "install a Java 17+ runtime"),
+        f"-Xmx{heap}",
+        f"-Dlog4j2.configurationFile={KAFKA_LOG4J}",
+        "-cp",
+        f"{libs}/*",
+        *args,
+    ]
+
+
+def security_module():
+    """stockflow.runtime.security loaded by path (it is standard library only)."""
+    spec = importlib.util.spec_from_file_location("_stockflow_security", SECURITY_PY)
+    if spec is None or spec.loader is None:
+        raise InfraError(f"cannot load {SECURITY_PY}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def kafka_credentials(principal: str) -> dict[str, str]:
+    """STOCKFLOW_KAFKA_* for `principal` on the secure profile (local passwords only)."""
+    return {
+        "STOCKFLOW_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "STOCKFLOW_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "STOCKFLOW_KAFKA_USERNAME": principal,
+        "STOCKFLOW_KAFKA_PASSWORD": security_module().local_password(principal),
+    }
+
+
+def listener_properties(p: Profile) -> list[str]:
+    client = f"127.0.0.1:{p.kafka_port}"
+    controller = f"127.0.0.1:{p.controller_port}"
+    if not p.secure:
+        return [
+            f"listeners=PLAINTEXT://{client},CONTROLLER://{controller}",
+            f"advertised.listeners=PLAINTEXT://{client}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        ]
+    # Clients (and the broker's own inter-broker client) authenticate with SCRAM-SHA-512 on
+    # CLIENT; its users are written into the metadata log at format time (`--add-scram`).
+    # KRaft cannot use SCRAM on the controller listener (the credentials live in the metadata
+    # the controller serves), so CONTROLLER uses SASL/PLAIN with a static JAAS user `admin`.
+    admin = security_module().SUPER_USER
+    password = security_module().local_password(admin)
+    plain = (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f'username="{admin}" password="{password}" user_{admin}="{password}";'
+    )
+    scram = (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{admin}" password="{password}";'
+    )
+    return [
+        f"listeners=CLIENT://{client},CONTROLLER://{controller}",
+        f"advertised.listeners=CLIENT://{client}",
+        "controller.listener.names=CONTROLLER",
+        "inter.broker.listener.name=CLIENT",
+        "listener.security.protocol.map=CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms=SCRAM-SHA-512",
+        "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+        "sasl.mechanism.controller.protocol=PLAIN",
+        "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+        f"listener.name.controller.plain.sasl.jaas.config={plain}",
+        f"listener.name.client.scram-sha-512.sasl.jaas.config={scram}",
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found=false",
+        f"super.users=User:{admin}",
+    ]
 
 
 def kafka_properties(p: Profile) -> str:
     data = p.state / "kafka" / "data"
-    return "\n".join([
-        "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.voters=1@127.0.0.1:{p.controller_port}",
-        f"listeners=PLAINTEXT://127.0.0.1:{p.kafka_port},CONTROLLER://127.0.0.1:{p.controller_port}",
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{p.kafka_port}",
-        "controller.listener.names=CONTROLLER",
-        "inter.broker.listener.name=PLAINTEXT",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        f"log.dirs={data}",
-        # A single node: every internal topic has one replica.
-        "offsets.topic.replication.factor=1",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
-        "share.coordinator.state.topic.replication.factor=1",
-        "share.coordinator.state.topic.min.isr=1",
-        "default.replication.factor=1",
-        "min.insync.replicas=1",
-        "num.partitions=6",
-        "offsets.topic.num.partitions=12",
-        "auto.create.topics.enable=false",
-        "group.initial.rebalance.delay.ms=0",
-        "message.max.bytes=12582912",
-        "replica.fetch.max.bytes=12582912",
-        "log.retention.hours=168",
-        "log.segment.bytes=268435456",
-        "",
-    ])
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{p.controller_port}",
+            *listener_properties(p),
+            f"log.dirs={data}",
+            # A single node: every internal topic has one replica.
+            "offsets.topic.replication.factor=1",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "default.replication.factor=1",
+            "min.insync.replicas=1",
+            "num.partitions=6",
+            "offsets.topic.num.partitions=12",
+            "auto.create.topics.enable=false",
+            "group.initial.rebalance.delay.ms=0",
+            "message.max.bytes=12582912",
+            "replica.fetch.max.bytes=12582912",
+            "log.retention.hours=168",
+            "log.segment.bytes=268435456",
+            "",
+        ]
+    )
 
 
 def kafka_up(p: Profile) -> None:
@@ -272,35 +368,81 @@ def kafka_up(p: Profile) -> None:
         return
     for port in (p.kafka_port, p.controller_port):
         if port_open(port):
-            raise InfraError(f"port {port} is taken by another process; stop it, or "
-                             f"`make down` if it is a stale stockflow broker")
+            raise InfraError(
+                f"port {port} is taken by another process; stop it, or "
+                f"`make down` if it is a stale stockflow broker"
+            )
     libs = fetch_kafka()
     data = kdir / "data"
     kdir.mkdir(parents=True, exist_ok=True)
     props.write_text(kafka_properties(p))
     if data.exists() and any(data.iterdir()) and not (data / "meta.properties").exists():
-        raise InfraError(f"{data} exists but holds no meta.properties (corrupt state); "
-                         f"run `make clean-state` to start afresh")
+        raise InfraError(
+            f"{data} exists but holds no meta.properties (corrupt state); "
+            f"run `make clean-state` to start afresh"
+        )
     if not (data / "meta.properties").exists():
-        cluster_id = subprocess.run(kafka_java(libs, "kafka.tools.StorageTool", "random-uuid"),
-                                    capture_output=True, text=True, check=True).stdout.strip()
+        cluster_id = subprocess.run(
+            kafka_java(libs, "kafka.tools.StorageTool", "random-uuid"),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        scram: list[str] = []
+        if p.secure:  # every principal of the access table, as SCRAM users in the metadata
+            sec = security_module()
+            for principal in sec.principals():
+                scram += [
+                    "--add-scram",
+                    f"{sec.SCRAM_MECHANISM}=[name={principal},"
+                    f"password={sec.local_password(principal)}]",
+                ]
         result = subprocess.run(
-            kafka_java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id.splitlines()[-1],
-                       "-c", str(props)), capture_output=True, text=True)
+            kafka_java(
+                libs,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id.splitlines()[-1],
+                "-c",
+                str(props),
+                *scram,
+            ),
+            capture_output=True,
+            text=True,
+            timeout=KAFKA_START_TIMEOUT_S,
+        )
         if result.returncode != 0:
-            raise InfraError(f"kafka storage format failed: {(result.stdout + result.stderr)[-300:]}")
+            raise InfraError(
+                f"kafka storage format failed: {(result.stdout + result.stderr)[-300:]}"
+            )
     log_file = p.state / "logs" / "kafka.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as out:
         proc = subprocess.Popen(
-            kafka_java(libs, "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "kafka.Kafka", str(props),
-                       heap="1g"),
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=kdir)
+            kafka_java(
+                libs,
+                "-XX:+UseG1GC",
+                "-XX:MaxGCPauseMillis=20",
+                "kafka.Kafka",
+                str(props),
+                heap=p.kafka_heap,
+            ),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=kdir,
+        )
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(str(proc.pid))
     log(f"starting kafka on {p.kafka_bootstrap} (log {log_file})")
-    wait_until(f"kafka on {p.kafka_bootstrap}", lambda: port_open(p.kafka_port), READY_TIMEOUT_S,
-               proc_alive=lambda: proc.poll() is None, log_file=log_file)
+    wait_until(
+        f"kafka on {p.kafka_bootstrap}",
+        lambda: port_open(p.kafka_port),
+        KAFKA_START_TIMEOUT_S,
+        proc_alive=lambda: proc.poll() is None,
+        log_file=log_file,
+    )
 
 
 # ----------------------------------------------------------------------------- postgres
@@ -311,8 +453,10 @@ def pg_bin(tool: str) -> str:
         candidate = Path(base) / tool
         if candidate.exists():
             return str(candidate)
-    raise InfraError(f"PostgreSQL binary {tool} not found (looked in {', '.join(PG_BIN_CANDIDATES)}); "
-                     "install postgresql-15")
+    raise InfraError(
+        f"PostgreSQL binary {tool} not found (looked in {', '.join(PG_BIN_CANDIDATES)}); "
+        "install postgresql-15"
+    )
 
 
 def as_pg_user(cmd: list[str]) -> list[str]:
@@ -328,8 +472,10 @@ def pg_owner_ids() -> tuple[int, int] | None:
     try:
         entry = pwd.getpwnam("postgres")
     except KeyError as exc:
-        raise InfraError("running as root needs a `postgres` OS user to own the cluster; "
-                         "create it (useradd postgres) or run as a normal user") from exc
+        raise InfraError(
+            "running as root needs a `postgres` OS user to own the cluster; "
+            "create it (useradd postgres) or run as a normal user"
+        ) from exc
     return entry.pw_uid, entry.pw_gid
 
 
@@ -346,11 +492,15 @@ def pg_up(p: Profile) -> None:
         log(f"postgres already up on 127.0.0.1:{p.pg_port}")
         return
     if port_open(p.pg_port):
-        raise InfraError(f"port {p.pg_port} is taken by another process; stop it, or `make down` "
-                         "if it is a stale stockflow cluster")
+        raise InfraError(
+            f"port {p.pg_port} is taken by another process; stop it, or `make down` "
+            "if it is a stale stockflow cluster"
+        )
     if data.exists() and any(data.iterdir()) and not (data / "PG_VERSION").exists():
-        raise InfraError(f"{data} exists but is not a PostgreSQL cluster (corrupt state); "
-                         "run `make clean-state` to start afresh")
+        raise InfraError(
+            f"{data} exists but is not a PostgreSQL cluster (corrupt state); "
+            "run `make clean-state` to start afresh"
+        )
     if owner:
         for d in (p.state, run, logs):
             os.chown(d, *owner)
@@ -361,44 +511,98 @@ def pg_up(p: Profile) -> None:
         if owner:
             os.chown(data, *owner)
             os.chown(pwfile, *owner)
-        result = subprocess.run(as_pg_user([
-            pg_bin("initdb"), "-D", str(data), "-U", "postgres", f"--pwfile={pwfile}",
-            "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8"]),
-            capture_output=True, text=True)
+        result = subprocess.run(
+            as_pg_user(
+                [
+                    pg_bin("initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "postgres",
+                    f"--pwfile={pwfile}",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                ]
+            ),
+            capture_output=True,
+            text=True,
+        )
         pwfile.unlink(missing_ok=True)
         if result.returncode != 0:
             raise InfraError(f"initdb failed: {(result.stdout + result.stderr)[-300:]}")
         with open(data / "postgresql.conf", "a") as conf:
-            conf.write("\n# stockflow local cluster\n"
-                       "listen_addresses = '127.0.0.1'\n"
-                       f"port = {p.pg_port}\n"
-                       f"unix_socket_directories = '{run}'\n"
-                       "max_connections = 300\n"
-                       "shared_buffers = 512MB\n"
-                       "wal_buffers = 16MB\n"
-                       "max_wal_size = 2GB\n"
-                       "checkpoint_timeout = 15min\n"
-                       "log_min_duration_statement = 2000\n")
+            conf.write(
+                "\n# stockflow local cluster\n"
+                "listen_addresses = '127.0.0.1'\n"
+                f"port = {p.pg_port}\n"
+                f"unix_socket_directories = '{run}'\n"
+                "max_connections = 300\n"
+                "shared_buffers = 512MB\n"
+                "wal_buffers = 16MB\n"
+                "max_wal_size = 2GB\n"
+                "checkpoint_timeout = 15min\n"
+                "log_min_duration_statement = 2000\n"
+            )
     log_file = logs / "postgres.log"
     if owner and log_file.exists():
         os.chown(log_file, *owner)
     log(f"starting postgres on 127.0.0.1:{p.pg_port} (log {log_file})")
-    result = subprocess.run(as_pg_user([pg_ctl, "start", "-D", str(data), "-l", str(log_file),
-                                        "-w", "-t", str(READY_TIMEOUT_S)]),
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        as_pg_user(
+            [
+                pg_ctl,
+                "start",
+                "-D",
+                str(data),
+                "-l",
+                str(log_file),
+                "-w",
+                "-t",
+                str(READY_TIMEOUT_S),
+            ]
+        ),
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         raise InfraError(f"postgres did not start: {tail(log_file)}")
-    wait_until(f"postgres on 127.0.0.1:{p.pg_port}", lambda: port_open(p.pg_port), READY_TIMEOUT_S,
-               log_file=log_file)
+    wait_until(
+        f"postgres on 127.0.0.1:{p.pg_port}",
+        lambda: port_open(p.pg_port),
+        READY_TIMEOUT_S,
+        log_file=log_file,
+    )
     exists = psql(p, "postgres", "SELECT 1 FROM pg_database WHERE datname = 'stockflow'")
     if exists.strip() != "1":
         psql(p, "postgres", "CREATE DATABASE stockflow")
 
 
 def psql(p: Profile, db: str, sql: str) -> str:
-    result = subprocess.run(as_pg_user([
-        pg_bin("psql"), "-h", str(p.state / "run"), "-p", str(p.pg_port), "-U", "postgres",
-        "-d", db, "-tAX", "-v", "ON_ERROR_STOP=1", "-c", sql]), capture_output=True, text=True)
+    result = subprocess.run(
+        as_pg_user(
+            [
+                pg_bin("psql"),
+                "-h",
+                str(p.state / "run"),
+                "-p",
+                str(p.pg_port),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-tAX",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ]
+        ),
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         raise InfraError(f"psql failed: {result.stderr.strip()[-300:]}")
     return result.stdout
@@ -408,16 +612,22 @@ def pg_down(p: Profile) -> None:
     data = p.state / "pg"
     if not (data / "PG_VERSION").exists():
         return
-    subprocess.run(as_pg_user([pg_bin("pg_ctl"), "stop", "-D", str(data), "-m", "fast", "-w"]),
-                   capture_output=True)
+    subprocess.run(
+        as_pg_user([pg_bin("pg_ctl"), "stop", "-D", str(data), "-m", "fast", "-w"]),
+        capture_output=True,
+    )
 
 
 def pg_running(p: Profile) -> bool:
     data = p.state / "pg"
     if not (data / "PG_VERSION").exists():
         return False
-    return subprocess.run(as_pg_user([pg_bin("pg_ctl"), "status", "-D", str(data)]),
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            as_pg_user([pg_bin("pg_ctl"), "status", "-D", str(data)]), capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 # ----------------------------------------------------------------------------- services
@@ -432,9 +642,17 @@ def venv_python() -> str:
 
 def bootstrap(p: Profile) -> None:
     """Roles, schemas and topics: idempotent, done by the runtime so compose/helm share it."""
+    args, env = ["--local-passwords"], {**os.environ, **p.env()}
+    if p.secure:  # the super user creates topics and the ACLs of the access table
+        args.append("--acls")
+        env.update(kafka_credentials(security_module().SUPER_USER))
     result = subprocess.run(
-        [venv_python(), "-m", "stockflow.runtime.bootstrap", "--local-passwords"],
-        env={**os.environ, **p.env()}, capture_output=True, text=True, timeout=180)
+        [venv_python(), "-m", "stockflow.runtime.bootstrap", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     if result.returncode != 0:
         raise InfraError(f"bootstrap failed: {(result.stdout + result.stderr).strip()[-600:]}")
 
@@ -451,6 +669,7 @@ def service_env(p: Profile, service: str) -> dict[str, str]:
         "STOCKFLOW_STATE_DIR": str(p.state),
         "STOCKFLOW_API_TOKENS": LOCAL_API_TOKENS,
         **{k: v for k, v in p.env().items() if k.endswith("_URL") and k != "DATABASE_URL"},
+        **(kafka_credentials(service) if p.secure else {}),
     }
 
 
@@ -462,17 +681,23 @@ def start_service(p: Profile, service: str) -> subprocess.Popen:
     log_file = p.state / "logs" / f"{service}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as out:
-        proc = subprocess.Popen(service_cmd(service, p.http_port(service)),
-                                env=service_env(p, service), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=ROOT)
+        proc = subprocess.Popen(
+            service_cmd(service, p.http_port(service)),
+            env=service_env(p, service),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=ROOT,
+        )
     (p.state / "run" / f"{service}.pid").write_text(str(proc.pid))
     return proc
 
 
 def service_ready(p: Profile, service: str) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{p.http_port(service)}/readyz",
-                                    timeout=1) as resp:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{p.http_port(service)}/readyz", timeout=1
+        ) as resp:
             return resp.status == 200
     except OSError:
         return False
@@ -484,13 +709,18 @@ def start_services(p: Profile) -> dict[str, subprocess.Popen]:
         if read_pid(p.state / "run" / f"{service}.pid") and service_ready(p, service):
             continue
         if port_open(p.http_port(service)):
-            raise InfraError(f"port {p.http_port(service)} for {service} is taken by another process")
+            raise InfraError(
+                f"port {p.http_port(service)} for {service} is taken by another process"
+            )
         procs[service] = start_service(p, service)
     for service, proc in procs.items():
-        wait_until(f"{service} /readyz on port {p.http_port(service)}",
-                   lambda s=service: service_ready(p, s), READY_TIMEOUT_S,
-                   proc_alive=lambda pr=proc: pr.poll() is None,
-                   log_file=p.state / "logs" / f"{service}.log")
+        wait_until(
+            f"{service} /readyz on port {p.http_port(service)}",
+            lambda s=service: service_ready(p, s),
+            READY_TIMEOUT_S,
+            proc_alive=lambda pr=proc: pr.poll() is None,
+            log_file=p.state / "logs" / f"{service}.log",
+        )
         log(f"{service} ready on http://127.0.0.1:{p.http_port(service)}")
     return procs
 
@@ -507,8 +737,10 @@ def run_foreground(p: Profile) -> None:
         while True:
             for service, proc in procs.items():
                 if proc.poll() is not None:
-                    raise InfraError(f"{service} exited with {proc.returncode}; "
-                                     f"see {p.state / 'logs' / (service + '.log')}")
+                    raise InfraError(
+                        f"{service} exited with {proc.returncode}; "
+                        f"see {p.state / 'logs' / (service + '.log')}"
+                    )
             time.sleep(1)
     except KeyboardInterrupt:
         log("stopping services")
@@ -552,10 +784,13 @@ def status(p: Profile) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["fetch", "up", "down", "status", "run",
-                                            "start-services", "stop-services"])
-    parser.add_argument("--profile", default=os.environ.get("STOCKFLOW_PROFILE", "dev"),
-                        choices=sorted(PROFILES))
+    parser.add_argument(
+        "command",
+        choices=["fetch", "up", "down", "status", "run", "start-services", "stop-services"],
+    )
+    parser.add_argument(
+        "--profile", default=os.environ.get("STOCKFLOW_PROFILE", "dev"), choices=sorted(PROFILES)
+    )
     args = parser.parse_args(argv)
     profile = PROFILES[args.profile]
     try:

@@ -1,25 +1,33 @@
 """Create what the services expect to exist: per-service roles and schemas, and every topic.
 
 Idempotent; run by `make up` locally, by the compose `init` service and the Helm init Job:
-  python -m stockflow.runtime.bootstrap [--local-passwords] [--skip-topics]
+  python -m stockflow.runtime.bootstrap [--local-passwords] [--skip-topics] [--acls]
 Reads DATABASE_URL (an admin connection), KAFKA_BOOTSTRAP_SERVERS and one password per role
 from STOCKFLOW_DB_PASSWORD_<ROLE> (e.g. STOCKFLOW_DB_PASSWORD_STOCK_APP); --local-passwords uses
 each role's name as its password (local development only).
+--acls also creates the Kafka ACLs of stockflow.runtime.security (one principal per service);
+on a secured cluster the Kafka credentials of the super user come from STOCKFLOW_KAFKA_*
+(security protocol, username, password), as for the services.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.protocol.admin import CreateAclsRequest
 
 from stockflow.contracts import TOPICS
-from stockflow.runtime.settings import SCHEMAS
+from stockflow.runtime.security import ALLOW, ANY_HOST, AclBinding, acl_bindings
+from stockflow.runtime.settings import SCHEMAS, Settings
 
 
 def role_names(schema: str) -> tuple[str, str]:
@@ -69,51 +77,110 @@ async def ensure_roles_and_schemas(admin_url: str, *, local_passwords: bool) -> 
             await conn.execute(
                 f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {app}"
             )
-            await conn.execute(
-                f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {app}"
-            )
+            await conn.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {app}")
     finally:
         await conn.close()
 
 
-async def ensure_topics(bootstrap_servers: str, *, replication_factor: int = 1) -> list[str]:
+async def ensure_topics(
+    bootstrap_servers: str,
+    *,
+    replication_factor: int = 1,
+    security: Mapping[str, Any] | None = None,
+) -> list[str]:
     """Create every topic of the contract that does not exist yet; return those created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="stockflow-init")
+    admin = AIOKafkaAdminClient(
+        **dict(security or {}), bootstrap_servers=bootstrap_servers, client_id="stockflow-init"
+    )
     await admin.start()
     created: list[str] = []
     try:
         existing = set(await admin.list_topics())
         wanted = [
             NewTopic(
-                topic.name, topic.partitions, replication_factor,
+                topic.name,
+                topic.partitions,
+                replication_factor,
                 topic_configs={"cleanup.policy": "compact"} if topic.compacted else {},
             )
             for topic in TOPICS.values()
             if topic.name not in existing
         ]
         if wanted:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(wanted)
-            except TopicAlreadyExistsError:
-                pass
             created = [t.name for t in wanted]
     finally:
         await admin.close()
     return created
 
 
-async def bootstrap(admin_url: str, bootstrap_servers: str | None, *,
-                    local_passwords: bool, replication_factor: int = 1) -> None:
+async def ensure_acls(
+    bootstrap_servers: str,
+    *,
+    security: Mapping[str, Any] | None = None,
+    bindings: list[AclBinding] | None = None,
+) -> int:
+    """Create the ALLOW ACLs of the access table (creating an existing ACL is a no-op).
+
+    aiokafka 0.14 has the CreateAcls request (v0/v1, one binding each) but no admin method;
+    v1 carries the pattern type that the prefixed consumer-group ACLs need. Returns the count.
+    """
+    wanted = acl_bindings() if bindings is None else bindings
+    admin = AIOKafkaAdminClient(
+        **dict(security or {}), bootstrap_servers=bootstrap_servers, client_id="stockflow-init"
+    )
+    await admin.start()
+    try:
+        for binding in wanted:
+            request = CreateAclsRequest(
+                int(binding.resource_type),
+                binding.resource_name,
+                int(binding.pattern_type),
+                binding.kafka_principal,
+                ANY_HOST,
+                int(binding.operation),
+                ALLOW,
+            )
+            response = await admin._send_request(request)
+            for code, message in response.creation_responses:
+                if code:
+                    raise for_code(code)(f"creating ACL {binding}: {message}")
+    finally:
+        await admin.close()
+    return len(wanted)
+
+
+async def bootstrap(
+    admin_url: str,
+    bootstrap_servers: str | None,
+    *,
+    local_passwords: bool,
+    replication_factor: int = 1,
+    acls: bool = False,
+    security: Mapping[str, Any] | None = None,
+) -> None:
     await ensure_roles_and_schemas(admin_url, local_passwords=local_passwords)
     if bootstrap_servers:
-        await ensure_topics(bootstrap_servers, replication_factor=replication_factor)
+        await ensure_topics(
+            bootstrap_servers, replication_factor=replication_factor, security=security
+        )
+        if acls:
+            await ensure_acls(bootstrap_servers, security=security)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--local-passwords", action="store_true")
     parser.add_argument("--skip-topics", action="store_true")
+    parser.add_argument(
+        "--acls",
+        action="store_true",
+        help="also create the Kafka ACLs of stockflow.runtime.security",
+    )
     args = parser.parse_args()
+    if args.acls and args.skip_topics:
+        sys.exit("error: --acls needs Kafka; drop --skip-topics")
     admin_url = os.environ.get("DATABASE_URL")
     if not admin_url:
         sys.exit("error: DATABASE_URL (an admin connection) is not set")
@@ -121,9 +188,22 @@ def main() -> None:
     if not args.skip_topics and not kafka:
         sys.exit("error: KAFKA_BOOTSTRAP_SERVERS is not set")
     replication = int(os.environ.get("STOCKFLOW_TOPIC_REPLICATION_FACTOR", "1"))
-    asyncio.run(bootstrap(admin_url, kafka, local_passwords=args.local_passwords,
-                          replication_factor=replication))
-    print("bootstrap done: roles, schemas and topics are in place")
+    try:
+        security = Settings().kafka_client_options()
+    except ValueError as exc:
+        sys.exit(f"error: {exc}")
+    asyncio.run(
+        bootstrap(
+            admin_url,
+            kafka,
+            local_passwords=args.local_passwords,
+            replication_factor=replication,
+            acls=args.acls,
+            security=security,
+        )
+    )
+    done = "roles, schemas, topics and ACLs" if args.acls else "roles, schemas and topics"
+    print(f"bootstrap done: {done} are in place")
 
 
 if __name__ == "__main__":

@@ -46,14 +46,16 @@ async def idempotent_write(request: Request, action: WriteAction) -> JSONRespons
     """Run `action` in one transaction, honouring an `Idempotency-Key` header.
 
     A retry with the same key and body returns the first response and changes nothing; the same
-    key with a different body is refused with 422. Concurrent retries serialise on the key row.
+    key with a different body or query string is refused with 422. Concurrent retries
+    serialise on the key row.
     `action` returns (status code, JSON-able body) and may raise HTTPException (nothing is kept).
     """
     pool: asyncpg.Pool = request.app.state.pool
     source: str = request.app.state.source
     key = request.headers.get("idempotency-key")
     body = await request.body()
-    fingerprint = hashlib.sha256(body).hexdigest()
+    # The query string is part of the request: same key, other options is another request.
+    fingerprint = hashlib.sha256(request.url.query.encode() + b"\0" + body).hexdigest()
     async with pool.acquire() as conn, conn.transaction():
         uow = UnitOfWork(conn, source=source)
         if key:

@@ -16,9 +16,10 @@ import base64
 import contextlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -103,9 +104,19 @@ async def unit_of_work(pool: asyncpg.Pool, *, source: str, cause: CloudEvent | N
         await uow.flush()
 
 
-def build_producer(bootstrap_servers: str, *, linger_ms: int = 5, client_id: str) -> AIOKafkaProducer:
-    """aiokafka defaults are acks=1 without idempotence; a system of record needs both."""
+def build_producer(
+    bootstrap_servers: str,
+    *,
+    linger_ms: int = 5,
+    client_id: str,
+    security: Mapping[str, Any] | None = None,
+) -> AIOKafkaProducer:
+    """aiokafka defaults are acks=1 without idempotence; a system of record needs both.
+
+    `security` is `Settings.kafka_client_options()` (SASL/SCRAM); none means PLAINTEXT.
+    """
     return AIOKafkaProducer(
+        **dict(security or {}),
         bootstrap_servers=bootstrap_servers,
         client_id=client_id,
         acks="all",
@@ -183,12 +194,13 @@ class OutboxRelay:
             await conn.add_listener(f"{self.schema}_outbox", self._notified)
             last_prune = 0.0
             while not self._stopping:
+                # Cleared before reading: a NOTIFY during the publish must wake the next wait.
+                self._wake.clear()
                 sent = await self._publish_batch(conn)
                 if time.monotonic() - last_prune > 30:
                     await self._prune_and_measure(conn)
                     last_prune = time.monotonic()
                 if sent < self.batch_size:
-                    self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
         finally:
@@ -208,7 +220,10 @@ class OutboxRelay:
             return 0
         futures = [
             await self.producer.send(
-                row["topic"], row["value"], key=row["key"], headers=_headers_from_json(row["headers"])
+                row["topic"],
+                row["value"],
+                key=row["key"],
+                headers=_headers_from_json(row["headers"]),
             )
             for row in rows
         ]
@@ -216,7 +231,8 @@ class OutboxRelay:
         if self.crash_before_mark:
             raise asyncio.CancelledError("relay crashed between publish and mark (test hook)")
         await conn.execute(
-            "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
+            "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])",
+            [r["id"] for r in rows],
         )
         self.stats.published += len(rows)
         metrics.OUTBOX_PUBLISHED.labels(self.service).inc(len(rows))
@@ -227,7 +243,8 @@ class OutboxRelay:
             "DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1)", self.retention_s
         )
         row = await conn.fetchrow(
-            "SELECT count(*) AS backlog, min(created_at) AS oldest FROM outbox WHERE sent_at IS NULL"
+            "SELECT count(*) AS backlog, min(created_at) AS oldest "
+            "FROM outbox WHERE sent_at IS NULL"
         )
         self.stats.backlog = row["backlog"]
         self.stats.oldest_age_s = (

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from faststream.security import BaseSecurity, SASLScram512
 from faststream.specification import AsyncAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -72,7 +73,7 @@ async def _retry_until(what: str, attempt: Callable[[], Awaitable[Any]]) -> Any:
     while True:
         try:
             return await attempt()
-        except (OSError, asyncpg.PostgresError, Exception) as exc:  # noqa: BLE001
+        except (OSError, asyncpg.PostgresError, Exception) as exc:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"gave up waiting for {what}: {exc!r}") from exc
             log.warning("waiting for dependency", dependency=what, error=repr(exc))
@@ -81,7 +82,10 @@ async def _retry_until(what: str, attempt: Callable[[], Awaitable[Any]]) -> Any:
 
 
 def build_broker(
-    definition: ServiceDefinition, settings: Settings, pool: asyncpg.Pool, schema: str,
+    definition: ServiceDefinition,
+    settings: Settings,
+    pool: asyncpg.Pool,
+    schema: str,
     stopping: Callable[[], bool] = lambda: False,
 ) -> KafkaBroker:
     """A FastStream broker with one batch subscriber per consumer group.
@@ -90,12 +94,20 @@ def build_broker(
     database commit (AckPolicy.NACK_ON_ERROR, auto commit off); if the handler raises
     (only when the database stays down while stopping) the batch is sought back and re-read.
     """
-    broker = KafkaBroker(settings.kafka_bootstrap_servers, client_id=definition.name,
-                         logger=None)
+    broker = KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=definition.name,
+        logger=None,
+        security=broker_security(settings),
+    )
     for consumer in definition.consumers:
         processor = BatchProcessor(
-            consumer, pool, service=definition.name, schema=schema,
-            attempts=settings.handler_attempts, stopping=stopping,
+            consumer,
+            pool,
+            service=definition.name,
+            schema=schema,
+            attempts=settings.handler_attempts,
+            stopping=stopping,
         )
         subscriber = broker.subscriber(
             *consumer.topics,
@@ -114,6 +126,18 @@ def build_broker(
     return broker
 
 
+def broker_security(settings: Settings) -> BaseSecurity | None:
+    """FastStream's form of the Kafka credentials in `settings` (None for PLAINTEXT)."""
+    options = settings.kafka_client_options()
+    if not options:
+        return None
+    return SASLScram512(
+        options["sasl_plain_username"],
+        options["sasl_plain_password"],
+        ssl_context=options.get("ssl_context"),
+    )
+
+
 async def _no_decode(_msg: Any) -> None:
     # The runtime decodes CloudEvents itself so that a bad record reaches the DLQ intact.
     return None
@@ -129,8 +153,12 @@ def _make_handler(processor: BatchProcessor) -> Callable[..., Awaitable[None]]:
 
 
 def asyncapi_document(definition: ServiceDefinition, broker: KafkaBroker) -> dict[str, Any]:
-    spec = AsyncAPI(broker, title=f"stockflow {definition.name}", version="1.0.0",
-                    description=definition.description)
+    spec = AsyncAPI(
+        broker,
+        title=f"stockflow {definition.name}",
+        version="1.0.0",
+        description=definition.description,
+    )
     return spec.to_specification().to_jsonable()
 
 
@@ -150,17 +178,31 @@ def create_app(definition: ServiceDefinition, settings: Settings | None = None) 
             )
             if applied:
                 log.info("migrations applied", applied=applied)
-        pool = await _retry_until("postgres", lambda: create_pool(
-            settings.database_url, schema, application_name=definition.name,
-            min_size=settings.db_pool_min, max_size=settings.db_pool_max))
-        producer = build_producer(settings.kafka_bootstrap_servers,
-                                  linger_ms=settings.kafka_linger_ms,
-                                  client_id=f"{definition.name}-outbox")
+        pool = await _retry_until(
+            "postgres",
+            lambda: create_pool(
+                settings.database_url,
+                schema,
+                application_name=definition.name,
+                min_size=settings.db_pool_min,
+                max_size=settings.db_pool_max,
+            ),
+        )
+        producer = build_producer(
+            settings.kafka_bootstrap_servers,
+            linger_ms=settings.kafka_linger_ms,
+            client_id=f"{definition.name}-outbox",
+            security=settings.kafka_client_options(),
+        )
         await _retry_until("kafka (producer)", producer.start)
         relay = OutboxRelay(
-            settings.database_url, schema, producer, batch_size=settings.outbox_batch_size,
+            settings.database_url,
+            schema,
+            producer,
+            batch_size=settings.outbox_batch_size,
             poll_interval_s=settings.outbox_poll_interval_s,
-            retention_s=settings.outbox_retention_s, service=definition.name,
+            retention_s=settings.outbox_retention_s,
+            service=definition.name,
         )
         context = ServiceContext(settings, pool, producer, relay)
         broker = build_broker(definition, settings, pool, schema, lambda: state["stopping"])
@@ -171,12 +213,17 @@ def create_app(definition: ServiceDefinition, settings: Settings | None = None) 
         app.state.broker = broker
         app.state.definition = definition
         tasks = [asyncio.create_task(relay.run(), name="outbox-relay")]
-        tasks += [asyncio.create_task(task(context), name=getattr(task, "__name__", "task"))
-                  for task in definition.background]
+        tasks += [
+            asyncio.create_task(task(context), name=getattr(task, "__name__", "task"))
+            for task in definition.background
+        ]
         tasks.append(asyncio.create_task(_measure_lag(broker, definition.name), name="lag"))
         await _retry_until("kafka (consumers)", broker.start)
-        log.info("service started", port=settings.http_port,
-                 consumers=[c.group for c in definition.consumers])
+        log.info(
+            "service started",
+            port=settings.http_port,
+            consumers=[c.group for c in definition.consumers],
+        )
         try:
             yield
         finally:
@@ -190,15 +237,20 @@ def create_app(definition: ServiceDefinition, settings: Settings | None = None) 
             await pool.close()
             log.info("service stopped")
 
-    app = FastAPI(title=f"stockflow {definition.name}", description=definition.description,
-                  version="1.0.0", lifespan=lifespan)
+    app = FastAPI(
+        title=f"stockflow {definition.name}",
+        description=definition.description,
+        version="1.0.0",
+        lifespan=lifespan,
+    )
 
     @app.middleware("http")
     async def count_requests(request, call_next):
         started = time.perf_counter()
         response = await call_next(request)
-        metrics.HTTP_REQUESTS.labels(definition.name, request.method,
-                                     str(response.status_code)).inc()
+        metrics.HTTP_REQUESTS.labels(
+            definition.name, request.method, str(response.status_code)
+        ).inc()
         metrics.HTTP_SECONDS.labels(definition.name).observe(time.perf_counter() - started)
         return response
 
@@ -259,8 +311,9 @@ async def _measure_lag(broker: KafkaBroker, service: str) -> None:
                     if highwater is None:
                         continue
                     position = await consumer.position(tp)
-                    metrics.CONSUMER_LAG.labels(service, subscriber.group_id or "", tp.topic,
-                                                str(tp.partition)).set(max(highwater - position, 0))
+                    metrics.CONSUMER_LAG.labels(
+                        service, subscriber.group_id or "", tp.topic, str(tp.partition)
+                    ).set(max(highwater - position, 0))
 
 
 def known_topics() -> list[str]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SCHEMAS = {
@@ -42,7 +44,43 @@ class Settings(BaseSettings):
     outbox_poll_interval_s: float = 0.5
     outbox_retention_s: float = 3600.0
     kafka_linger_ms: int = 5
+    # Kafka authentication (default PLAINTEXT: none). The password is a SecretStr, so it never
+    # appears in a repr, a log line or a validation error.
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_username: str = ""
+    kafka_password: SecretStr = SecretStr("")
+
+    def kafka_client_options(self) -> dict[str, Any]:
+        """Keyword arguments for any aiokafka client (producer, consumer, admin)."""
+        return kafka_client_options(
+            self.kafka_security_protocol,
+            self.kafka_sasl_mechanism,
+            self.kafka_username,
+            self.kafka_password.get_secret_value(),
+        )
 
     @property
     def schema_name(self) -> str:
         return SCHEMAS[self.service]
+
+
+def kafka_client_options(
+    protocol: str, mechanism: str, username: str, password: str
+) -> dict[str, Any]:
+    """aiokafka's security keyword arguments; empty for PLAINTEXT (the clients' default)."""
+    if protocol == "PLAINTEXT":
+        return {}
+    if not username or not password:
+        raise ValueError(f"{protocol} needs STOCKFLOW_KAFKA_USERNAME and STOCKFLOW_KAFKA_PASSWORD")
+    options: dict[str, Any] = {
+        "security_protocol": protocol,
+        "sasl_mechanism": mechanism,
+        "sasl_plain_username": username,
+        "sasl_plain_password": password,
+    }
+    if protocol == "SASL_SSL":
+        from aiokafka.helpers import create_ssl_context
+
+        options["ssl_context"] = create_ssl_context()  # the system's trusted CAs
+    return options

@@ -544,7 +544,7 @@ def variant_state(product: Product, variant: Variant) -> dict[str, Any]:
         raise CatalogError(f"{variant.sku} as given is not a variant of {product.handle}")
     if product.updated_at is None:
         raise CatalogError(f"{product.handle} is published only once stored (no updated_at)")
-    own = variant.model_dump(mode="json", exclude={"requires_shipping", "taxable"})
+    own = variant.model_dump(mode="json")
     shared = product.model_dump(
         mode="json",
         include={"handle", "title", "status", "vendor", "product_type", "version", "updated_at"},

@@ -270,7 +270,7 @@ def _inject(
         rows = products[index]
         victim = rng.choice([row for row in rows[1:] if row["Variant SKU"]])
         if fault is Fault.BAD_BARCODE:
-            good = victim["Variant Barcode"] or _ean13(rng)
+            good = victim.get("Variant Barcode") or _ean13(rng)  # downloads have none
             victim["Variant Barcode"] = good[:-1] + str((int(good[-1]) + 1) % 10)
         elif fault is Fault.BAD_PRICE:
             victim["Variant Price"] = victim["Variant Price"].replace(".", ",")

@@ -70,6 +70,9 @@ class CatalogVariantUpserted(Event):
     dimensions_mm: Dimensions | None = None
     tracked: StrictBool
     backorderable: StrictBool
+    requires_shipping: StrictBool = True
+    """False for downloads and services: nothing to pick, pack or ship."""
+    taxable: StrictBool = True
     preorder_available_at: Timestamp | None = None
     bundle_components: list[BundleComponent] = Field(default_factory=list, max_length=50)
     version: Version
