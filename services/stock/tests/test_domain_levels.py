@@ -245,6 +245,7 @@ def _random_valid_movement(rng: random.Random, levels: dict[tuple[str, str], Lev
                 K.TO_QUALITY_CONTROL: level.available,
                 K.FROM_QUALITY_CONTROL: level.quality_control,
                 K.BACKORDER_ALLOCATED: min(level.backordered, level.available),
+                K.BACKORDER_CANCELLED: level.backordered,
             }[kind]
             quantity = rng.randint(0, most)
             if kind is K.TRANSFER_OUT:
