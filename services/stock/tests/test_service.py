@@ -22,6 +22,8 @@ from stockflow.stock.domain import Level, Movement, MovementKind, replay
 
 pytestmark = pytest.mark.integration
 
+RUN = uuid.uuid4().hex[:8]  # order ids are unique per run: replies are kept per order
+
 
 def sku_name(tag: str) -> str:
     return f"T{uuid.uuid4().hex[:8].upper()}-{tag}"
@@ -29,27 +31,50 @@ def sku_name(tag: str) -> str:
 
 async def send(producer, event, event_id: str | None = None) -> None:
     record = encode(event, source="test", event_id=event_id)
-    await producer.send_and_wait(record.topic, record.value, key=record.key,
-                                 headers=record.headers)
+    await producer.send_and_wait(record.topic, record.value, key=record.key, headers=record.headers)
 
 
 async def catalog(producer, sku: str, *, backorderable=False, status="active", components=()):
-    await send(producer, CatalogVariantUpserted(
-        sku=sku, product_id=sku.lower(), handle=sku.lower(), title=sku, status=status,
-        tracked=not components, backorderable=backorderable, version=1,
-        updated_at=datetime.now(UTC),
-        bundle_components=[{"sku": c, "quantity": q} for c, q in components]))
+    await send(
+        producer,
+        CatalogVariantUpserted(
+            sku=sku,
+            product_id=sku.lower(),
+            handle=sku.lower(),
+            title=sku,
+            status=status,
+            tracked=not components,
+            backorderable=backorderable,
+            version=1,
+            updated_at=datetime.now(UTC),
+            bundle_components=[{"sku": c, "quantity": q} for c, q in components],
+        ),
+    )
 
 
 async def receipt(producer, sku: str, location: str, quantity: int) -> None:
-    await send(producer, WarehouseGoodsReceived(
-        receipt_id=f"r-{uuid.uuid4().hex[:8]}", sku=sku, location=location, quantity=quantity,
-        unit_cost="2.50", currency="USD", received_at=datetime.now(UTC)))
+    await send(
+        producer,
+        WarehouseGoodsReceived(
+            receipt_id=f"r-{uuid.uuid4().hex[:8]}",
+            sku=sku,
+            location=location,
+            quantity=quantity,
+            unit_cost="2.50",
+            currency="USD",
+            received_at=datetime.now(UTC),
+        ),
+    )
 
 
 def reserve(order_id: str, lines: list[tuple[str, int]], policy=None) -> ReserveStock:
-    return ReserveStock(order_id=order_id, backorder_policy=policy, lines=[
-        {"line_id": f"L{i}", "sku": sku, "quantity": q} for i, (sku, q) in enumerate(lines, 1)])
+    return ReserveStock(
+        order_id=order_id,
+        backorder_policy=policy,
+        lines=[
+            {"line_id": f"L{i}", "sku": sku, "quantity": q} for i, (sku, q) in enumerate(lines, 1)
+        ],
+    )
 
 
 class Replies:
@@ -64,8 +89,10 @@ class Replies:
 
     async def __aenter__(self):
         await self.consumer.start()
-        parts = [self._tp("stock.events.v1", p)
-                 for p in self.consumer.partitions_for_topic("stock.events.v1") or range(6)]
+        parts = [
+            self._tp("stock.events.v1", p)
+            for p in self.consumer.partitions_for_topic("stock.events.v1") or range(6)
+        ]
         self.consumer.assign(parts)
         for tp, offset in (await self.consumer.end_offsets(parts)).items():
             self.consumer.seek(tp, offset)
@@ -125,26 +152,26 @@ async def test_reserve_reject_backorder_and_receipts_serve_backorders_first(
         await receipt(producer, mug, "WH-WEST", 3)
         await until(lambda: _has(admin, mug, "WH-WEST", 3))
 
-        await send(producer, reserve("o-whole", [(tee, 4), (mug, 2)]))
-        (reply,) = await replies.wait("o-whole")
+        await send(producer, reserve(f"o-whole-{RUN}", [(tee, 4), (mug, 2)]))
+        (reply,) = await replies.wait(f"o-whole-{RUN}")
         assert reply.event_type == "stock.reserved.v1" and reply.complete
         # One location (WH-WEST) can ship the whole order, so it does.
         assert {a.location for line in reply.lines for a in line.allocations} == {"WH-WEST"}
 
-        await send(producer, reserve("o-short", [(tee, 100)], policy="reject"))
-        (rejected,) = await replies.wait("o-short")
+        await send(producer, reserve(f"o-short-{RUN}", [(tee, 100)], policy="reject"))
+        (rejected,) = await replies.wait(f"o-short-{RUN}")
         assert rejected.event_type == "stock.reservation.rejected.v1"
         assert rejected.reason == "insufficient_stock"
         assert (rejected.lines[0].requested, rejected.lines[0].available) == (100, 11)
 
-        await send(producer, reserve("o-unknown", [(sku_name("NOPE"), 1)]))
-        assert (await replies.wait("o-unknown"))[0].reason == "unknown_sku"
+        await send(producer, reserve(f"o-unknown-{RUN}", [(sku_name("NOPE"), 1)]))
+        assert (await replies.wait(f"o-unknown-{RUN}"))[0].reason == "unknown_sku"
 
-        await send(producer, reserve("o-back", [(hoodie, 4)]))  # per-SKU flag: backorderable
-        (backordered,) = await replies.wait("o-back")
+        await send(producer, reserve(f"o-back-{RUN}", [(hoodie, 4)]))  # per-SKU flag: backorderable
+        (backordered,) = await replies.wait(f"o-back-{RUN}")
         assert (backordered.lines[0].reserved, backordered.lines[0].backordered) == (0, 4)
         await receipt(producer, hoodie, "WH-EAST", 6)
-        events = await replies.wait("o-back", 2)
+        events = await replies.wait(f"o-back-{RUN}", 2)
         assert events[1].event_type == "stock.backorder.allocated.v1"
         assert (events[1].quantity, events[1].remaining_backordered) == (4, 0)
         await until(lambda: _has(admin, hoodie, "WH-EAST", 6))
@@ -157,28 +184,41 @@ async def _has(admin, sku, location, on_hand) -> bool:
     return level is not None and level["on_hand"] == on_hand
 
 
-async def test_release_commit_and_repeats_have_defined_outcomes(run_service, producer, infra,
-                                                                admin):
+async def test_release_commit_and_repeats_have_defined_outcomes(
+    run_service, producer, infra, admin
+):
     tee = sku_name("TEE")
     async with run_service("stock"), Replies(infra) as replies:
         await catalog(producer, tee)
         await receipt(producer, tee, "WH-EAST", 10)
         await until(lambda: _has(admin, tee, "WH-EAST", 10))
-        await send(producer, reserve("o-1", [(tee, 3)]))
-        await send(producer, reserve("o-1", [(tee, 3)]))  # a second reserve: same answer
-        first, second = await replies.wait("o-1", 2)
+        await send(producer, reserve(f"o-1-{RUN}", [(tee, 3)]))
+        await send(producer, reserve(f"o-1-{RUN}", [(tee, 3)]))  # a second reserve: same answer
+        first, second = await replies.wait(f"o-1-{RUN}", 2)
         assert first == second
-        commit = CommitReservation(order_id="o-1", shipment_id="s-1", lines=[
-            {"line_id": "L1", "sku": tee, "location": "WH-EAST", "quantity": 3}])
+        commit = CommitReservation(
+            order_id=f"o-1-{RUN}",
+            shipment_id="s-1",
+            lines=[{"line_id": "L1", "sku": tee, "location": "WH-EAST", "quantity": 3}],
+        )
         await send(producer, commit)
         await send(producer, commit.model_copy(update={}), event_id=str(uuid.uuid4()))
-        await send(producer, ReleaseReservation(order_id="o-1", reason="late cancel"))
-        await send(producer, CommitReservation(order_id="o-nobody", shipment_id="s-9", lines=[
-            {"line_id": "L1", "sku": tee, "location": "WH-EAST", "quantity": 1}]))
-        events = await replies.wait("o-1", 5)
+        await send(producer, ReleaseReservation(order_id=f"o-1-{RUN}", reason="late cancel"))
+        await send(
+            producer,
+            CommitReservation(
+                order_id=f"o-nobody-{RUN}",
+                shipment_id="s-9",
+                lines=[{"line_id": "L1", "sku": tee, "location": "WH-EAST", "quantity": 1}],
+            ),
+        )
+        events = await replies.wait(f"o-1-{RUN}", 5)
         assert [getattr(e, "outcome", None) for e in events[2:]] == [
-            "committed", "already_committed", "already_committed"]
-        assert (await replies.wait("o-nobody"))[0].outcome == "unknown_reservation"
+            "committed",
+            "already_committed",
+            "already_committed",
+        ]
+        assert (await replies.wait(f"o-nobody-{RUN}"))[0].outcome == "unknown_reservation"
         level = (await levels_of(admin, tee))["WH-EAST"]
         assert (level["on_hand"], level["reserved"]) == (7, 0)
 
@@ -199,15 +239,16 @@ async def test_no_oversell_with_two_instances_and_the_ledger_explains_every_unit
             while True:
                 rows = await admin.fetch(
                     "SELECT on_hand - reserved - damaged - quality_control - safety_stock AS a "
-                    "FROM stock.levels WHERE sku = $1", hot)
+                    "FROM stock.levels WHERE sku = $1",
+                    hot,
+                )
                 samples.extend(r["a"] for r in rows)
                 await asyncio.sleep(0.05)
 
         sampler = asyncio.create_task(sample())
         for order_id in orders:  # concurrent: all in flight at once, over every partition
             record = encode(reserve(order_id, [(hot, 1)], policy="reject"), source="test")
-            await producer.send(record.topic, record.value, key=record.key,
-                                headers=record.headers)
+            await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
         await producer.flush()
         await until(lambda: asyncio.sleep(0, all(o in replies.by_order for o in orders)), 60)
         sampler.cancel()
@@ -217,22 +258,40 @@ async def test_no_oversell_with_two_instances_and_the_ledger_explains_every_unit
         levels = await levels_of(admin, hot)
         assert sum(level["reserved"] for level in levels.values()) == 100
         held = await admin.fetchval(
-            "SELECT sum(quantity) FROM stock.reservations WHERE sku = $1", hot)
+            "SELECT sum(quantity) FROM stock.reservations WHERE sku = $1", hot
+        )
         assert held == 100
 
         # Replaying the ledger from zero gives today's levels.
         rows = await admin.fetch(
             "SELECT kind, sku, location, quantity, reason FROM stock.movements WHERE sku = $1 "
-            "ORDER BY id", hot)
-        rebuilt = replay(Movement(MovementKind(r["kind"]), r["sku"], r["location"],
-                                  abs(r["quantity"]) if r["kind"] not in (
-                                      "adjustment", "safety_stock_set") else r["quantity"],
-                                  reason=r["reason"]) for r in rows)
+            "ORDER BY id",
+            hot,
+        )
+        rebuilt = replay(
+            Movement(
+                MovementKind(r["kind"]),
+                r["sku"],
+                r["location"],
+                abs(r["quantity"])
+                if r["kind"] not in ("adjustment", "safety_stock_set")
+                else r["quantity"],
+                reason=r["reason"],
+            )
+            for r in rows
+        )
         for location, level in levels.items():
             assert rebuilt[(hot, location)] == Level(
-                hot, location, level["on_hand"], level["reserved"], level["damaged"],
-                level["quality_control"], level["safety_stock"], level["incoming"],
-                level["backordered"])
+                hot,
+                location,
+                level["on_hand"],
+                level["reserved"],
+                level["damaged"],
+                level["quality_control"],
+                level["safety_stock"],
+                level["incoming"],
+                level["backordered"],
+            )
 
 
 async def test_every_command_redelivered_changes_nothing(run_service, producer, infra, admin):
@@ -245,23 +304,22 @@ async def test_every_command_redelivered_changes_nothing(run_service, producer, 
         for i in range(10):
             record = encode(reserve(f"o-{tee}-{i}", [(tee, 3)], policy="reject"), source="t")
             commands.append(record)
-            await producer.send(record.topic, record.value, key=record.key,
-                                headers=record.headers)
+            await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
         await producer.flush()
         await until(lambda: asyncio.sleep(0, len(replies.by_order) >= 10), 30)
         before = dict((await levels_of(admin, tee))["WH-EAST"])
-        movements = await admin.fetchval("SELECT count(*) FROM stock.movements WHERE sku = $1",
-                                         tee)
+        movements = await admin.fetchval("SELECT count(*) FROM stock.movements WHERE sku = $1", tee)
         for record in commands:  # the same events again, as a replay from offset zero would
-            await producer.send(record.topic, record.value, key=record.key,
-                                headers=record.headers)
+            await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
         await producer.flush()
         await asyncio.sleep(3)
         after = dict((await levels_of(admin, tee))["WH-EAST"])
         assert after == before
         assert before["reserved"] == 18  # six orders of three; four refused
-        assert await admin.fetchval(
-            "SELECT count(*) FROM stock.movements WHERE sku = $1", tee) == movements
+        assert (
+            await admin.fetchval("SELECT count(*) FROM stock.movements WHERE sku = $1", tee)
+            == movements
+        )
 
 
 async def test_api_levels_availability_with_a_bundle_count_and_idempotent_receipt(
@@ -272,16 +330,25 @@ async def test_api_levels_availability_with_a_bundle_count_and_idempotent_receip
         await catalog(producer, mug)
         await catalog(producer, socks)
         await catalog(producer, gift, components=[(mug, 1), (socks, 2)])
-        body = {"receipt_id": f"api-{mug}", "sku": mug, "location": "WH-EAST", "quantity": 5,
-                "unit_cost": "3.00", "currency": "USD"}
+        body = {
+            "receipt_id": f"api-{mug}",
+            "sku": mug,
+            "location": "WH-EAST",
+            "quantity": 5,
+            "unit_cost": "3.00",
+            "currency": "USD",
+        }
         headers = {**ADMIN, "Idempotency-Key": f"k-{mug}"}
         first = await client.post("/receipts", json=body, headers=headers)
         again = await client.post("/receipts", json=body, headers=headers)
         assert first.status_code == again.status_code == 201
         assert again.headers.get("idempotent-replayed") == "true"
         assert (await client.post("/receipts", json=body)).status_code == 401
-        await client.post("/receipts", headers=ADMIN, json=body | {
-            "receipt_id": f"api-{socks}", "sku": socks, "quantity": 6})
+        await client.post(
+            "/receipts",
+            headers=ADMIN,
+            json=body | {"receipt_id": f"api-{socks}", "sku": socks, "quantity": 6},
+        )
         levels = (await client.get(f"/levels/{mug}")).json()
         assert levels["totals"]["on_hand"] == 5  # applied once
 
@@ -293,11 +360,17 @@ async def test_api_levels_availability_with_a_bundle_count_and_idempotent_receip
         answer = (await client.post("/availability", json={"skus": [gift, mug]})).json()
         assert answer["availability"] == {gift: 3, mug: 5}  # min(5 // 1, 6 // 2)
 
-        stale = await client.post("/adjustments", headers=ADMIN, json={
-            "sku": mug, "location": "WH-EAST", "expected": 4, "counted": 3, "count_id": "c1"})
+        stale = await client.post(
+            "/adjustments",
+            headers=ADMIN,
+            json={"sku": mug, "location": "WH-EAST", "expected": 4, "counted": 3, "count_id": "c1"},
+        )
         assert stale.status_code == 409 and "expected" in stale.json()["detail"]
-        counted = await client.post("/adjustments", headers=ADMIN, json={
-            "sku": mug, "location": "WH-EAST", "expected": 5, "counted": 4, "count_id": "c2"})
+        counted = await client.post(
+            "/adjustments",
+            headers=ADMIN,
+            json={"sku": mug, "location": "WH-EAST", "expected": 5, "counted": 4, "count_id": "c2"},
+        )
         assert counted.json()["adjusted_by"] == -1
         moves = (await client.get("/movements", params={"sku": mug})).json()["items"]
         assert [m["kind"] for m in moves] == ["receipt", "adjustment"]
