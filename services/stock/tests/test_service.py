@@ -151,6 +151,7 @@ async def test_reserve_reject_backorder_and_receipts_serve_backorders_first(
         await receipt(producer, tee, "WH-WEST", 10)
         await receipt(producer, mug, "WH-WEST", 3)
         await until(lambda: _has(admin, mug, "WH-WEST", 3))
+        await until(lambda: _known(admin, hoodie))  # its backorder flag comes from the catalog
 
         await send(producer, reserve(f"o-whole-{RUN}", [(tee, 4), (mug, 2)]))
         (reply,) = await replies.wait(f"o-whole-{RUN}")
@@ -177,6 +178,10 @@ async def test_reserve_reject_backorder_and_receipts_serve_backorders_first(
         await until(lambda: _has(admin, hoodie, "WH-EAST", 6))
         hood = (await levels_of(admin, hoodie))["WH-EAST"]
         assert (hood["reserved"], hood["backordered"]) == (4, 0)  # served before availability
+
+
+async def _known(admin, sku) -> bool:
+    return bool(await admin.fetchval("SELECT 1 FROM stock.skus WHERE sku = $1", sku))
 
 
 async def _has(admin, sku, location, on_hand) -> bool:
