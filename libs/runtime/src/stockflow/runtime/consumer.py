@@ -47,8 +47,9 @@ class Inbound:
 
 Handler = Callable[[UnitOfWork, Inbound], Awaitable[None]]
 BatchHandler = Callable[[UnitOfWork, list[Inbound]], Awaitable[None]]
-InvalidHandler = Callable[[UnitOfWork, ConsumerRecord, CloudEvent | None, InvalidMessage],
-                          Awaitable[bool]]
+InvalidHandler = Callable[
+    [UnitOfWork, ConsumerRecord, CloudEvent | None, InvalidMessage], Awaitable[bool]
+]
 
 
 @dataclass
@@ -135,13 +136,21 @@ class BatchProcessor:
                 if is_transient(exc):
                     if self.stopping():
                         raise
-                    log.warning("transient failure; retrying batch", error=repr(exc),
-                                group=self.consumer.group, records=len(records))
+                    log.warning(
+                        "transient failure; retrying batch",
+                        error=repr(exc),
+                        group=self.consumer.group,
+                        records=len(records),
+                    )
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
                     continue
-                log.warning("batch failed; applying one record at a time", error=repr(exc),
-                            group=self.consumer.group, records=len(records))
+                log.warning(
+                    "batch failed; applying one record at a time",
+                    error=repr(exc),
+                    group=self.consumer.group,
+                    records=len(records),
+                )
                 metrics.MESSAGES_FAILED.labels(self.service, topic).inc()
                 await self._apply_one_by_one(decoded)
                 break
@@ -189,8 +198,11 @@ class BatchProcessor:
                     if is_transient(exc):
                         raise
                     if isinstance(exc, InvalidMessage) or attempt == self.attempts:
-                        reason = (exc.reason if isinstance(exc, InvalidMessage) else
-                                  f"handler failed after {attempt} attempt(s): {exc!r}"[:1000])
+                        reason = (
+                            exc.reason
+                            if isinstance(exc, InvalidMessage)
+                            else f"handler failed after {attempt} attempt(s): {exc!r}"[:1000]
+                        )
                         await self._dead_letter_alone(item, reason)
                         break
                     await asyncio.sleep(self.backoff_s[min(attempt - 1, len(self.backoff_s) - 1)])
@@ -222,7 +234,8 @@ class BatchProcessor:
         assert self.consumer.handle is not None, f"{self.consumer.group} has no handler"
         for item in fresh:
             with structlog.contextvars.bound_contextvars(
-                event_id=item.event_id, event_type=item.cloud.type,
+                event_id=item.event_id,
+                event_type=item.cloud.type,
                 key=item.record.key.decode(errors="replace") if item.record.key else None,
                 traceparent=item.cloud.traceparent,
             ):
@@ -251,16 +264,30 @@ class BatchProcessor:
             "INSERT INTO dead_letters (consumer_group, topic, partition, kafka_offset, event_id, "
             "event_type, reason) VALUES ($1, $2, $3, $4, $5, $6, $7) "
             "ON CONFLICT DO NOTHING RETURNING true",
-            self.consumer.group, record.topic, record.partition, record.offset,
-            item.cloud.id if item.cloud else None, item.cloud.type if item.cloud else None, reason,
+            self.consumer.group,
+            record.topic,
+            record.partition,
+            record.offset,
+            item.cloud.id if item.cloud else None,
+            item.cloud.type if item.cloud else None,
+            reason,
         )
         if not inserted:
             return  # already dead-lettered by an earlier delivery of the same position
-        log.warning("dead-lettered a record", reason=reason, topic=record.topic,
-                    partition=record.partition, offset=record.offset, group=self.consumer.group)
+        log.warning(
+            "dead-lettered a record",
+            reason=reason,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            group=self.consumer.group,
+        )
         metrics.MESSAGES_DEAD_LETTERED.labels(self.service, record.topic).inc()
-        uow.publish_raw(dead_letter_record(record, reason, group=self.consumer.group,
-                                           schema=self.schema, service=self.service))
+        uow.publish_raw(
+            dead_letter_record(
+                record, reason, group=self.consumer.group, schema=self.schema, service=self.service
+            )
+        )
 
     def _count(self, decoded: Sequence[_Decoded], fresh: list[Inbound]) -> None:
         topic = decoded[0].record.topic
@@ -268,8 +295,12 @@ class BatchProcessor:
         invalid = sum(1 for d in decoded if d.invalid is not None)
         duplicates = sum(1 for d in decoded if d.inbound) - applied
         skipped = len(decoded) - applied - invalid - duplicates
-        for outcome, count in (("applied", applied), ("duplicate", duplicates),
-                               ("invalid", invalid), ("skipped", skipped)):
+        for outcome, count in (
+            ("applied", applied),
+            ("duplicate", duplicates),
+            ("invalid", invalid),
+            ("skipped", skipped),
+        ):
             if count:
                 metrics.MESSAGES_PROCESSED.labels(self.service, topic, outcome).inc(count)
 

@@ -64,27 +64,39 @@ async def idempotent_write(request: Request, action: WriteAction) -> JSONRespons
             claimed = await conn.fetchval(
                 "INSERT INTO http_idempotency (idempotency_key, method, path, fingerprint) "
                 "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true",
-                key, request.method, request.url.path, fingerprint,
+                key,
+                request.method,
+                request.url.path,
+                fingerprint,
             )
             if not claimed:
                 row = await conn.fetchrow(
                     "SELECT fingerprint, status_code, response FROM http_idempotency "
                     "WHERE idempotency_key = $1 AND method = $2 AND path = $3",
-                    key, request.method, request.url.path,
+                    key,
+                    request.method,
+                    request.url.path,
                 )
                 if row["fingerprint"] != fingerprint:
                     raise HTTPException(
                         422, "Idempotency-Key: this key was used with a different request body"
                     )
-                return JSONResponse(row["response"], status_code=row["status_code"],
-                                    headers={"Idempotent-Replayed": "true"})
+                return JSONResponse(
+                    row["response"],
+                    status_code=row["status_code"],
+                    headers={"Idempotent-Replayed": "true"},
+                )
         status_code, payload = await action(uow)
         content = jsonable_encoder(payload)
         if key:
             await conn.execute(
                 "UPDATE http_idempotency SET status_code = $4, response = $5::jsonb "
                 "WHERE idempotency_key = $1 AND method = $2 AND path = $3",
-                key, request.method, request.url.path, status_code, json.loads(json.dumps(content)),
+                key,
+                request.method,
+                request.url.path,
+                status_code,
+                json.loads(json.dumps(content)),
             )
         await uow.flush()
     return JSONResponse(content, status_code=status_code)

@@ -6,27 +6,33 @@ MESSAGES_CONSUMED = Counter(
     "stockflow_messages_consumed_total", "Records read from Kafka", ["service", "topic"]
 )
 MESSAGES_PROCESSED = Counter(
-    "stockflow_messages_processed_total", "Records applied (or absorbed as duplicates)",
+    "stockflow_messages_processed_total",
+    "Records applied (or absorbed as duplicates)",
     ["service", "topic", "outcome"],
 )
 MESSAGES_FAILED = Counter(
     "stockflow_messages_failed_total", "Handler attempts that raised", ["service", "topic"]
 )
 MESSAGES_DEAD_LETTERED = Counter(
-    "stockflow_messages_dead_lettered_total", "Records sent to the dead-letter topic",
+    "stockflow_messages_dead_lettered_total",
+    "Records sent to the dead-letter topic",
     ["service", "topic"],
 )
 HANDLER_SECONDS = Histogram(
-    "stockflow_handler_seconds", "Time to apply one batch in its transaction",
+    "stockflow_handler_seconds",
+    "Time to apply one batch in its transaction",
     ["service", "topic"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 BATCH_SIZE = Histogram(
-    "stockflow_batch_size", "Records per consumed batch", ["service", "topic"],
+    "stockflow_batch_size",
+    "Records per consumed batch",
+    ["service", "topic"],
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
 )
 CONSUMER_LAG = Gauge(
-    "stockflow_consumer_lag", "Records behind the end of the partition",
+    "stockflow_consumer_lag",
+    "Records behind the end of the partition",
     ["service", "group", "topic", "partition"],
 )
 OUTBOX_PUBLISHED = Counter("stockflow_outbox_published_total", "Outbox rows published", ["service"])
@@ -35,13 +41,16 @@ OUTBOX_OLDEST_AGE = Gauge(
     "stockflow_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row", ["service"]
 )
 INVARIANT_VIOLATIONS = Gauge(
-    "stockflow_invariant_violations", "Violations found by the last invariant check",
+    "stockflow_invariant_violations",
+    "Violations found by the last invariant check",
     ["service", "invariant"],
 )
 HTTP_REQUESTS = Counter(
     "stockflow_http_requests_total", "HTTP requests answered", ["service", "method", "status"]
 )
 HTTP_SECONDS = Histogram(
-    "stockflow_http_request_seconds", "HTTP request latency", ["service"],
+    "stockflow_http_request_seconds",
+    "HTTP request latency",
+    ["service"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )

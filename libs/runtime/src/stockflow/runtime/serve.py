@@ -29,8 +29,14 @@ def main() -> None:
         overrides["http_host"] = args.host
     settings = Settings(**overrides)
     app = create_app(load_definition(args.service), settings)
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None,
-                access_log=False, timeout_graceful_shutdown=10)
+    uvicorn.run(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
 
 
 if __name__ == "__main__":

@@ -53,31 +53,47 @@ def _from_testcontainers() -> Infra:
     from testcontainers.kafka import KafkaContainer
     from testcontainers.postgres import PostgresContainer
 
-    postgres = PostgresContainer("postgres:15", username="postgres", password="postgres",
-                                 dbname="stockflow").start()
+    postgres = PostgresContainer(
+        "postgres:15", username="postgres", password="postgres", dbname="stockflow"
+    ).start()
     kafka = KafkaContainer("apache/kafka:4.1.1").with_kraft().start()
     url = postgres.get_connection_url().replace("postgresql+psycopg2", "postgresql")
-    return Infra(kafka.get_bootstrap_server(), url, "testcontainers",
-                 _containers=[kafka, postgres])
+    return Infra(kafka.get_bootstrap_server(), url, "testcontainers", _containers=[kafka, postgres])
 
 
 def _from_local_processes() -> Infra:
-    result = subprocess.run([sys.executable, str(INFRA_SCRIPT), "up", "--profile", "test"],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(INFRA_SCRIPT), "up", "--profile", "test"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"could not start local Kafka/PostgreSQL: {result.stderr[-800:]}")
-    status = subprocess.run([sys.executable, str(INFRA_SCRIPT), "status", "--profile", "test"],
-                            capture_output=True, text=True, check=True).stdout
-    values = dict(line.split("=", 1) for line in status.splitlines() if "=" in line
-                  and not line.startswith("#"))
-    return Infra(values["KAFKA_BOOTSTRAP_SERVERS"], values["DATABASE_URL"], "local",
-                 kafka_pid_file=ROOT / ".state" / "test" / "run" / "kafka.pid")
+    status = subprocess.run(
+        [sys.executable, str(INFRA_SCRIPT), "status", "--profile", "test"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    values = dict(
+        line.split("=", 1)
+        for line in status.splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    return Infra(
+        values["KAFKA_BOOTSTRAP_SERVERS"],
+        values["DATABASE_URL"],
+        "local",
+        kafka_pid_file=ROOT / ".state" / "test" / "run" / "kafka.pid",
+    )
 
 
 def resolve_infra() -> Infra:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("DATABASE_URL"):
-        return Infra(os.environ["KAFKA_BOOTSTRAP_SERVERS"], os.environ["DATABASE_URL"],
-                     "environment")
+        return Infra(
+            os.environ["KAFKA_BOOTSTRAP_SERVERS"], os.environ["DATABASE_URL"], "environment"
+        )
     if _docker_answers():
         return _from_testcontainers()
     return _from_local_processes()

@@ -20,8 +20,9 @@ from stockflow.runtime.testing.infra import Infra, resolve_infra
 def infra() -> Infra:
     """Real Kafka and PostgreSQL with stockflow's roles, schemas and topics in place."""
     resolved = resolve_infra()
-    asyncio.run(bootstrap(resolved.admin_database_url, resolved.kafka_bootstrap,
-                          local_passwords=True))
+    asyncio.run(
+        bootstrap(resolved.admin_database_url, resolved.kafka_bootstrap, local_passwords=True)
+    )
     yield resolved
     resolved.close()
 
@@ -33,8 +34,9 @@ async def scratch_schema(infra: Infra) -> AsyncIterator[tuple[str, asyncpg.Pool]
     admin = await asyncpg.connect(infra.admin_database_url)
     await admin.execute(f"CREATE SCHEMA {schema}")
     await migrate(infra.admin_database_url, schema, None)
-    pool = await create_pool(infra.admin_database_url, schema, application_name="test",
-                             min_size=1, max_size=8)
+    pool = await create_pool(
+        infra.admin_database_url, schema, application_name="test", min_size=1, max_size=8
+    )
     try:
         yield schema, pool
     finally:
@@ -63,8 +65,12 @@ def new_topic(infra: Infra) -> Callable[..., asyncio.Future]:
 
 @pytest.fixture
 async def producer(infra: Infra) -> AsyncIterator[AIOKafkaProducer]:
-    p = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, acks="all",
-                         enable_idempotence=True, max_request_size=12_582_912)
+    p = AIOKafkaProducer(
+        bootstrap_servers=infra.kafka_bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        max_request_size=12_582_912,
+    )
     await p.start()
     yield p
     await p.stop()
@@ -81,13 +87,19 @@ async def wait_for_topics(bootstrap_servers: str, topics: list[str], timeout_s: 
         await producer.stop()
 
 
-async def read_topic(bootstrap_servers: str, topic: str, *, expect: int,
-                     timeout_s: float = 30.0) -> list:
+async def read_topic(
+    bootstrap_servers: str, topic: str, *, expect: int, timeout_s: float = 30.0
+) -> list:
     """Read a topic from the start until `expect` records arrived (or the timeout)."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap_servers,
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                group_id=None, fetch_max_bytes=64 * 1024 * 1024,
-                                max_partition_fetch_bytes=16 * 1024 * 1024)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
     await consumer.start()
     records: list = []
     try:
@@ -146,8 +158,9 @@ def run_service(infra: Infra):
         app = create_app(load_definition(service), settings)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url=f"http://{service}",
-                                         timeout=30) as client:
+            async with httpx.AsyncClient(
+                transport=transport, base_url=f"http://{service}", timeout=30
+            ) as client:
                 yield app, client
 
     return run
