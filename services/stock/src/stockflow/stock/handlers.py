@@ -6,6 +6,7 @@ in a fixed order, and answers each command in offset order against the running l
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -138,14 +139,27 @@ async def on_commands(uow: UnitOfWork, messages: list[Inbound]) -> None:
         )
     }
     demand: list[tuple[str, str, int, bool]] = []
+    new = NewReservations()
     for message in messages:
         cause = uow.with_cause(message.cloud)
         event = message.event
         if isinstance(event, wire.ReserveStock):
-            await _reserve(
-                cause, book, event, message.event_id, skus, known, answered, priority, held, demand
+            _reserve(
+                cause,
+                book,
+                event,
+                message.event_id,
+                skus,
+                known,
+                answered,
+                priority,
+                held,
+                demand,
+                new,
             )
-        elif isinstance(event, wire.ReleaseReservation):
+            continue
+        await new.write(conn)  # a release or commit below reads the rows reserves wrote
+        if isinstance(event, wire.ReleaseReservation):
             await _release(cause, book, event.order_id, message.event_id, answered, held)
         elif isinstance(event, wire.CommitReservation):
             await _commit(
@@ -159,12 +173,61 @@ async def on_commands(uow: UnitOfWork, messages: list[Inbound]) -> None:
                 held,
                 {s.sku: s.components for s in skus.values() if s.components},
             )
+    await new.write(conn)
     await book.flush(uow)
     await _record_demand(conn, demand)
 
 
-async def _reserve(
-    uow, book, event: wire.ReserveStock, event_id, skus, known, answered, priority, held, demand
+class NewReservations:
+    """Rows the reserve commands of a batch add, written with one statement per table."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[str, str, str, dict]] = []
+        self.holds: dict[tuple[str, str, str, str], int] = {}
+        self.backorders: list[tuple[str, str, str, str, int, int]] = []
+
+    async def write(self, conn: asyncpg.Connection) -> None:
+        if self.answers:
+            await conn.execute(
+                "INSERT INTO order_reservations (order_id, status, reply_type, reply) "
+                "SELECT o, s, t, r::jsonb FROM unnest($1::text[], $2::text[], $3::text[], "
+                "$4::text[]) AS u(o, s, t, r)",
+                *(list(column) for column in zip(*self.answers, strict=True)),
+            )
+        if self.holds:
+            keys = list(self.holds)
+            await conn.execute(
+                "INSERT INTO reservations (order_id, line_id, sku, location, quantity) "
+                "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[]) "
+                "ON CONFLICT (order_id, line_id, sku, location) "
+                "DO UPDATE SET quantity = reservations.quantity + EXCLUDED.quantity",
+                *(list(column) for column in zip(*keys, strict=True)),
+                [self.holds[key] for key in keys],
+            )
+        if self.backorders:
+            await conn.execute(
+                "INSERT INTO backorders (order_id, line_id, sku, location, quantity, open, "
+                "priority) SELECT o, l, s, loc, q, q, p FROM unnest($1::text[], $2::text[], "
+                "$3::text[], $4::text[], $5::int[], $6::int[]) AS u(o, l, s, loc, q, p)",
+                *(list(column) for column in zip(*self.backorders, strict=True)),
+            )
+        self.answers.clear()
+        self.holds.clear()
+        self.backorders.clear()
+
+
+def _reserve(
+    uow,
+    book,
+    event: wire.ReserveStock,
+    event_id,
+    skus,
+    known,
+    answered,
+    priority,
+    held,
+    demand,
+    new: NewReservations,
 ) -> None:
     if event.order_id in answered:  # a repeated command gets the first answer again
         first = answered[event.order_id]
@@ -183,7 +246,7 @@ async def _reserve(
                 for line in unknown
             ],
         )
-        await _answer(uow, answered, event.order_id, "rejected", reply)
+        _answer(uow, answered, event.order_id, "rejected", reply, new)
         return
 
     def allowed(sku: str) -> bool:
@@ -215,9 +278,9 @@ async def _reserve(
                 for line in result.lines
             ],
         )
-        await _answer(uow, answered, event.order_id, "rejected", reply)
+        _answer(uow, answered, event.order_id, "rejected", reply, new)
     else:
-        await _hold(uow, book, event, event_id, result, priority, held)
+        _hold(book, event, event_id, result, priority, held, new)
         short_skus = {line.sku for line in result.lines if line.backordered}
         reply = wire.StockReserved(
             order_id=event.order_id,
@@ -239,12 +302,12 @@ async def _reserve(
                 for line in result.lines
             ],
         )
-        await _answer(uow, answered, event.order_id, "held", reply, reply_type="reserved")
+        _answer(uow, answered, event.order_id, "held", reply, new, reply_type="reserved")
     for line in event.lines:
         demand.append((line.sku, str(today), line.quantity, line.sku in short_skus))
 
 
-async def _hold(uow, book: LevelBook, event, event_id, result: Allocated, priority, held):
+def _hold(book: LevelBook, event, event_id, result: Allocated, priority, held, new):
     rows = []
     for line in result.lines:
         for hold in line.holds:
@@ -272,39 +335,20 @@ async def _hold(uow, book: LevelBook, event, event_id, result: Allocated, priori
                 order_id=event.order_id,
                 reference_type="order",
             )
-            await uow.conn.execute(
-                "INSERT INTO backorders (order_id, line_id, sku, location, quantity, open, "
-                "priority) VALUES ($1, $2, $3, $4, $5, $5, $6)",
-                event.order_id,
-                line.line_id,
-                sku,
-                location,
-                units,
-                event.priority,
+            new.backorders.append(
+                (event.order_id, line.line_id, sku, location, units, event.priority)
             )
-    if rows:
-        await uow.conn.executemany(
-            "INSERT INTO reservations (order_id, line_id, sku, location, quantity) "
-            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (order_id, line_id, sku, location) "
-            "DO UPDATE SET quantity = reservations.quantity + EXCLUDED.quantity",
-            rows,
-        )
+    for row in rows:
+        new.holds[row[:4]] = new.holds.get(row[:4], 0) + row[4]
     held[event.order_id] = [
         {"line_id": r[1], "sku": r[2], "location": r[3], "quantity": r[4]} for r in rows
     ]
 
 
-async def _answer(uow, answered, order_id, status, reply, *, reply_type="rejected") -> None:
+def _answer(uow, answered, order_id, status, reply, new, *, reply_type="rejected") -> None:
     uow.publish(reply)
     payload = reply.model_dump(mode="json")
-    await uow.conn.execute(
-        "INSERT INTO order_reservations (order_id, status, reply_type, reply) "
-        "VALUES ($1, $2, $3, $4)",
-        order_id,
-        status,
-        reply_type,
-        payload,
-    )
+    new.answers.append((order_id, status, reply_type, json.dumps(payload)))
     answered[order_id] = {
         "order_id": order_id,
         "status": status,
