@@ -8,6 +8,7 @@ process mid-stream ends in the same final state as an undisturbed run.
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import uuid
 from datetime import UTC, datetime
@@ -117,6 +118,17 @@ async def run_stream(
     return planned, outcomes
 
 
+async def duplicates_absorbed(system) -> float:
+    """Checkout records the order service recognised as already applied (its inbox)."""
+    async with httpx.AsyncClient(base_url=system.url("order"), timeout=10) as client:
+        text = (await client.get("/metrics")).text
+    pattern = (
+        r'stockflow_messages_processed_total\{[^}]*outcome="duplicate"[^}]*'
+        r'topic="checkout\.orders\.v1"[^}]*\} ([0-9.e+]+)'
+    )
+    return sum(float(v) for v in re.findall(pattern, text))
+
+
 async def order_states(admin: asyncpg.Connection, ids: list[str]) -> dict[str, str]:
     rows = await admin.fetch(
         "SELECT order_id, state FROM orders.orders WHERE order_id = ANY($1)", ids
@@ -223,11 +235,20 @@ async def test_every_order_ends_no_oversell_stock_conserved_and_replays_change_n
             "SELECT count(*) FROM stock.movements WHERE sku LIKE $1", f"{prefix}-%"
         ),
     )
+    seen_before = await duplicates_absorbed(system)
+    replayed = 0
     for order in planned:
         for record in [order.record, *(f.record for f in order.follow_ups)]:
             await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
+            replayed += 1
     await producer.flush()
-    await asyncio.sleep(5)
+    # Compare only once the order service has read every replayed record (as duplicates).
+    for _ in range(300):
+        if await duplicates_absorbed(system) - seen_before >= replayed:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail(f"the order service never absorbed the {replayed} replayed records")
     after = (
         await order_states(admin, ids),
         await stock_levels(admin, prefix),

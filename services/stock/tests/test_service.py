@@ -17,6 +17,7 @@ from stockflow.contracts.events.stock import (
     ReserveStock,
 )
 from stockflow.contracts.events.warehouse import WarehouseGoodsReceived
+from stockflow.runtime import metrics
 from stockflow.runtime.testing.plugin import ADMIN
 from stockflow.stock.domain import Level, Movement, MovementKind, replay
 
@@ -314,10 +315,14 @@ async def test_every_command_redelivered_changes_nothing(run_service, producer, 
         await until(lambda: asyncio.sleep(0, len(replies.by_order) >= 10), 30)
         before = dict((await levels_of(admin, tee))["WH-EAST"])
         movements = await admin.fetchval("SELECT count(*) FROM stock.movements WHERE sku = $1", tee)
+        duplicates = metrics.MESSAGES_PROCESSED.labels("stock", "stock.commands.v1", "duplicate")
+        seen_before = duplicates._value.get()
         for record in commands:  # the same events again, as a replay from offset zero would
             await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
         await producer.flush()
-        await asyncio.sleep(3)
+        # Compare only once the service has read all ten again (and its inbox dropped them).
+        await until(lambda: asyncio.sleep(0, duplicates._value.get() - seen_before >= 10), 30)
+        assert all(len(replies.by_order[f"o-{tee}-{i}"]) == 1 for i in range(10))  # no re-answer
         after = dict((await levels_of(admin, tee))["WH-EAST"])
         assert after == before
         assert before["reserved"] == 18  # six orders of three; four refused
