@@ -114,6 +114,18 @@ PROFILES = {
     "dev": Profile("dev", 19092, 19093, 15432, 18080),
     "test": Profile("test", 29092, 29093, 25432, 28080),
     "secure": Profile("secure", 39092, 39093, 35432, 38080, secure=True, kafka_heap="512m"),
+    # Extra test lanes (STOCKFLOW_TEST_PROFILE=test-N) so parallel test runs never share ports.
+    **{
+        f"test-{n}": Profile(
+            f"test-{n}",
+            40092 + n * 1000,
+            40093 + n * 1000,
+            40432 + n * 1000,
+            40080 + n * 1000,
+            kafka_heap="512m",
+        )
+        for n in range(1, 5)
+    },
 }
 KAFKA_START_TIMEOUT_S = 90
 

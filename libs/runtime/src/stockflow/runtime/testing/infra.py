@@ -2,8 +2,8 @@
 
 (a) KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL from the environment;
 (b) testcontainers for Kafka and PostgreSQL when a Docker engine answers;
-(c) otherwise the local processes of deploy/local (profile `test`), started on demand and
-    reused when already up.
+(c) otherwise the local processes of deploy/local (profile `test`, or the lane named by
+    STOCKFLOW_TEST_PROFILE), started on demand and reused when already up.
 """
 
 from __future__ import annotations
@@ -16,6 +16,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[6]
 INFRA_SCRIPT = ROOT / "deploy" / "local" / "infra.py"
+
+
+def test_profile() -> str:
+    """The deploy/local profile the tests run on (parallel runs each take their own lane)."""
+    return os.environ.get("STOCKFLOW_TEST_PROFILE", "test")
 
 
 @dataclass
@@ -63,7 +68,7 @@ def _from_testcontainers() -> Infra:
 
 def _from_local_processes() -> Infra:
     result = subprocess.run(
-        [sys.executable, str(INFRA_SCRIPT), "up", "--profile", "test"],
+        [sys.executable, str(INFRA_SCRIPT), "up", "--profile", test_profile()],
         capture_output=True,
         text=True,
         timeout=600,
@@ -71,7 +76,7 @@ def _from_local_processes() -> Infra:
     if result.returncode != 0:
         raise RuntimeError(f"could not start local Kafka/PostgreSQL: {result.stderr[-800:]}")
     status = subprocess.run(
-        [sys.executable, str(INFRA_SCRIPT), "status", "--profile", "test"],
+        [sys.executable, str(INFRA_SCRIPT), "status", "--profile", test_profile()],
         capture_output=True,
         text=True,
         check=True,
@@ -85,7 +90,7 @@ def _from_local_processes() -> Infra:
         values["KAFKA_BOOTSTRAP_SERVERS"],
         values["DATABASE_URL"],
         "local",
-        kafka_pid_file=ROOT / ".state" / "test" / "run" / "kafka.pid",
+        kafka_pid_file=ROOT / ".state" / test_profile() / "run" / "kafka.pid",
     )
 
 
