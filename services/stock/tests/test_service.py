@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import subprocess
 import uuid
 from datetime import UTC, datetime
 
 import asyncpg
+import httpx
 import pytest
 
 from stockflow.contracts import decode, encode, parse
@@ -19,7 +24,8 @@ from stockflow.contracts.events.stock import (
 from stockflow.contracts.events.warehouse import WarehouseGoodsReceived
 from stockflow.runtime import metrics
 from stockflow.runtime.testing.plugin import ADMIN
-from stockflow.stock.domain import Level, Movement, MovementKind, replay
+from stockflow.runtime.testing.system import System
+from stockflow.stock.domain import BUCKETS, Level, Movement, MovementKind, replay
 
 pytestmark = pytest.mark.integration
 
@@ -229,15 +235,67 @@ async def test_release_commit_and_repeats_have_defined_outcomes(
         assert (level["on_hand"], level["reserved"]) == (7, 0)
 
 
-async def test_no_oversell_with_two_instances_and_the_ledger_explains_every_unit(
-    run_service, producer, infra, admin
-):
+def _spawn_stock(system: System, index: int, port: int) -> subprocess.Popen:
+    env = system.local.service_env(system.profile, "stock") | {"STOCKFLOW_HTTP_PORT": str(port)}
+    with (system.logs / f"stock-{index}.log").open("ab") as log:
+        return subprocess.Popen(
+            system.local.service_cmd("stock", port),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+@contextlib.asynccontextmanager
+async def stock_processes(infra, count: int):
+    """`count` stock service processes in one consumer group; yields their base URLs."""
+    system = System(infra)
+    system.logs.mkdir(parents=True, exist_ok=True)
+    urls = [f"http://127.0.0.1:{system.profile.http_port('stock') + 100 + i}" for i in range(count)]
+    procs = []
+    try:
+        for i, url in enumerate(urls):
+            procs.append(await asyncio.to_thread(_spawn_stock, system, i, int(url.rsplit(":")[-1])))
+        async with httpx.AsyncClient(timeout=2) as client:
+
+            async def ready() -> bool:
+                assert all(proc.poll() is None for proc in procs), "a stock process died"
+                answers = await asyncio.gather(
+                    *(client.get(f"{url}/readyz") for url in urls), return_exceptions=True
+                )
+                return all(getattr(a, "status_code", 0) == 200 for a in answers)
+
+            await until(ready, 90)
+        yield urls
+    finally:
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            await asyncio.to_thread(proc.wait, 30)
+
+
+async def commands_applied(url: str) -> float:
+    """How many stock commands one process applied (its Prometheus counter)."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        text = (await client.get(f"{url}/metrics")).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("stockflow_messages_processed_total{")
+        and 'topic="stock.commands.v1"' in line
+        and 'outcome="applied"' in line
+    )
+
+
+async def test_no_oversell_with_two_processes_and_stock_is_conserved(producer, infra, admin):
     hot = sku_name("HOT")
-    async with run_service("stock"), run_service("stock"), Replies(infra) as replies:
+    async with stock_processes(infra, 2) as urls, Replies(infra) as replies:
         await catalog(producer, hot)
         await receipt(producer, hot, "WH-EAST", 60)
         await receipt(producer, hot, "WH-WEST", 40)
-        await until(lambda: _has(admin, hot, "WH-WEST", 40))
+        await until(lambda: _has(admin, hot, "WH-WEST", 40), 30)
         orders = [f"o-{hot}-{i}" for i in range(1200)]
         samples: list[int] = []
 
@@ -249,55 +307,79 @@ async def test_no_oversell_with_two_instances_and_the_ledger_explains_every_unit
                     hot,
                 )
                 samples.extend(r["a"] for r in rows)
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.02)
 
         sampler = asyncio.create_task(sample())
-        for order_id in orders:  # concurrent: all in flight at once, over every partition
-            record = encode(reserve(order_id, [(hot, 1)], policy="reject"), source="test")
+        # All in flight at once, over every partition; odd orders may wait, even ones may not.
+        for i, order_id in enumerate(orders):
+            policy = "allow" if i % 2 else "reject"
+            record = encode(reserve(order_id, [(hot, 1)], policy=policy), source="test")
             await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
         await producer.flush()
-        await until(lambda: asyncio.sleep(0, all(o in replies.by_order for o in orders)), 60)
-        sampler.cancel()
-        reserved = [o for o in orders if replies.by_order[o][0].event_type == "stock.reserved.v1"]
+        await until(lambda: asyncio.sleep(0, all(o in replies.by_order for o in orders)), 120)
+        reserved = [
+            o
+            for o in orders
+            if replies.by_order[o][0].event_type == "stock.reserved.v1"
+            and replies.by_order[o][0].complete
+        ]
+        waiting = [
+            o
+            for o in orders
+            if replies.by_order[o][0].event_type == "stock.reserved.v1"
+            and not replies.by_order[o][0].complete
+        ]
+        rejected = [o for i, o in enumerate(orders) if o not in reserved and o not in waiting]
         assert len(reserved) == 100
+        assert len(waiting) + len(reserved) + len(rejected) == 1200
+        assert all(orders.index(o) % 2 for o in waiting)  # only the orders that allowed it
+        applied = [await commands_applied(url) for url in urls]
+        assert all(applied) and sum(applied) >= 1200, applied  # both processes took commands
+
+        # Ship 30 of the reserved orders and cancel 20: the cancelled units go to the queue.
+        for order_id in reserved[:30]:
+            (line,) = replies.by_order[order_id][0].lines
+            await send(
+                producer,
+                CommitReservation(
+                    order_id=order_id,
+                    shipment_id=f"s-{order_id}",
+                    lines=[
+                        {"line_id": "L1", "sku": hot, "location": a.location, "quantity": 1}
+                        for a in line.allocations
+                    ],
+                ),
+            )
+        for order_id in reserved[30:50]:
+            await send(producer, ReleaseReservation(order_id=order_id, reason="cancelled"))
+        await until(
+            lambda: asyncio.sleep(0, all(len(replies.by_order[o]) >= 2 for o in reserved[:50])),
+            60,
+        )
+        sampler.cancel()
         assert min(samples) >= 0
+
         levels = await levels_of(admin, hot)
-        assert sum(level["reserved"] for level in levels.values()) == 100
+        shipped = -await admin.fetchval(
+            "SELECT coalesce(sum(quantity), 0) FROM stock.movements "
+            "WHERE sku = $1 AND kind = 'shipment'",
+            hot,
+        )
+        written_off = -await admin.fetchval(
+            "SELECT coalesce(sum(quantity), 0) FROM stock.movements "
+            "WHERE sku = $1 AND kind = 'write_off'",
+            hot,
+        )
+        on_hand = sum(level["on_hand"] for level in levels.values())
+        assert (shipped, written_off) == (30, 0)
+        assert on_hand + shipped + written_off == 100  # initial 0 + received 100
         held = await admin.fetchval(
             "SELECT sum(quantity) FROM stock.reservations WHERE sku = $1", hot
         )
-        assert held == 100
-
-        # Replaying the ledger from zero gives today's levels.
-        rows = await admin.fetch(
-            "SELECT kind, sku, location, quantity, reason FROM stock.movements WHERE sku = $1 "
-            "ORDER BY id",
-            hot,
-        )
-        rebuilt = replay(
-            Movement(
-                MovementKind(r["kind"]),
-                r["sku"],
-                r["location"],
-                abs(r["quantity"])
-                if r["kind"] not in ("adjustment", "safety_stock_set")
-                else r["quantity"],
-                reason=r["reason"],
-            )
-            for r in rows
-        )
-        for location, level in levels.items():
-            assert rebuilt[(hot, location)] == Level(
-                hot,
-                location,
-                level["on_hand"],
-                level["reserved"],
-                level["damaged"],
-                level["quality_control"],
-                level["safety_stock"],
-                level["incoming"],
-                level["backordered"],
-            )
+        assert sum(level["reserved"] for level in levels.values()) == held == 70
+        backordered = sum(level["backordered"] for level in levels.values())
+        assert backordered == len(waiting) - 20  # 20 waiting orders got the cancelled units
+        await _ledger_explains(admin, hot)
 
 
 async def test_every_command_redelivered_changes_nothing(run_service, producer, infra, admin):
@@ -384,3 +466,233 @@ async def test_api_levels_availability_with_a_bundle_count_and_idempotent_receip
         assert counted.json()["adjusted_by"] == -1
         moves = (await client.get("/movements", params={"sku": mug})).json()["items"]
         assert [m["kind"] for m in moves] == ["receipt", "adjustment"]
+
+
+async def _ledger_explains(admin, sku: str) -> None:
+    """Replaying the sku's movements from zero gives every one of its levels today."""
+    rows = await admin.fetch(
+        "SELECT kind, sku, location, quantity, reason, reference_id FROM stock.movements "
+        "WHERE sku = $1 ORDER BY id",
+        sku,
+    )
+    transfers = {
+        r["transfer_id"]: r["destination"]
+        for r in await admin.fetch("SELECT transfer_id, destination FROM stock.transfers")
+    }
+    signed = ("adjustment", "safety_stock_set")
+    rebuilt = replay(
+        Movement(
+            MovementKind(r["kind"]),
+            r["sku"],
+            r["location"],
+            r["quantity"] if r["kind"] in signed else abs(r["quantity"]),
+            reason=r["reason"] or ("count" if r["kind"] == "adjustment" else None),
+            destination=transfers[r["reference_id"]] if r["kind"] == "transfer_out" else None,
+        )
+        for r in rows
+    )
+    for location, level in (await levels_of(admin, sku)).items():
+        assert rebuilt[(sku, location)] == Level(sku, location, *(level[b] for b in BUCKETS)), (
+            location
+        )
+
+
+async def test_transfers_move_stock_through_transit_and_serve_backorders_at_arrival(
+    run_service, producer, admin
+):
+    lamp = sku_name("LAMP")
+    async with run_service("stock") as (_, client):
+        await catalog(producer, lamp, backorderable=True)
+        await until(lambda: _known(admin, lamp))
+        await _api_receipt(client, lamp, "WH-EAST", 10)
+        soon = "2031-03-01T09:00:00Z"
+        ship = {
+            "transfer_id": f"tr-{lamp}",
+            "sku": lamp,
+            "source": "WH-EAST",
+            "destination": "STORE-1",
+            "quantity": 4,
+            "expected_at": soon,
+        }
+        assert (await client.post("/transfers", json=ship, headers=ADMIN)).status_code == 201
+        again = await client.post("/transfers", json=ship, headers=ADMIN)
+        assert again.status_code == 409 and "transfer_id" in again.json()["detail"]
+        too_many = await client.post(
+            "/transfers", json=ship | {"transfer_id": f"tr2-{lamp}", "quantity": 7}, headers=ADMIN
+        )
+        assert too_many.status_code == 409 and "quantity" in too_many.json()["detail"]
+        same_place = await client.post(
+            "/transfers", json=ship | {"destination": "WH-EAST"}, headers=ADMIN
+        )
+        assert same_place.status_code == 422 and "destination" in same_place.text
+        levels = await levels_of(admin, lamp)
+        assert (levels["WH-EAST"]["on_hand"], levels["STORE-1"]["incoming"]) == (6, 4)
+
+        # Sell everything on hand; the next order waits for the transfer and is told when.
+        no_token = await client.post("/transfers", json=ship | {"transfer_id": f"x-{lamp}"})
+        assert no_token.status_code == 401
+        await send(producer, reserve(f"o-all-{lamp}", [(lamp, 6)]))
+        await send(producer, reserve(f"o-wait-{lamp}", [(lamp, 3)]))
+        await send(producer, reserve(f"o-late-{lamp}", [(lamp, 2)]))
+
+        async def answered() -> bool:
+            rows = await admin.fetch(
+                "SELECT order_id, reply FROM stock.order_reservations WHERE order_id LIKE $1",
+                f"o-%-{lamp}",
+            )
+            return len(rows) == 3
+
+        await until(answered)
+        wait = (await client.get(f"/reservations/o-wait-{lamp}")).json()
+        assert wait["reply"]["lines"][0]["expected_date"] == soon
+        assert wait["backorders"][0]["expected_at"] is not None
+        late = (await client.get(f"/reservations/o-late-{lamp}")).json()
+        assert late["reply"]["lines"][0]["backordered"] == 2
+        assert late["reply"]["lines"][0]["expected_date"] is None  # 3 + 2 > the 4 on their way
+
+        part = await client.post(
+            f"/transfers/tr-{lamp}/receive", json={"quantity": 3}, headers=ADMIN
+        )
+        assert part.status_code == 200 and part.json()["in_transit"] == 1
+        rest = await client.post(f"/transfers/tr-{lamp}/receive", json={}, headers=ADMIN)
+        assert rest.json()["status"] == "received"
+        none_left = await client.post(f"/transfers/tr-{lamp}/receive", json={}, headers=ADMIN)
+        assert none_left.status_code == 409
+        missing = await client.post("/transfers/nope/receive", json={}, headers=ADMIN)
+        assert missing.status_code == 404
+        store = (await levels_of(admin, lamp))["STORE-1"]
+        # The four units went to the queue first: 3 for o-wait, 1 of o-late's 2.
+        assert (store["on_hand"], store["incoming"], store["reserved"]) == (4, 0, 4)
+        assert sum(level["backordered"] for level in (await levels_of(admin, lamp)).values()) == 1
+        in_transit = await client.get("/transfers", params={"sku": lamp, "in_transit": True})
+        assert in_transit.json()["items"] == []
+        assert (await client.get("/incoming", params={"sku": lamp})).json()["items"] == []
+        await _ledger_explains(admin, lamp)
+
+
+async def test_states_safety_stock_and_announced_receipts_are_movements(
+    run_service, producer, admin
+):
+    vase = sku_name("VASE")
+    async with run_service("stock") as (_, client):
+        await catalog(producer, vase, backorderable=True)
+        await until(lambda: _known(admin, vase))
+        await _api_receipt(client, vase, "WH-EAST", 10)
+
+        async def state(change_id, quantity, from_state, to_state):
+            return await client.post(
+                "/states",
+                headers=ADMIN,
+                json={
+                    "change_id": f"{change_id}-{vase}",
+                    "sku": vase,
+                    "location": "WH-EAST",
+                    "quantity": quantity,
+                    "from_state": from_state,
+                    "to_state": to_state,
+                    "reason": "inbound inspection",
+                },
+            )
+
+        assert (await state("qc", 4, "sellable", "quality_control")).status_code == 200
+        assert (await state("qc", 4, "sellable", "quality_control")).status_code == 409  # repeat
+        assert (await state("bad", 3, "quality_control", "damaged")).status_code == 200
+        assert (await state("ok", 1, "quality_control", "sellable")).status_code == 200
+        assert (await state("scrap", 2, "damaged", "written_off")).status_code == 200
+        too_many = await state("scrap2", 5, "damaged", "written_off")
+        assert too_many.status_code == 409 and "quantity" in too_many.json()["detail"]
+        nonsense = await state("x", 1, "written_off", "sellable")
+        assert nonsense.status_code == 422 and "to_state" in nonsense.text
+        level = (await levels_of(admin, vase))["WH-EAST"]
+        assert (level["on_hand"], level["quality_control"], level["damaged"]) == (8, 0, 1)
+
+        safety = {"sku": vase, "location": "WH-EAST", "safety_stock": 3}
+        assert (await client.put("/safety-stock", json=safety, headers=ADMIN)).status_code == 200
+        over = await client.put("/safety-stock", json=safety | {"safety_stock": 9}, headers=ADMIN)
+        assert over.status_code == 409 and "safety_stock" in over.json()["detail"]
+        levels = (await client.get(f"/levels/{vase}")).json()["totals"]
+        assert levels["available"] == 8 - 1 - 3
+
+        # Sell what is available, backorder 2 more; an announced receipt dates the backorder,
+        # and letting go of safety stock serves the queue before it becomes available.
+        expected_at = "2031-05-04T08:00:00Z"
+        announce = {
+            "receipt_id": f"po-{vase}",
+            "sku": vase,
+            "location": "WH-EAST",
+            "quantity": 20,
+            "expected_at": expected_at,
+        }
+        assert (await client.post("/incoming", json=announce, headers=ADMIN)).status_code == 201
+        assert (await client.post("/incoming", json=announce, headers=ADMIN)).status_code == 409
+        await send(producer, reserve(f"o-vase-{RUN}", [(vase, 6)]))
+        await until(lambda: _answered(admin, f"o-vase-{RUN}"))
+        reply = (await client.get(f"/reservations/o-vase-{RUN}")).json()
+        assert (
+            reply["reply"]["lines"][0]["backordered"],
+            reply["reply"]["lines"][0]["expected_date"],
+        ) == (2, expected_at)
+        await client.put("/safety-stock", json=safety | {"safety_stock": 0}, headers=ADMIN)
+        level = (await levels_of(admin, vase))["WH-EAST"]
+        assert (level["reserved"], level["backordered"], level["safety_stock"]) == (6, 0, 0)
+        await _api_receipt(client, vase, "WH-EAST", 20, receipt_id=f"po-{vase}")
+        assert (await client.get("/incoming", params={"sku": vase})).json()["items"] == []
+        kinds = [
+            m["kind"]
+            for m in (await client.get("/movements", params={"sku": vase})).json()["items"]
+        ]
+        assert kinds.count("write_off") == 1 and kinds.count("safety_stock_set") == 2
+        await _ledger_explains(admin, vase)
+
+
+async def test_a_release_serves_waiting_backorders_first_even_of_fully_backordered_orders(
+    run_service, producer, admin, infra
+):
+    kite = sku_name("KITE")
+    async with run_service("stock"), Replies(infra) as replies:
+        await catalog(producer, kite)
+        await receipt(producer, kite, "WH-EAST", 2)
+        await until(lambda: _has(admin, kite, "WH-EAST", 2))
+        await send(producer, reserve(f"o-a-{kite}", [(kite, 2)], policy="allow"))
+        await send(producer, reserve(f"o-b-{kite}", [(kite, 1)], policy="allow"))  # all waiting
+        await send(producer, reserve(f"o-c-{kite}", [(kite, 1)], policy="allow"))
+        await replies.wait(f"o-c-{kite}")
+        await send(producer, ReleaseReservation(order_id=f"o-a-{kite}", reason="cancelled"))
+        allocated = await replies.wait(f"o-b-{kite}", 2)
+        assert allocated[1].event_type == "stock.backorder.allocated.v1"
+        await replies.wait(f"o-c-{kite}", 2)
+        # A later order waits for everything; cancelling it (in a later batch, with nothing
+        # reserved to look up) still closes its backorder through the ledger.
+        await send(producer, reserve(f"o-d-{kite}", [(kite, 3)], policy="allow"))
+        await replies.wait(f"o-d-{kite}")
+        assert (await levels_of(admin, kite))["WH-EAST"]["backordered"] == 3
+        await send(producer, ReleaseReservation(order_id=f"o-d-{kite}", reason="cancelled"))
+        await replies.wait(f"o-d-{kite}", 2)
+        # o-c lets go of what it got; nobody waits any more: its unit is available again.
+        await send(producer, ReleaseReservation(order_id=f"o-c-{kite}", reason="cancelled"))
+        await replies.wait(f"o-c-{kite}", 3)
+        level = (await levels_of(admin, kite))["WH-EAST"]
+        assert (level["reserved"], level["backordered"]) == (1, 0)
+        await _ledger_explains(admin, kite)
+
+
+async def _answered(admin, order_id: str) -> bool:
+    return bool(
+        await admin.fetchval("SELECT 1 FROM stock.order_reservations WHERE order_id = $1", order_id)
+    )
+
+
+async def _api_receipt(client, sku, location, quantity, receipt_id=None) -> None:
+    response = await client.post(
+        "/receipts",
+        headers=ADMIN,
+        json={
+            "receipt_id": receipt_id or f"r-{uuid.uuid4().hex[:8]}",
+            "sku": sku,
+            "location": location,
+            "quantity": quantity,
+            "unit_cost": "4.00",
+            "currency": "EUR",
+        },
+    )
+    assert response.status_code == 201, response.text

@@ -10,7 +10,12 @@ from pydantic import BaseModel, Field
 from stockflow.contracts.types import LocationCode, NonNegativeMoney, Quantity, Sku
 from stockflow.runtime.http import idempotent_write, require_role
 from stockflow.stock.domain import BUCKETS, InsufficientStock, Movement, MovementKind
-from stockflow.stock.handlers import allocate_waiting_backorders, load_skus
+from stockflow.stock.handlers import (
+    Arrivals,
+    allocate_waiting_backorders,
+    close_announced_receipt,
+    load_skus,
+)
 from stockflow.stock.ledger import LevelBook
 
 router = APIRouter(tags=["stock"])
@@ -132,12 +137,22 @@ async def reservations(order_id: str, request: Request) -> dict:
         "WHERE order_id = $1 ORDER BY id",
         order_id,
     )
+    async with pool.acquire() as conn:
+        arrivals = await Arrivals.load(conn, {r["sku"] for r in backorders if r["open"]})
+    expected = {
+        (b.line_id, b.sku): date
+        for sku in arrivals.incoming
+        for b, date in arrivals.dates(sku).items()
+        if b.order_id == order_id
+    }
     return {
         "order_id": order_id,
         "status": header["status"],
         "reply": header["reply"],
         "lines": [dict(r) for r in lines],
-        "backorders": [dict(r) for r in backorders],
+        "backorders": [
+            dict(r) | {"expected_at": expected.get((r["line_id"], r["sku"]))} for r in backorders
+        ],
     }
 
 
@@ -174,6 +189,7 @@ async def receive(receipt: ReceiptIn, request: Request):
             unit_cost=receipt.unit_cost,
             currency=receipt.currency,
         )
+        await close_announced_receipt(uow.conn, receipt.receipt_id)
         await allocate_waiting_backorders(uow, book, receipt.sku, receipt.location, cause)
         await book.flush(uow)
         return 201, {

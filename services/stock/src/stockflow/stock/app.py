@@ -6,7 +6,7 @@ from pathlib import Path
 
 from stockflow.runtime.consumer import Consumer
 from stockflow.runtime.service import ServiceDefinition
-from stockflow.stock import api, handlers
+from stockflow.stock import api, handlers, warehouse_api
 
 service = ServiceDefinition(
     name="stock",
@@ -41,5 +41,5 @@ service = ServiceDefinition(
             event_types=handlers.FULFILLMENT_TYPES,
         ),
     ],
-    routers=[api.router],
+    routers=[api.router, warehouse_api.router],
 )

@@ -25,6 +25,7 @@ from stockflow.stock.domain import (
     Allocated,
     Backorder,
     BundleComponent,
+    IncomingStock,
     InsufficientStock,
     Movement,
     MovementKind,
@@ -32,6 +33,7 @@ from stockflow.stock.domain import (
     Rejection,
     allocate_backorders,
     allocate_order,
+    expected_dates,
 )
 from stockflow.stock.ledger import LevelBook
 
@@ -112,7 +114,9 @@ async def on_commands(uow: UnitOfWork, messages: list[Inbound]) -> None:
     wanted |= {
         r["sku"]
         for r in await conn.fetch(
-            "SELECT DISTINCT sku FROM reservations WHERE order_id = ANY($1::text[])", order_ids
+            "SELECT sku FROM reservations WHERE order_id = ANY($1::text[]) "
+            "UNION SELECT sku FROM backorders WHERE order_id = ANY($1::text[]) AND open > 0",
+            order_ids,
         )
     }
     wanted |= {
@@ -138,6 +142,7 @@ async def on_commands(uow: UnitOfWork, messages: list[Inbound]) -> None:
             "SELECT DISTINCT sku FROM levels WHERE sku = ANY($1::text[])", list(wanted)
         )
     }
+    arrivals = await Arrivals.load(conn, wanted)
     demand: list[tuple[str, str, int, bool]] = []
     new = NewReservations()
     for message in messages:
@@ -156,6 +161,7 @@ async def on_commands(uow: UnitOfWork, messages: list[Inbound]) -> None:
                 held,
                 demand,
                 new,
+                arrivals,
             )
             continue
         await new.write(conn)  # a release or commit below reads the rows reserves wrote
@@ -228,6 +234,7 @@ def _reserve(
     held,
     demand,
     new: NewReservations,
+    arrivals: Arrivals,
 ) -> None:
     if event.order_id in answered:  # a repeated command gets the first answer again
         first = answered[event.order_id]
@@ -280,7 +287,7 @@ def _reserve(
         )
         _answer(uow, answered, event.order_id, "rejected", reply, new)
     else:
-        _hold(book, event, event_id, result, priority, held, new)
+        dates = _hold(book, event, event_id, result, priority, held, new, arrivals)
         short_skus = {line.sku for line in result.lines if line.backordered}
         reply = wire.StockReserved(
             order_id=event.order_id,
@@ -298,6 +305,7 @@ def _reserve(
                         wire.Allocation(location=a.location, quantity=a.quantity)
                         for a in line.allocations
                     ],
+                    expected_date=dates.get(line.line_id),
                 )
                 for line in result.lines
             ],
@@ -307,9 +315,15 @@ def _reserve(
         demand.append((line.sku, str(today), line.quantity, line.sku in short_skus))
 
 
-def _hold(book: LevelBook, event, event_id, result: Allocated, priority, held, new):
+def _hold(
+    book: LevelBook, event, event_id, result: Allocated, priority, held, new, arrivals: Arrivals
+) -> dict[str, datetime]:
+    """Reserve what was allocated, open backorders for the rest; returns the expected date of
+    each backordered line that incoming stock covers."""
     rows = []
+    dates: dict[str, datetime] = {}
     for line in result.lines:
+        line_dates = []
         for hold in line.holds:
             book.move(
                 Movement(
@@ -338,11 +352,78 @@ def _hold(book: LevelBook, event, event_id, result: Allocated, priority, held, n
             new.backorders.append(
                 (event.order_id, line.line_id, sku, location, units, event.priority)
             )
+            line_dates.append(
+                arrivals.queue(
+                    Backorder(event.order_id, line.line_id, sku, units, 0, event.priority)
+                )
+            )
+        # A bundle line waits for its latest component; unknown if any date is unknown.
+        if line_dates and None not in line_dates:
+            dates[line.line_id] = max(line_dates)
     for row in rows:
         new.holds[row[:4]] = new.holds.get(row[:4], 0) + row[4]
     held[event.order_id] = [
         {"line_id": r[1], "sku": r[2], "location": r[3], "quantity": r[4]} for r in rows
     ]
+    return dates
+
+
+class Arrivals:
+    """Incoming stock still due and the backorder queues it will serve, per sku: the expected
+    date of a backorder is when incoming stock covers the queue up to and including it."""
+
+    def __init__(self, incoming: dict[str, list[IncomingStock]], queues: dict[str, list]):
+        self.incoming = incoming
+        self.queues = queues
+        self._sequence = 2**62  # after every stored backorder's id
+
+    @classmethod
+    async def load(cls, conn: asyncpg.Connection, skus: Iterable[str]) -> Arrivals:
+        incoming: dict[str, list[IncomingStock]] = defaultdict(list)
+        for row in await conn.fetch(
+            "SELECT sku, quantity, expected_at FROM incoming WHERE sku = ANY($1::text[]) "
+            "AND NOT arrived AND expected_at IS NOT NULL",
+            list(skus),
+        ):
+            incoming[row["sku"]].append(IncomingStock(row["quantity"], row["expected_at"]))
+        queues: dict[str, list] = defaultdict(list)
+        if incoming:  # no incoming stock, no dates: the queues are not needed
+            for row in await conn.fetch(
+                "SELECT id, order_id, line_id, sku, open, priority FROM backorders "
+                "WHERE sku = ANY($1::text[]) AND open > 0",
+                list(incoming),
+            ):
+                queues[row["sku"]].append(
+                    Backorder(
+                        row["order_id"],
+                        row["line_id"],
+                        row["sku"],
+                        row["open"],
+                        row["id"],
+                        row["priority"],
+                    )
+                )
+        return cls(incoming, queues)
+
+    def dates(self, sku: str) -> dict[Backorder, datetime | None]:
+        """The expected date of every waiting backorder of `sku`."""
+        return expected_dates(self.queues.get(sku, []), self.incoming.get(sku, []))
+
+    def queue(self, backorder: Backorder) -> datetime | None:
+        """Put a new backorder at the end of its sku's queue and return its expected date."""
+        if backorder.sku not in self.incoming:
+            return None
+        self._sequence += 1
+        queued = Backorder(
+            backorder.order_id,
+            backorder.line_id,
+            backorder.sku,
+            backorder.open_quantity,
+            self._sequence,
+            backorder.priority,
+        )
+        self.queues[backorder.sku].append(queued)
+        return self.dates(backorder.sku)[queued]
 
 
 def _answer(uow, answered, order_id, status, reply, new, *, reply_type="rejected") -> None:
@@ -405,6 +486,9 @@ async def _release(uow, book: LevelBook, order_id, event_id, answered, held) -> 
         )
         answered[order_id]["status"] = "released"
         held[order_id] = []
+        # Released units serve the backorder queue before anyone new can take them.
+        for sku, location in sorted({(line["sku"], line["location"]) for line in lines}):
+            await allocate_waiting_backorders(uow, book, sku, location, event_id)
     uow.publish(
         wire.StockReleased(
             order_id=order_id,
@@ -432,20 +516,19 @@ async def _cancel_backorders(uow, book: LevelBook, order_id, event_id) -> None:
            SELECT sku, location, n FROM waiting""",
         order_id,
     )
-    for row in rows:
-        if (row["sku"], row["location"]) in book.levels:
-            book.move(
-                Movement(
-                    MovementKind.BACKORDER_CANCELLED,
-                    row["sku"],
-                    row["location"],
-                    row["n"],
-                    reference=order_id,
-                ),
-                cause_event_id=event_id,
-                order_id=order_id,
-                reference_type="order",
-            )
+    for row in rows:  # the batch locked these levels: their skus are in `wanted`
+        book.move(
+            Movement(
+                MovementKind.BACKORDER_CANCELLED,
+                row["sku"],
+                row["location"],
+                row["n"],
+                reference=order_id,
+            ),
+            cause_event_id=event_id,
+            order_id=order_id,
+            reference_type="order",
+        )
 
 
 async def _commit(
@@ -599,8 +682,16 @@ async def on_receipt(uow: UnitOfWork, message: Inbound) -> None:
         unit_cost=event.unit_cost,
         currency=event.currency,
     )
+    await close_announced_receipt(uow.conn, event.receipt_id)
     await allocate_waiting_backorders(uow, book, event.sku, event.location, message.event_id)
     await book.flush(uow)
+
+
+async def close_announced_receipt(conn: asyncpg.Connection, receipt_id: str) -> None:
+    """The announced receipt (POST /incoming) has arrived: it no longer dates backorders."""
+    await conn.execute(
+        "UPDATE incoming SET arrived = true WHERE reference = $1", f"receipt:{receipt_id}"
+    )
 
 
 async def allocate_waiting_backorders(
