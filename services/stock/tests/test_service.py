@@ -531,18 +531,9 @@ async def test_transfers_move_stock_through_transit_and_serve_backorders_at_arri
         # Sell everything on hand; the next order waits for the transfer and is told when.
         no_token = await client.post("/transfers", json=ship | {"transfer_id": f"x-{lamp}"})
         assert no_token.status_code == 401
-        await send(producer, reserve(f"o-all-{lamp}", [(lamp, 6)]))
-        await send(producer, reserve(f"o-wait-{lamp}", [(lamp, 3)]))
-        await send(producer, reserve(f"o-late-{lamp}", [(lamp, 2)]))
-
-        async def answered() -> bool:
-            rows = await admin.fetch(
-                "SELECT order_id, reply FROM stock.order_reservations WHERE order_id LIKE $1",
-                f"o-%-{lamp}",
-            )
-            return len(rows) == 3
-
-        await until(answered)
+        for order_id, quantity in (("o-all", 6), ("o-wait", 3), ("o-late", 2)):  # in this order
+            await send(producer, reserve(f"{order_id}-{lamp}", [(lamp, quantity)]))
+            await until(lambda o=order_id: _answered(admin, f"{o}-{lamp}"))
         wait = (await client.get(f"/reservations/o-wait-{lamp}")).json()
         assert wait["reply"]["lines"][0]["expected_date"] == soon
         assert wait["backorders"][0]["expected_at"] is not None
@@ -696,3 +687,30 @@ async def _api_receipt(client, sku, location, quantity, receipt_id=None) -> None
         },
     )
     assert response.status_code == 201, response.text
+
+
+async def test_location_priority_decides_where_an_order_ships_from(run_service, producer, admin):
+    pen = sku_name("PEN")
+    near, far = f"N{uuid.uuid4().hex[:6]}", f"F{uuid.uuid4().hex[:6]}"
+    async with run_service("stock") as (_, client):
+        for code, priority in ((far, 5000), (near, 1)):
+            answer = await client.put(
+                f"/locations/{code}",
+                headers=ADMIN,
+                json={"name": code, "kind": "store", "priority": priority, "bins": ["A-2", "A-1"]},
+            )
+            assert answer.status_code == 200 and answer.json()["bins"] == ["A-1", "A-2"]
+        bad = await client.put(
+            f"/locations/{near}", headers=ADMIN, json={"name": "x", "kind": "shed"}
+        )
+        assert bad.status_code == 422 and "kind" in bad.text
+        codes = [item["code"] for item in (await client.get("/locations")).json()["items"]]
+        assert codes.index(near) < codes.index(far)
+        await catalog(producer, pen)
+        await until(lambda: _known(admin, pen))
+        await _api_receipt(client, pen, far, 5)
+        await _api_receipt(client, pen, near, 5)
+        await send(producer, reserve(f"o-{pen}", [(pen, 2)]))
+        await until(lambda: _answered(admin, f"o-{pen}"))
+        reply = (await client.get(f"/reservations/o-{pen}")).json()
+        assert [line["location"] for line in reply["lines"]] == [near]

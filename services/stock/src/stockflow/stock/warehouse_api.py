@@ -5,10 +5,10 @@ sellable go to waiting backorders first."""
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from stockflow.contracts.types import Identifier, LocationCode, Quantity, Sku, Timestamp
 from stockflow.runtime.http import idempotent_write
@@ -29,6 +29,48 @@ async def _ensure_location(conn, code: str) -> None:
     await conn.execute(
         "INSERT INTO locations (code, name) VALUES ($1, $1) ON CONFLICT DO NOTHING", code
     )
+
+
+# ----------------------------------------------------------------------------- locations
+
+
+class LocationIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    kind: Literal["warehouse", "store"] = "warehouse"
+    priority: int = Field(100, ge=0, le=10_000, description="Lower ships first when several can")
+    bins: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=10_000
+    )
+
+
+@router.put("/locations/{code}", dependencies=WAREHOUSE)
+async def put_location(code: LocationCode, location: LocationIn, request: Request):
+    """Create or update a location: its kind, its shipping priority and its bins."""
+
+    async def action(uow):
+        row = await uow.conn.fetchrow(
+            "INSERT INTO locations (code, name, kind, priority, bins) VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, kind = EXCLUDED.kind,"
+            " priority = EXCLUDED.priority, bins = EXCLUDED.bins"
+            " RETURNING code, name, kind, priority, bins",
+            code,
+            location.name,
+            location.kind,
+            location.priority,
+            sorted(set(location.bins)),
+        )
+        return 200, dict(row)
+
+    return await idempotent_write(request, action)
+
+
+@router.get("/locations")
+async def locations(request: Request) -> dict:
+    """Every location in shipping order (priority, then code)."""
+    rows = await request.app.state.pool.fetch(
+        "SELECT code, name, kind, priority, bins FROM locations ORDER BY priority, code"
+    )
+    return {"items": [dict(row) for row in rows]}
 
 
 # ----------------------------------------------------------------------------- transfers
