@@ -296,6 +296,20 @@ async def test_idempotency_key_replays_the_first_response_and_refuses_a_new_body
     assert await pool.fetchval("SELECT count(*) FROM things WHERE name = 'a'") == 1
 
 
+async def test_the_relay_forgets_idempotency_keys_after_their_retention(infra, scratch_schema):
+    schema, pool = scratch_schema
+    await pool.execute(
+        "INSERT INTO http_idempotency (idempotency_key, method, path, fingerprint, created_at) "
+        "VALUES ('old', 'POST', '/x', 'f', now() - interval '2 days'), "
+        "('fresh', 'POST', '/x', 'f', now() - interval '1 hour')"
+    )
+    relay = OutboxRelay(infra.admin_database_url, schema, producer=None)
+    async with pool.acquire() as conn:
+        await relay._prune_and_measure(conn)
+    kept = await pool.fetch("SELECT idempotency_key FROM http_idempotency")
+    assert [row["idempotency_key"] for row in kept] == ["fresh"]
+
+
 @contextlib.asynccontextmanager
 async def running_consumer(infra, schema, pool, consumer: Consumer):
     definition = ServiceDefinition(name="test", description="test", consumers=[consumer])

@@ -148,6 +148,7 @@ class OutboxRelay:
         batch_size: int = 2000,
         poll_interval_s: float = 0.5,
         retention_s: float = 3600.0,
+        idempotency_retention_s: float = 86400.0,
         service: str = "",
     ) -> None:
         self.dsn = dsn
@@ -156,6 +157,7 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
         self.retention_s = retention_s
+        self.idempotency_retention_s = idempotency_retention_s
         self.service = service or schema
         self.stats = RelayStats()
         self._wake = asyncio.Event()
@@ -241,6 +243,11 @@ class OutboxRelay:
     async def _prune_and_measure(self, conn: asyncpg.Connection) -> None:
         await conn.execute(
             "DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1)", self.retention_s
+        )
+        # Past this window a retried HTTP write is a new request (clients retry within minutes).
+        await conn.execute(
+            "DELETE FROM http_idempotency WHERE created_at < now() - make_interval(secs => $1)",
+            self.idempotency_retention_s,
         )
         row = await conn.fetchrow(
             "SELECT count(*) AS backlog, min(created_at) AS oldest "

@@ -202,6 +202,7 @@ def create_app(definition: ServiceDefinition, settings: Settings | None = None) 
             batch_size=settings.outbox_batch_size,
             poll_interval_s=settings.outbox_poll_interval_s,
             retention_s=settings.outbox_retention_s,
+            idempotency_retention_s=settings.idempotency_retention_s,
             service=definition.name,
         )
         context = ServiceContext(settings, pool, producer, relay)
