@@ -2,7 +2,8 @@
 # stockflow image entrypoint: run a service by name, the one-shot init, or the CLI.
 #   <service>      catalog | stock | order | fulfillment | accounting
 #                  -> python -m stockflow.runtime.serve <service> --port $STOCKFLOW_HTTP_PORT
-#   init           -> python -m stockflow.runtime.bootstrap   (roles, schemas, topics; idempotent)
+#   init [FLAGS]   -> python -m stockflow.runtime.bootstrap   (roles, schemas, topics; idempotent;
+#                     --scram-users --acls: Kafka users and ACLs, as the Kafka super user)
 #   cli ARGS...    -> stockflow ARGS...                        (operator CLI)
 #   healthcheck    -> exit 0 when http://127.0.0.1:$STOCKFLOW_HTTP_PORT/healthz answers 200
 #   help           -> this text
@@ -13,7 +14,7 @@ SERVICES="catalog stock order fulfillment accounting"
 PORT="${STOCKFLOW_HTTP_PORT:-8080}"
 
 usage() {
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 cmd="${1:-help}"

@@ -8,7 +8,7 @@ demand by the test fixtures). Each profile has its own ports and its own state f
 A third, `secure` (make up-secure, tests/security), runs Kafka with SASL/SCRAM-SHA-512 and the
 standard KRaft authorizer: one principal per service with the ACLs of
 libs/runtime/src/stockflow/runtime/security.py. Its passwords (`<principal>-secret`) are for
-local use only.
+local use only; `status --profile secure` prints the operator CLI's (principal `ops`).
 
   infra.py fetch                      resolve the Kafka jars from Maven Central into the cache
   infra.py up [--profile P]           start Kafka and PostgreSQL, then create roles/schemas/topics
@@ -655,8 +655,8 @@ def venv_python() -> str:
 def bootstrap(p: Profile) -> None:
     """Roles, schemas and topics: idempotent, done by the runtime so compose/helm share it."""
     args, env = ["--local-passwords"], {**os.environ, **p.env()}
-    if p.secure:  # the super user creates topics and the ACLs of the access table
-        args.append("--acls")
+    if p.secure:  # the super user creates topics, the SCRAM users and ACLs of the access table
+        args += ["--scram-users", "--acls"]
         env.update(kafka_credentials(security_module().SUPER_USER))
     result = subprocess.run(
         [venv_python(), "-m", "stockflow.runtime.bootstrap", *args],
@@ -784,7 +784,10 @@ def down(p: Profile) -> None:
 
 
 def status(p: Profile) -> None:
-    for key, value in p.env().items():
+    env = p.env()
+    if p.secure:  # the operator CLI's own principal (stockflow.runtime.security.OPERATOR)
+        env.update(kafka_credentials(security_module().OPERATOR))
+    for key, value in env.items():
         print(f"{key}={value}")
     kafka = read_pid(p.state / "run" / "kafka.pid") is not None and port_open(p.kafka_port)
     print(f"# kafka: {'up' if kafka else 'down'} ({p.kafka_bootstrap})")

@@ -71,6 +71,7 @@ SERVICE_ENV = {
 # The runtime binds 127.0.0.1 unless told otherwise: unreachable from outside a container.
 HTTP_HOST = "0.0.0.0"
 SECRET = "unit-test-existing-secret"
+KAFKA_ADMIN_PASSWORD = "unit-test-kafka-super-user"
 RELEASE = "sf"
 NAMESPACE = "stockflow-test"
 
@@ -241,6 +242,21 @@ RENDERINGS: dict[str, list[str]] = {
         f"secrets.existingSecret={SECRET}",
         "--set",
         "database.params=sslmode=require",
+    ],
+    # SASL/SCRAM + ACLs: the init Job provisions users and ACLs, each pod its own principal.
+    "sasl": [
+        "--set",
+        "kafka.sasl.enabled=true",
+        "--set",
+        f"secrets.kafkaAdminPassword={KAFKA_ADMIN_PASSWORD}",
+        "--set",
+        "secrets.kafkaPasswords.ops=given-ops-password-0123456789",
+    ],
+    "sasl-existing-secret": [
+        "--set",
+        "kafka.sasl.enabled=true",
+        "--set",
+        f"secrets.existingSecret={SECRET}",
     ],
 }
 
@@ -862,3 +878,138 @@ def test_rendered_chart_is_deterministic_apart_from_generated_secrets() -> None:
     render.cache_clear()
     second = list(render("existing-secret"))
     assert first == second
+
+
+# ----------------------------------------------------------------------------- kafka sasl
+
+
+def kafka_password_env(principal: str) -> str:
+    from stockflow.runtime.security import password_env
+
+    return password_env(principal)
+
+
+def kafka_principals() -> set[str]:
+    from stockflow.runtime.security import ACCESS
+
+    return set(ACCESS)
+
+
+def secret_refs(container: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {
+        e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+        for e in container.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+
+
+def test_sasl_is_off_by_default() -> None:
+    docs = render("default")
+    (config,) = of_kind(docs, "ConfigMap")
+    assert not {k for k in config["data"] if k.startswith("STOCKFLOW_KAFKA_SE")}
+    for doc in of_kind(docs, "Deployment") + of_kind(docs, "Job"):
+        (container,) = doc["spec"]["template"]["spec"]["containers"]
+        assert not {n for n in env_map(container) if n.startswith("STOCKFLOW_KAFKA_")}, doc
+    (job,) = of_kind(docs, "Job")
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["init"]
+
+
+def test_sasl_gives_each_service_its_own_principal() -> None:
+    from stockflow.runtime.settings import Settings
+
+    docs = render("sasl")
+    (config,) = of_kind(docs, "ConfigMap")
+    (secret,) = of_kind(docs, "Secret")
+    secret_name = secret["metadata"]["name"]
+    # Values the runtime accepts (Settings validates the Literal types).
+    settings = Settings(
+        kafka_security_protocol=config["data"]["STOCKFLOW_KAFKA_SECURITY_PROTOCOL"],
+        kafka_sasl_mechanism=config["data"]["STOCKFLOW_KAFKA_SASL_MECHANISM"],
+        kafka_username="stock",
+        kafka_password="x",
+    )
+    assert settings.kafka_security_protocol == "SASL_SSL"
+    for service, deploy in by_component(docs, "Deployment").items():
+        (container,) = deploy["spec"]["template"]["spec"]["containers"]
+        env = env_map(container)
+        assert env["STOCKFLOW_KAFKA_USERNAME"]["value"] == service
+        assert service in kafka_principals(), f"{service} is no principal of the access table"
+        refs = secret_refs(container)
+        assert refs["STOCKFLOW_KAFKA_PASSWORD"] == (secret_name, kafka_password_env(service))
+        schema = SCHEMAS[service]
+        # Least privilege: only this service's Kafka password (and its two database ones).
+        assert {key for _, key in refs.values()} == {
+            password_env(f"{schema}_app"),
+            password_env(f"{schema}_owner"),
+            "STOCKFLOW_API_TOKENS",
+            kafka_password_env(service),
+        }, service
+        stray = {n for n in set(env) | set(config["data"]) if n.startswith("STOCKFLOW_")}
+        assert not stray - settings_env_names(), f"{service}: no Settings fields"
+
+
+def test_sasl_secret_holds_every_principals_password() -> None:
+    docs = render("sasl")
+    (secret,) = of_kind(docs, "Secret")
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert data["STOCKFLOW_KAFKA_ADMIN_PASSWORD"] == KAFKA_ADMIN_PASSWORD
+    assert data[kafka_password_env("ops")] == "given-ops-password-0123456789"
+    kafka_keys = {k for k in data if k.startswith("STOCKFLOW_KAFKA_PASSWORD_")}
+    assert kafka_keys == {kafka_password_env(p) for p in kafka_principals()}
+    assert all(len(data[k]) >= 24 for k in kafka_keys), "weak generated password"
+    assert {password_env(r) for r in roles()} <= set(data), "the database passwords stay"
+
+
+def test_sasl_without_the_super_users_password_fails_clearly() -> None:
+    result = run(
+        [helm(), "template", RELEASE, str(CHART), "--set", "kafka.sasl.enabled=true"],
+    )
+    assert result.returncode != 0
+    assert "secrets.kafkaAdminPassword" in result.stderr
+
+
+@pytest.mark.parametrize("rendering", ["sasl", "sasl-existing-secret"])
+def test_sasl_init_job_creates_scram_users_and_acls_as_the_super_user(rendering: str) -> None:
+    docs = render(rendering)
+    (job,) = of_kind(docs, "Job")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    secret_name = SECRET if rendering == "sasl-existing-secret" else f"{RELEASE}-stockflow-secrets"
+    assert container["args"] == ["init", "--scram-users", "--acls"]
+    env = env_map(container)
+    assert env["STOCKFLOW_KAFKA_SECURITY_PROTOCOL"]["value"] == "SASL_SSL"
+    assert env["STOCKFLOW_KAFKA_SASL_MECHANISM"]["value"] == "SCRAM-SHA-512"
+    assert env["STOCKFLOW_KAFKA_USERNAME"]["value"] == "admin"
+    refs = secret_refs(container)
+    assert refs["STOCKFLOW_KAFKA_PASSWORD"] == (secret_name, "STOCKFLOW_KAFKA_ADMIN_PASSWORD")
+    # The bootstrap's --scram-users reads one variable per principal of the access table.
+    for principal in kafka_principals():
+        key = kafka_password_env(principal)
+        assert refs[key] == (secret_name, key), principal
+    # The flags the Job passes exist (the image's entrypoint hands them to the bootstrap).
+    usage = run([sys.executable, "-m", "stockflow.runtime.bootstrap", "--help"])
+    assert usage.returncode == 0, usage.stderr
+    for flag in container["args"][1:]:
+        assert flag in usage.stdout, flag
+
+
+def test_sasl_users_and_acls_can_be_left_to_the_cluster() -> None:
+    result = run(
+        [
+            helm(),
+            "template",
+            RELEASE,
+            str(CHART),
+            *RENDERINGS["sasl"],
+            "--set",
+            "kafka.sasl.createUsers=false",
+            "--set",
+            "kafka.sasl.createAcls=false",
+        ]
+    )
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    (job,) = [d for d in docs if d["kind"] == "Job"]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["init"]
+    assert not {n for n in env_map(container) if n.startswith("STOCKFLOW_KAFKA_PASSWORD_")}
+    assert env_map(container)["STOCKFLOW_KAFKA_USERNAME"]["value"] == "admin", "topics still"

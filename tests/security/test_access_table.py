@@ -12,6 +12,8 @@ import pytest
 from stockflow.contracts import TOPICS
 from stockflow.runtime.security import (
     ACCESS,
+    AUDIT_TOPIC,
+    OPERATOR,
     SERVICES,
     SUPER_USER,
     Operation,
@@ -50,6 +52,28 @@ def test_the_table_has_one_principal_per_service() -> None:
     assert set(SERVICES) == set(SCHEMAS)
     assert principals()[0] == SUPER_USER
     assert SUPER_USER not in ACCESS
+    assert OPERATOR in ACCESS and OPERATOR not in SERVICES
+
+
+def test_the_operator_reads_everything_and_writes_only_replay_targets_and_the_audit_log() -> None:
+    ops = ACCESS[OPERATOR]
+    assert ops.operator and ops.group_prefix is None, "the CLI joins no consumer group"
+    assert ops.reads == set(TOPICS), "topics list/tail and dlq list read every topic"
+    consumed = {topic for service in SERVICES for topic in ACCESS[service].reads}
+    # A DLQ replay re-publishes to the dead letter's source topic: one a service consumes.
+    assert ops.writes == consumed | {AUDIT_TOPIC}
+    assert AUDIT_TOPIC in OPERATOR_TOPICS
+    assert not any(t.endswith(".dlq.v1") for t in ops.writes), "dead letters stay the services'"
+    assert ops.describes_groups == {f"{service}." for service in SERVICES}, "lag"
+    operator_bindings = [b for b in acl_bindings() if b.principal == OPERATOR]
+    assert {b.operation for b in operator_bindings} == {
+        Operation.READ,
+        Operation.WRITE,
+        Operation.DESCRIBE,
+        Operation.DESCRIBE_CONFIGS,
+    }
+    groups = [b for b in operator_bindings if b.resource_type == ResourceType.GROUP]
+    assert groups and all(b.operation == Operation.DESCRIBE for b in groups), "no READ: no join"
 
 
 @pytest.mark.parametrize("service", sorted(SCHEMAS))
@@ -68,9 +92,11 @@ def test_every_service_writes_its_own_dead_letter_topic(service: str) -> None:
 
 
 def test_every_topic_has_exactly_one_writer_matching_the_contract() -> None:
+    # writers() leaves the operator out: it only re-publishes dead letters byte for byte.
     for topic in TOPICS:
         if topic in OPERATOR_TOPICS:
-            assert writers(topic) == set(), f"{topic} is written by the super user only"
+            assert writers(topic) == set(), f"{topic} is written by the operator only"
+            assert topic in ACCESS[OPERATOR].writes
             continue
         assert writers(topic) == {contract_writer(topic)}, topic
 
@@ -79,11 +105,12 @@ def test_the_table_names_only_topics_of_the_contract() -> None:
     for access in ACCESS.values():
         assert access.writes <= set(TOPICS), access.principal
         assert access.reads <= set(TOPICS), access.principal
-        assert not access.writes & access.reads, f"{access.principal} reads what it writes"
+        if not access.operator:
+            assert not access.writes & access.reads, f"{access.principal} reads what it writes"
 
 
 def test_bindings_are_least_privilege() -> None:
-    bindings = acl_bindings()
+    bindings = [b for b in acl_bindings() if b.principal != OPERATOR]  # tested above
     operations = {b.operation for b in bindings}
     # WRITE on a topic is enough for an idempotent producer since Kafka 3.0 (KIP-679).
     assert operations == {Operation.READ, Operation.WRITE, Operation.DESCRIBE}

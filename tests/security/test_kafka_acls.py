@@ -1,28 +1,23 @@
 """Kafka with SASL/SCRAM-SHA-512 and the KRaft StandardAuthorizer: the ACLs of the access table.
 
-Starts deploy/local's `secure` profile (own ports and .state/secure/; the shared `test` and
-`dev` profiles are never touched), provisions the ACLs through the runtime bootstrap, and shows
-that each principal can do exactly what stockflow.runtime.security grants it.
-The profile is stopped at the end of the module if this module started it.
+Uses deploy/local's `secure` profile (conftest.py: own ports and .state/secure/), provisions the
+ACLs again through the runtime bootstrap, and shows that each principal can do exactly what
+stockflow.runtime.security grants it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
-import subprocess
-import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
     GroupAuthorizationFailedError,
     KafkaConnectionError,
     SaslAuthenticationFailed,
@@ -30,36 +25,16 @@ from aiokafka.errors import (
 )
 from aiokafka.structs import TopicPartition
 
-from stockflow.runtime.bootstrap import ensure_acls
+from stockflow.runtime.bootstrap import ensure_acls, ensure_scram_users
 from stockflow.runtime.outbox import build_producer
-from stockflow.runtime.security import SUPER_USER, acl_bindings, local_password
+from stockflow.runtime.security import OPERATOR, SUPER_USER, acl_bindings, local_password
 from stockflow.runtime.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-INFRA = ROOT / "deploy/local/infra.py"
 HOST, PORT = "127.0.0.1", 39092  # the `secure` profile of deploy/local/infra.py
 BOOTSTRAP = f"{HOST}:{PORT}"
-UP_TIMEOUT_S = 240
 CLIENT_TIMEOUT_S = 30
-
-
-def _port_open() -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((HOST, PORT)) == 0
-
-
-def _infra(command: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(INFRA), command, "--profile", "secure"],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        env={**os.environ, "STOCKFLOW_PROFILE": "secure"},
-    )
 
 
 def credentials(principal: str, password: str | None = None) -> dict[str, Any]:
@@ -70,29 +45,6 @@ def credentials(principal: str, password: str | None = None) -> dict[str, Any]:
         kafka_password=password or local_password(principal),
     )
     return settings.kafka_client_options()
-
-
-@pytest.fixture(scope="module")
-def secure_kafka() -> Iterator[str]:
-    """The secure profile: reused if already up, started (bounded) otherwise."""
-    started_here = not _port_open()
-    try:
-        result = _infra("up", UP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        _infra("down", 120)
-        pytest.fail(
-            f"the secure profile did not come up within {UP_TIMEOUT_S}s; "
-            "see .state/secure/logs/kafka.log"
-        )
-    if result.returncode != 0:
-        if started_here:
-            _infra("down", 120)
-        pytest.fail(f"`infra.py up --profile secure` failed: {result.stderr.strip()[-800:]}")
-    try:
-        yield BOOTSTRAP
-    finally:
-        if started_here:  # ours: free its memory; someone else's `make up-secure` stays up
-            _infra("down", 120)
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +156,31 @@ async def test_no_credentials_no_access(provisioned: str) -> None:
     with pytest.raises((KafkaConnectionError, asyncio.TimeoutError)):
         await asyncio.wait_for(producer.start(), 15)
     await producer.stop()
+
+
+async def test_the_bootstrap_creates_and_rotates_scram_users(provisioned: str) -> None:
+    # The init's --scram-users path (AlterUserScramCredentials): a user it creates can log in,
+    # and upserting a new password rotates it (the old one stops working).
+    first, second = uuid.uuid4().hex, uuid.uuid4().hex
+    admin = credentials(SUPER_USER)
+    assert await ensure_scram_users(provisioned, {"scram-probe": first}, security=admin) == [
+        "scram-probe"
+    ]
+    conn = await asyncio.wait_for(
+        create_conn(HOST, PORT, **credentials("scram-probe", first)), CLIENT_TIMEOUT_S
+    )
+    conn.close()
+    await ensure_scram_users(provisioned, {"scram-probe": second}, security=admin)
+    with pytest.raises(SaslAuthenticationFailed):
+        await asyncio.wait_for(
+            create_conn(HOST, PORT, **credentials("scram-probe", first)), CLIENT_TIMEOUT_S
+        )
+    conn = await asyncio.wait_for(
+        create_conn(HOST, PORT, **credentials("scram-probe", second)), CLIENT_TIMEOUT_S
+    )
+    conn.close()
+
+
+async def test_only_the_super_user_manages_scram_users(provisioned: str) -> None:
+    with pytest.raises(ClusterAuthorizationFailedError):
+        await ensure_scram_users(provisioned, {"stock": "hijacked"}, security=credentials(OPERATOR))

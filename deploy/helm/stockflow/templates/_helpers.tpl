@@ -86,3 +86,19 @@ app.kubernetes.io/component: {{ .service }}
 {{- $url := printf "postgresql://%s:$(%s)@%s:%v/%s" .user .passwordEnv $db.host $db.port $db.name -}}
 {{- if $db.params }}{{ $url }}?{{ $db.params }}{{ else }}{{ $url }}{{ end -}}
 {{- end -}}
+
+{{/* Every Kafka principal (stockflow.runtime.security): each service and kafka.sasl.extraPrincipals.
+     All services, enabled or not: the init Job creates the whole access table. */}}
+{{- define "stockflow.kafkaPrincipals" -}}
+{{- range $name, $svc := .Values.services }}
+- {{ $name }}
+{{- end }}
+{{- range .Values.kafka.sasl.extraPrincipals }}
+- {{ . }}
+{{- end }}
+{{- end -}}
+
+{{/* Secret key of a Kafka principal's password, e.g. stock -> STOCKFLOW_KAFKA_PASSWORD_STOCK. */}}
+{{- define "stockflow.kafkaPasswordKey" -}}
+{{- printf "STOCKFLOW_KAFKA_PASSWORD_%s" (upper .) -}}
+{{- end -}}

@@ -20,6 +20,7 @@ from enum import StrEnum
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from stockflow.cli.common import kafka_security
 from stockflow.contracts import Event, InvalidMessage, KafkaRecord, decode, encode
 from stockflow.contracts.events.checkout import (
     CheckoutOrderCancelRequested,
@@ -242,7 +243,10 @@ class OutcomeTracker:
         self, bootstrap_servers: str, outcomes: Outcomes, topic: str = "orders.events.v1"
     ) -> None:
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False
+            **kafka_security(),
+            bootstrap_servers=bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
         )
         self.outcomes = outcomes
         self.topic = topic

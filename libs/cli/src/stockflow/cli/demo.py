@@ -31,7 +31,7 @@ from stockflow.cli.checkout_sim import (
     percentile,
     send_orders,
 )
-from stockflow.cli.common import auth_headers, service_url, setting
+from stockflow.cli.common import auth_headers, kafka_security, service_url, setting
 from stockflow.contracts import encode
 from stockflow.contracts.events.catalog import CatalogVariantUpserted
 from stockflow.contracts.events.warehouse import WarehouseGoodsReceived
@@ -97,6 +97,7 @@ async def run_demo(count: int, rate: float, timeout_s: float, seed: int) -> bool
     async with httpx.AsyncClient(timeout=15) as http:
         await wait_for_services(http)
         producer = AIOKafkaProducer(
+            **kafka_security(),
             bootstrap_servers=setting("KAFKA_BOOTSTRAP_SERVERS"),
             acks="all",
             enable_idempotence=True,

@@ -1,7 +1,8 @@
 """Kafka for the operator commands: bounded reads, record decoding, dead letters, the audit log.
 
 Everything here reads with `group_id=None` (no offsets committed, no rebalances caused) and
-writes with an idempotent `acks=all` producer. Rendering lives in `ops.py`.
+writes with an idempotent `acks=all` producer. Every client authenticates as the services do
+(STOCKFLOW_KAFKA_*, see `common.kafka_security`). Rendering lives in `ops.py`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    KafkaError,
+    TopicAuthorizationFailedError,
+)
 
+from stockflow.cli.common import kafka_identity, kafka_security
 from stockflow.contracts.base import dlq_topic
 from stockflow.contracts.cloudevents import (
     JSON,
@@ -49,6 +57,43 @@ DLQ_SCHEMAS = {
 
 class OpsError(Exception):
     """Something the operator must be told about; the command exits non-zero."""
+
+
+_AUTHORIZATION_ERRORS = (
+    TopicAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    ClusterAuthorizationFailedError,
+)
+
+
+def kafka_refused(exc: KafkaError) -> OpsError:
+    """A broker's refusal as one line: what failed, and as whom (never the password)."""
+    if isinstance(exc, _AUTHORIZATION_ERRORS):
+        return OpsError(
+            f"Kafka refused {kafka_identity()}: {exc} — the principal lacks an ACL for this; "
+            "operators use the `ops` principal (STOCKFLOW_KAFKA_USERNAME/_PASSWORD)"
+        )
+    return OpsError(f"Kafka error {kafka_identity()}: {exc!r}")
+
+
+def _security() -> dict[str, Any]:
+    try:
+        return kafka_security()
+    except ValueError as exc:
+        raise OpsError(str(exc)) from exc
+
+
+def _unreachable(bootstrap: str, exc: BaseException) -> OpsError:
+    identity = kafka_identity()
+    if identity.startswith("without"):
+        hint = (
+            "; if the cluster requires SASL, set STOCKFLOW_KAFKA_SECURITY_PROTOCOL, "
+            "STOCKFLOW_KAFKA_USERNAME and STOCKFLOW_KAFKA_PASSWORD"
+        )
+    else:
+        hint = "; check STOCKFLOW_KAFKA_USERNAME and STOCKFLOW_KAFKA_PASSWORD"
+    reason = repr(exc) if str(exc) else type(exc).__name__
+    return OpsError(f"cannot connect to Kafka at {bootstrap} {identity}: {reason}{hint}")
 
 
 def dlq_topic_of(service: str) -> str:
@@ -96,6 +141,7 @@ def hexdump(raw: bytes, width: int = 16) -> str:
 @asynccontextmanager
 async def _reader(bootstrap: str) -> AsyncIterator[AIOKafkaConsumer]:
     consumer = AIOKafkaConsumer(
+        **_security(),
         bootstrap_servers=bootstrap,
         group_id=None,
         enable_auto_commit=False,
@@ -108,7 +154,7 @@ async def _reader(bootstrap: str) -> AsyncIterator[AIOKafkaConsumer]:
         await asyncio.wait_for(consumer.start(), TIMEOUT_S)
     except Exception as exc:  # any start failure means "broker unreachable"
         await consumer.stop()
-        raise OpsError(f"cannot reach Kafka at {bootstrap}: {exc!r}") from exc
+        raise _unreachable(bootstrap, exc) from exc
     try:
         yield consumer
     finally:
@@ -118,6 +164,7 @@ async def _reader(bootstrap: str) -> AsyncIterator[AIOKafkaConsumer]:
 @asynccontextmanager
 async def _admin(bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
     admin = AIOKafkaAdminClient(
+        **_security(),
         bootstrap_servers=bootstrap,
         client_id="stockflow-cli",
         request_timeout_ms=int(TIMEOUT_S * 1000),
@@ -126,7 +173,7 @@ async def _admin(bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
         await asyncio.wait_for(admin.start(), TIMEOUT_S)
     except Exception as exc:  # any start failure means "broker unreachable"
         await admin.close()
-        raise OpsError(f"cannot reach Kafka at {bootstrap}: {exc!r}") from exc
+        raise _unreachable(bootstrap, exc) from exc
     try:
         yield admin
     finally:
@@ -137,6 +184,11 @@ async def _partition_ids(admin: AIOKafkaAdminClient, names: list[str]) -> dict[s
     """Partition ids per existing topic (absent topics are left out)."""
     found: dict[str, list[int]] = {}
     for topic in await admin.describe_topics(names):
+        if topic["error_code"] == TopicAuthorizationFailedError.errno:
+            raise OpsError(
+                f"not authorized to describe topic {topic['topic']} {kafka_identity()}: "
+                "the principal lacks an ACL for it"
+            )
         if topic["error_code"] == 0 and topic["partitions"]:
             found[topic["topic"]] = sorted(p["partition"] for p in topic["partitions"])
     return found
@@ -511,6 +563,7 @@ def _audit_record(
 @asynccontextmanager
 async def _writer(bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
     producer = AIOKafkaProducer(
+        **_security(),
         bootstrap_servers=bootstrap,
         acks="all",
         enable_idempotence=True,
@@ -521,7 +574,7 @@ async def _writer(bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
         await asyncio.wait_for(producer.start(), TIMEOUT_S)
     except Exception as exc:  # any start failure means "broker unreachable"
         await producer.stop()
-        raise OpsError(f"cannot reach Kafka at {bootstrap}: {exc!r}") from exc
+        raise _unreachable(bootstrap, exc) from exc
     try:
         yield producer
     finally:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import httpx
 import typer
+from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.json import JSON as RichJSON
 from rich.markup import escape
@@ -44,11 +45,13 @@ def _bootstrap() -> str:
 
 
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine; an OpsError is printed and exits 1, Ctrl-C ends quietly."""
+    """Run a command's coroutine; an OpsError or a broker's refusal (e.g. a missing ACL) is
+    printed as one line and exits 1, Ctrl-C ends quietly."""
     try:
         return asyncio.run(coroutine)
-    except kt.OpsError as exc:
-        Console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}")
+    except (kt.OpsError, KafkaError) as exc:
+        error = kt.kafka_refused(exc) if isinstance(exc, KafkaError) else exc
+        Console(stderr=True).print(f"[red]error:[/] {escape(str(error))}")
         raise typer.Exit(1) from exc
     except KeyboardInterrupt:
         raise typer.Exit(130) from None

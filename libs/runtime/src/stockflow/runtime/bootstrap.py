@@ -1,12 +1,14 @@
 """Create what the services expect to exist: per-service roles and schemas, and every topic.
 
 Idempotent; run by `make up` locally, by the compose `init` service and the Helm init Job:
-  python -m stockflow.runtime.bootstrap [--local-passwords] [--skip-topics] [--acls]
+  python -m stockflow.runtime.bootstrap [--local-passwords] [--skip-topics] [--scram-users] [--acls]
 Reads DATABASE_URL (an admin connection), KAFKA_BOOTSTRAP_SERVERS and one password per role
 from STOCKFLOW_DB_PASSWORD_<ROLE> (e.g. STOCKFLOW_DB_PASSWORD_STOCK_APP); --local-passwords uses
 each role's name as its password (local development only).
---acls also creates the Kafka ACLs of stockflow.runtime.security (one principal per service);
-on a secured cluster the Kafka credentials of the super user come from STOCKFLOW_KAFKA_*
+--scram-users creates (or updates) a SCRAM-SHA-512 user for every principal of
+stockflow.runtime.security, its password from STOCKFLOW_KAFKA_PASSWORD_<PRINCIPAL> (with
+--local-passwords: `<principal>-secret`); --acls creates the Kafka ACLs of that access table.
+On a secured cluster the Kafka credentials of the super user come from STOCKFLOW_KAFKA_*
 (security protocol, username, password), as for the services.
 """
 
@@ -15,7 +17,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import os
+import secrets
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -24,9 +28,28 @@ import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 from aiokafka.protocol.admin import CreateAclsRequest
+from aiokafka.protocol.api import Request, RequestStruct, Response
+from aiokafka.protocol.types import (
+    CompactArray,
+    CompactBytes,
+    CompactString,
+    Int8,
+    Int16,
+    Int32,
+    Schema,
+    TaggedFields,
+)
 
 from stockflow.contracts import TOPICS
-from stockflow.runtime.security import ALLOW, ANY_HOST, AclBinding, acl_bindings
+from stockflow.runtime.security import (
+    ACCESS,
+    ALLOW,
+    ANY_HOST,
+    AclBinding,
+    acl_bindings,
+    local_password,
+    password_env,
+)
 from stockflow.runtime.settings import SCHEMAS, Settings
 
 
@@ -151,6 +174,106 @@ async def ensure_acls(
     return len(wanted)
 
 
+# --- SCRAM users: AlterUserScramCredentials (KIP-554, API key 51), absent from aiokafka 0.14 ---
+
+SCRAM_SHA_512 = 2  # org.apache.kafka.clients.admin.ScramMechanism
+SCRAM_ITERATIONS = 8192  # the broker accepts 4096..16384
+
+
+class AlterUserScramCredentialsResponse_v0(Response):
+    API_KEY = 51
+    API_VERSION = 0
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        (
+            "results",
+            CompactArray(
+                ("user", CompactString("utf-8")),
+                ("error_code", Int16),
+                ("error_message", CompactString("utf-8")),
+                ("tags", TaggedFields),
+            ),
+        ),
+        ("tags", TaggedFields),
+    )
+
+
+class AlterUserScramCredentialsRequest_v0(RequestStruct):
+    FLEXIBLE_VERSION = True
+    API_KEY = 51
+    API_VERSION = 0
+    RESPONSE_TYPE = AlterUserScramCredentialsResponse_v0
+    SCHEMA = Schema(
+        (
+            "deletions",
+            CompactArray(
+                ("name", CompactString("utf-8")), ("mechanism", Int8), ("tags", TaggedFields)
+            ),
+        ),
+        (
+            "upsertions",
+            CompactArray(
+                ("name", CompactString("utf-8")),
+                ("mechanism", Int8),
+                ("iterations", Int32),
+                ("salt", CompactBytes),
+                ("salted_password", CompactBytes),
+                ("tags", TaggedFields),
+            ),
+        ),
+        ("tags", TaggedFields),
+    )
+
+
+class AlterUserScramCredentialsRequest(Request[AlterUserScramCredentialsRequest_v0]):
+    API_KEY = 51
+
+    def __init__(self, passwords: Mapping[str, str]) -> None:
+        self._upsertions: list[tuple[str, int, int, bytes, bytes, dict[int, bytes]]] = []
+        for user, password in sorted(passwords.items()):
+            # The client salts and hashes (RFC 5802 Hi() is PBKDF2): the password never travels.
+            salt = secrets.token_bytes(32)
+            salted = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, SCRAM_ITERATIONS)
+            self._upsertions.append((user, SCRAM_SHA_512, SCRAM_ITERATIONS, salt, salted, {}))
+
+    def build(
+        self, request_struct_class: type[AlterUserScramCredentialsRequest_v0]
+    ) -> AlterUserScramCredentialsRequest_v0:
+        return request_struct_class([], self._upsertions, {})
+
+
+def scram_passwords(*, local: bool) -> dict[str, str]:
+    """The password of every principal of the access table (the super user exists already)."""
+    if local:
+        return {principal: local_password(principal) for principal in ACCESS}
+    missing = [password_env(p) for p in ACCESS if not os.environ.get(password_env(p))]
+    if missing:
+        raise SystemExit(f"error: {', '.join(missing)} not set (needed by --scram-users)")
+    return {principal: os.environ[password_env(principal)] for principal in ACCESS}
+
+
+async def ensure_scram_users(
+    bootstrap_servers: str,
+    passwords: Mapping[str, str],
+    *,
+    security: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Create or update one SCRAM-SHA-512 user per principal (re-salted: rotation-friendly)."""
+    admin = AIOKafkaAdminClient(
+        **dict(security or {}), bootstrap_servers=bootstrap_servers, client_id="stockflow-init"
+    )
+    await admin.start()
+    try:
+        response = await admin._send_request(AlterUserScramCredentialsRequest(passwords))
+    finally:
+        await admin.close()
+    failed = [(user, code, message) for user, code, message, _ in response.results if code]
+    if failed:
+        user, code, message = failed[0]
+        raise for_code(code)(f"creating SCRAM user {user}: {message}")
+    return sorted(user for user, *_ in response.results)
+
+
 async def bootstrap(
     admin_url: str,
     bootstrap_servers: str | None,
@@ -158,6 +281,7 @@ async def bootstrap(
     local_passwords: bool,
     replication_factor: int = 1,
     acls: bool = False,
+    scram_users: Mapping[str, str] | None = None,
     security: Mapping[str, Any] | None = None,
 ) -> None:
     await ensure_roles_and_schemas(admin_url, local_passwords=local_passwords)
@@ -165,6 +289,8 @@ async def bootstrap(
         await ensure_topics(
             bootstrap_servers, replication_factor=replication_factor, security=security
         )
+        if scram_users:
+            await ensure_scram_users(bootstrap_servers, scram_users, security=security)
         if acls:
             await ensure_acls(bootstrap_servers, security=security)
 
@@ -178,9 +304,14 @@ def main() -> None:
         action="store_true",
         help="also create the Kafka ACLs of stockflow.runtime.security",
     )
+    parser.add_argument(
+        "--scram-users",
+        action="store_true",
+        help="also create a SCRAM user per principal (STOCKFLOW_KAFKA_PASSWORD_<PRINCIPAL>)",
+    )
     args = parser.parse_args()
-    if args.acls and args.skip_topics:
-        sys.exit("error: --acls needs Kafka; drop --skip-topics")
+    if (args.acls or args.scram_users) and args.skip_topics:
+        sys.exit("error: --acls and --scram-users need Kafka; drop --skip-topics")
     admin_url = os.environ.get("DATABASE_URL")
     if not admin_url:
         sys.exit("error: DATABASE_URL (an admin connection) is not set")
@@ -199,11 +330,14 @@ def main() -> None:
             local_passwords=args.local_passwords,
             replication_factor=replication,
             acls=args.acls,
+            scram_users=scram_passwords(local=args.local_passwords) if args.scram_users else None,
             security=security,
         )
     )
-    done = "roles, schemas, topics and ACLs" if args.acls else "roles, schemas and topics"
-    print(f"bootstrap done: {done} are in place")
+    done = ["roles", "schemas", "topics"] if kafka else ["roles", "schemas"]
+    done += ["SCRAM users"] if args.scram_users else []
+    done += ["ACLs"] if args.acls else []
+    print(f"bootstrap done: {', '.join(done[:-1])} and {done[-1]} are in place")
 
 
 if __name__ == "__main__":

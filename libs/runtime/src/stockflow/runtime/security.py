@@ -1,11 +1,15 @@
 """Who may do what on Kafka: the single source of truth for principals and their ACLs.
 
-One SCRAM principal per service (`User:<service>`) and one per upstream producer; `admin` is
-the super user (bootstrap, operators' CLI, DLQ replays and `ops.audit.v1`). Each principal may
+One SCRAM principal per service (`User:<service>`), one per upstream producer and `ops`, the
+operators' CLI; `admin` is the super user (bootstrap only: topics, SCRAM users, ACLs). Each
+principal may
 - WRITE (and DESCRIBE) the topics it publishes, nothing else;
 - READ (and DESCRIBE) the topics it consumes;
 - READ the consumer groups named `<service>.*` (a PREFIXED group ACL), so group suffixes such as
   `stock.commands.replay-2` keep working.
+`ops` reads (and DESCRIBE_CONFIGS) every topic, DESCRIBEs every service's groups (lag), and
+WRITEs `ops.audit.v1` and the topics the services consume: a DLQ replay re-publishes a dead
+letter byte for byte to its source topic. It joins no group (the CLI reads with group_id=None).
 No IDEMPOTENT_WRITE on the cluster: since Kafka 3.0 (KIP-679) WRITE on any topic allows an
 idempotent producer (tests/security proves it against the real broker).
 
@@ -21,6 +25,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 SUPER_USER = "admin"
+OPERATOR = "ops"
+AUDIT_TOPIC = "ops.audit.v1"
 SCRAM_MECHANISM = "SCRAM-SHA-512"
 
 
@@ -37,54 +43,71 @@ class Access:
     reads: frozenset[str] = frozenset()
     group_prefix: str | None = None
     upstream: bool = False
+    # The operator only: DESCRIBE on these group prefixes, DESCRIBE_CONFIGS on what it reads.
+    describes_groups: frozenset[str] = frozenset()
+    operator: bool = False
 
 
 def _service(name: str, schema: str, writes: set[str], reads: set[str]) -> Access:
     return Access(name, frozenset({*writes, dlq(schema)}), frozenset(reads), f"{name}.")
 
 
-ACCESS: dict[str, Access] = {
-    a.principal: a
-    for a in (
-        _service("catalog", "catalog", {"catalog.products.v1"}, set()),
-        _service(
-            "stock",
-            "stock",
-            {"stock.events.v1", "stock.levels.v1", "stock.movements.v1", "stock.alerts.v1"},
-            {
-                "stock.commands.v1",
-                "warehouse.receipts.v1",
-                "catalog.products.v1",
-                "fulfillment.events.v1",
-            },
-        ),
-        # The saga orchestrator writes the stock service's command topic (DESIGN.md: order
-        # publishes stock.commands.v1, which the contract lists as owned by its reader, stock).
-        _service(
-            "order",
-            "orders",
-            {"stock.commands.v1", "orders.events.v1"},
-            {"checkout.orders.v1", "stock.events.v1", "fulfillment.events.v1"},
-        ),
-        _service(
-            "fulfillment",
-            "fulfillment",
-            {"fulfillment.events.v1"},
-            {"orders.events.v1", "stock.events.v1", "catalog.products.v1"},
-        ),
-        _service(
-            "accounting",
-            "accounting",
-            {"accounting.journal.v1"},
-            {"stock.movements.v1", "orders.events.v1", "fulfillment.events.v1"},
-        ),
-        # Upstream systems only produce their input topic.
-        Access("checkout", frozenset({"checkout.orders.v1"}), upstream=True),
-        Access("warehouse", frozenset({"warehouse.receipts.v1"}), upstream=True),
-    )
-}
+_PRINCIPALS: tuple[Access, ...] = (
+    _service("catalog", "catalog", {"catalog.products.v1"}, set()),
+    _service(
+        "stock",
+        "stock",
+        {"stock.events.v1", "stock.levels.v1", "stock.movements.v1", "stock.alerts.v1"},
+        {
+            "stock.commands.v1",
+            "warehouse.receipts.v1",
+            "catalog.products.v1",
+            "fulfillment.events.v1",
+        },
+    ),
+    # The saga orchestrator writes the stock service's command topic (DESIGN.md: order
+    # publishes stock.commands.v1, which the contract lists as owned by its reader, stock).
+    _service(
+        "order",
+        "orders",
+        {"stock.commands.v1", "orders.events.v1"},
+        {"checkout.orders.v1", "stock.events.v1", "fulfillment.events.v1"},
+    ),
+    _service(
+        "fulfillment",
+        "fulfillment",
+        {"fulfillment.events.v1"},
+        {"orders.events.v1", "stock.events.v1", "catalog.products.v1"},
+    ),
+    _service(
+        "accounting",
+        "accounting",
+        {"accounting.journal.v1"},
+        {"stock.movements.v1", "orders.events.v1", "fulfillment.events.v1"},
+    ),
+    # Upstream systems only produce their input topic.
+    Access("checkout", frozenset({"checkout.orders.v1"}), upstream=True),
+    Access("warehouse", frozenset({"warehouse.receipts.v1"}), upstream=True),
+)
 
-SERVICES = tuple(name for name, access in ACCESS.items() if not access.upstream)
+
+def _operator(principals: tuple[Access, ...]) -> Access:
+    """The CLI: reads everything, replays dead letters to what the services consume, audits."""
+    services = [a for a in principals if a.group_prefix]
+    consumed = {topic for a in services for topic in a.reads}
+    every_topic = {topic for a in principals for topic in (*a.writes, *a.reads)} | {AUDIT_TOPIC}
+    return Access(
+        OPERATOR,
+        frozenset({*consumed, AUDIT_TOPIC}),
+        frozenset(every_topic),
+        describes_groups=frozenset(a.group_prefix or "" for a in services),
+        operator=True,
+    )
+
+
+ACCESS: dict[str, Access] = {a.principal: a for a in (*_PRINCIPALS, _operator(_PRINCIPALS))}
+
+SERVICES = tuple(a.principal for a in ACCESS.values() if a.group_prefix)
 
 
 def principals() -> tuple[str, ...]:
@@ -93,7 +116,13 @@ def principals() -> tuple[str, ...]:
 
 
 def writers(topic: str) -> set[str]:
-    return {a.principal for a in ACCESS.values() if topic in a.writes}
+    """Who publishes `topic` (the operator, who only re-publishes dead letters, left out)."""
+    return {a.principal for a in ACCESS.values() if topic in a.writes and not a.operator}
+
+
+def password_env(principal: str) -> str:
+    """Where the init (bootstrap --scram-users) finds a principal's password."""
+    return f"STOCKFLOW_KAFKA_PASSWORD_{principal.upper()}"
 
 
 def local_password(principal: str) -> str:
@@ -117,6 +146,7 @@ class Operation(IntEnum):
     READ = 3
     WRITE = 4
     DESCRIBE = 8
+    DESCRIBE_CONFIGS = 10
     IDEMPOTENT_WRITE = 12
 
 
@@ -156,6 +186,18 @@ def acl_bindings(access: dict[str, Access] | None = None) -> list[AclBinding]:
         for name in a.reads:
             out.add(AclBinding(a.principal, topic, name, literal, Operation.READ))
             out.add(AclBinding(a.principal, topic, name, literal, Operation.DESCRIBE))
+            if a.operator:  # `stockflow topics list` shows each topic's cleanup.policy
+                out.add(AclBinding(a.principal, topic, name, literal, Operation.DESCRIBE_CONFIGS))
+        for prefix in a.describes_groups:
+            out.add(
+                AclBinding(
+                    a.principal,
+                    ResourceType.GROUP,
+                    prefix,
+                    PatternType.PREFIXED,
+                    Operation.DESCRIBE,
+                )
+            )
         if a.group_prefix:
             out.add(
                 AclBinding(
