@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stockflow.cli import accounting, catalog, demo, fulfillment, ops, order, stock
+from stockflow.cli import accounting, catalog, check, demo, fulfillment, ops, order, stock
 
 app = typer.Typer(
     name="stockflow",
@@ -17,6 +17,7 @@ app.add_typer(catalog.app, name="catalog", help="Catalog import and export.")
 app.add_typer(fulfillment.app, name="fulfillment", help="Warehouse work: pick, pack, ship.")
 app.add_typer(accounting.app, name="accounting", help="Books, valuation and reports.")
 ops.register(app)
+app.command("check")(check.check)
 demo.register(app)
 
 if __name__ == "__main__":

@@ -48,11 +48,18 @@ async def find_violations(
     conn: asyncpg.Connection, schema: str, invariants: Sequence[Invariant], *, limit: int = 100
 ) -> list[Violation]:
     """Run every invariant in one read-only snapshot; at most `limit` rows per invariant."""
-    found: list[Violation] = []
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        for invariant in invariants:
-            rows = await conn.fetch(f"SELECT * FROM ({invariant.query(schema)}) v LIMIT {limit}")
-            found += [Violation(invariant.name, str(r["subject"]), str(r["detail"])) for r in rows]
+        return await run_invariants(conn, schema, invariants, limit=limit)
+
+
+async def run_invariants(
+    conn: asyncpg.Connection, schema: str, invariants: Sequence[Invariant], *, limit: int = 100
+) -> list[Violation]:
+    """Run `invariants` in the caller's transaction (so several schemas share one snapshot)."""
+    found: list[Violation] = []
+    for invariant in invariants:
+        rows = await conn.fetch(f"SELECT * FROM ({invariant.query(schema)}) v LIMIT {limit}")
+        found += [Violation(invariant.name, str(r["subject"]), str(r["detail"])) for r in rows]
     return found
 
 
@@ -60,16 +67,28 @@ AlertFactory = Callable[[Violation, datetime], Event]
 
 
 def watch(
-    invariants: Sequence[Invariant], *, alert: AlertFactory | None = None, interval_s: float = 30
+    invariants: Sequence[Invariant],
+    *,
+    alert: AlertFactory | None = None,
+    interval_s: float | None = None,
 ):
     """A service background task: check every `interval_s`, set a gauge per invariant and
-    publish `alert(violation)` once when a violation first appears."""
+    publish `alert(violation)` once when a violation first appears.
+
+    Args:
+        invariants: the service's own invariants (its schema only).
+        alert: builds the event to publish for a new violation; None logs and counts only
+            (for a service that may not publish the alert's topic).
+        interval_s: seconds between checks; None takes the service's `invariant_interval_s`
+            setting (STOCKFLOW_INVARIANT_INTERVAL_S, default 30).
+    """
 
     async def watch_invariants(context) -> None:
         reported: set[tuple[str, str]] = set()
         schema = context.settings.schema_name
+        every = interval_s if interval_s is not None else context.settings.invariant_interval_s
         while True:
-            await asyncio.sleep(interval_s)
+            await asyncio.sleep(every)
             try:
                 async with context.pool.acquire() as conn:
                     violations = await find_violations(conn, schema, invariants)
@@ -86,9 +105,13 @@ def watch(
             if fresh:
                 log.error("invariant violated", violations=[v.__dict__ for v in fresh[:20]])
                 if alert is not None:
-                    async with context.unit_of_work() as uow:
-                        for violation in fresh:
-                            uow.publish(alert(violation, datetime.now(UTC)))
+                    try:
+                        async with context.unit_of_work() as uow:
+                            for violation in fresh:
+                                uow.publish(alert(violation, datetime.now(UTC)))
+                    except Exception as exc:  # noqa: BLE001 — alert again on the next round
+                        log.warning("invariant alert not published", error=repr(exc))
+                        continue
             reported = current
 
     return watch_invariants

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     outbox_poll_interval_s: float = 0.5
     outbox_retention_s: float = 3600.0
     idempotency_retention_s: float = 86400.0
+    # How often a service checks its own invariants (a full ledger scan in stock: not too often).
+    invariant_interval_s: float = 30.0
     kafka_linger_ms: int = 5
     # Kafka authentication (default PLAINTEXT: none). The password is a SecretStr, so it never
     # appears in a repr, a log line or a validation error.

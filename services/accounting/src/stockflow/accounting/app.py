@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from stockflow.accounting import api
+from stockflow.accounting import api, invariants
 from stockflow.accounting.handlers import (
     FULFILLMENT_EVENTS,
     ORDER_EVENTS,
@@ -12,6 +12,7 @@ from stockflow.accounting.handlers import (
 )
 from stockflow.contracts.events import StockMovementRecorded
 from stockflow.runtime.consumer import Consumer
+from stockflow.runtime.invariants import watch
 from stockflow.runtime.service import ServiceDefinition
 
 service = ServiceDefinition(
@@ -43,4 +44,5 @@ service = ServiceDefinition(
         ),
     ],
     routers=[api.router],
+    background=[watch(invariants.INVARIANTS)],
 )

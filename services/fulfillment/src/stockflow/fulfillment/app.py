@@ -2,9 +2,10 @@
 
 from pathlib import Path
 
-from stockflow.fulfillment import api, handlers
+from stockflow.fulfillment import api, handlers, invariants
 from stockflow.fulfillment.autopilot import autopilot
 from stockflow.runtime.consumer import Consumer
+from stockflow.runtime.invariants import watch
 from stockflow.runtime.service import ServiceDefinition
 
 service = ServiceDefinition(
@@ -29,5 +30,5 @@ service = ServiceDefinition(
         ),
     ],
     routers=[api.router],
-    background=[autopilot],
+    background=[autopilot, watch(invariants.INVARIANTS)],
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stockflow.order import api
+from stockflow.order import api, invariants
 from stockflow.order.config import OrderSettings
 from stockflow.order.handlers import (
     CHECKOUT_EVENTS,
@@ -14,6 +14,7 @@ from stockflow.order.handlers import (
 )
 from stockflow.order.timers import TimerTask
 from stockflow.runtime.consumer import Consumer
+from stockflow.runtime.invariants import watch
 from stockflow.runtime.service import ServiceDefinition
 
 
@@ -50,7 +51,10 @@ def build_service(settings: OrderSettings | None = None) -> ServiceDefinition:
             ),
         ],
         routers=[api.router],
-        background=[TimerTask(handlers, settings).run],
+        background=[
+            TimerTask(handlers, settings).run,
+            watch(invariants.invariants(settings.settle_s)),
+        ],
     )
 
 

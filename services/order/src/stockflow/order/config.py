@@ -25,6 +25,9 @@ class OrderSettings(BaseSettings):
         default=0.5, gt=0, description="how often the timer task looks for due timers"
     )
     timer_batch_size: int = Field(default=500, ge=1, description="timers fired per transaction")
+    settle_s: float = Field(
+        default=300.0, gt=0, description="an unsettled order untouched this long is a violation"
+    )
 
     def saga_policy(self) -> SagaPolicy:
         return SagaPolicy(

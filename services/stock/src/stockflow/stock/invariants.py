@@ -1,0 +1,176 @@
+"""What must always hold in the stock schema, as SQL (see stockflow.runtime.invariants).
+
+The service checks these itself (`watch`, one gauge per invariant, `stock.invariant.violated.v1`
+on stock.alerts.v1 when one breaks) and `stockflow check` runs them from outside. A level's
+subject is `sku@location`, so an alert can name its sku and location.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from stockflow.contracts.events.stock import InvariantViolated
+from stockflow.runtime.invariants import Invariant, Violation
+
+AVAILABLE = "l.on_hand - l.reserved - l.damaged - l.quality_control - l.safety_stock"
+LEVEL_BUCKETS = (
+    "on_hand",
+    "reserved",
+    "backordered",
+    "damaged",
+    "quality_control",
+    "safety_stock",
+    "incoming",
+)
+
+NO_OVERSELL = Invariant(
+    "no_oversell",
+    "every bucket of a level is >= 0 and available is >= 0",
+    f"""SELECT l.sku || '@' || l.location AS subject,
+               format('on_hand=%s reserved=%s damaged=%s quality_control=%s safety_stock=%s '
+                      'incoming=%s backordered=%s available=%s', l.on_hand, l.reserved,
+                      l.damaged, l.quality_control, l.safety_stock, l.incoming, l.backordered,
+                      {AVAILABLE}) AS detail
+        FROM {{schema}}.levels l
+        WHERE ({AVAILABLE}) < 0 OR least(l.on_hand, l.reserved, l.damaged, l.quality_control,
+                                         l.safety_stock, l.incoming, l.backordered) < 0""",
+)
+
+RESERVED_IS_OPEN_RESERVATIONS = Invariant(
+    "reserved_is_open_reservations",
+    "a level's reserved equals the sum of its open reservations",
+    """SELECT coalesce(l.sku, r.sku) || '@' || coalesce(l.location, r.location) AS subject,
+              format('reserved=%s open reservations=%s', coalesce(l.reserved, 0),
+                     coalesce(r.held, 0)) AS detail
+       FROM {schema}.levels l
+       FULL JOIN (SELECT sku, location, sum(quantity) AS held
+                  FROM {schema}.reservations GROUP BY sku, location) r
+         ON r.sku = l.sku AND r.location = l.location
+       WHERE coalesce(l.reserved, 0) <> coalesce(r.held, 0)""",
+)
+
+BACKORDERED_IS_OPEN_BACKORDERS = Invariant(
+    "backordered_is_open_backorders",
+    "a level's backordered equals the sum of the open backorders waiting there",
+    """SELECT coalesce(l.sku, b.sku) || '@' || coalesce(l.location, b.location) AS subject,
+              format('backordered=%s open backorders=%s', coalesce(l.backordered, 0),
+                     coalesce(b.open, 0)) AS detail
+       FROM {schema}.levels l
+       FULL JOIN (SELECT sku, location, sum(open) AS open
+                  FROM {schema}.backorders GROUP BY sku, location) b
+         ON b.sku = l.sku AND b.location = l.location
+       WHERE coalesce(l.backordered, 0) <> coalesce(b.open, 0)""",
+)
+
+# Each kind's effect per bucket (domain/levels.py). The ledger stores signed quantities
+# (ledger.OUTFLOWS are negative), so unsigned kinds use abs(quantity) and only adjustment and
+# safety_stock_set carry their own sign. A transfer_out's units are in transit towards the
+# transfer's destination: its `incoming` grows there, found through the transfers table.
+_q = "abs(quantity)"
+_LEDGER_EFFECTS = {
+    "on_hand": f"""CASE kind WHEN 'receipt' THEN {_q} WHEN 'return_restock' THEN {_q}
+                     WHEN 'transfer_in' THEN {_q} WHEN 'adjustment' THEN quantity
+                     WHEN 'transfer_out' THEN -{_q} WHEN 'shipment' THEN -{_q}
+                     WHEN 'write_off' THEN -{_q} ELSE 0 END""",
+    "reserved": f"""CASE kind WHEN 'reservation' THEN {_q} WHEN 'backorder_allocated' THEN {_q}
+                      WHEN 'release' THEN -{_q} WHEN 'shipment' THEN -{_q} ELSE 0 END""",
+    "backordered": f"""CASE kind WHEN 'backorder_opened' THEN {_q}
+                         WHEN 'backorder_allocated' THEN -{_q}
+                         WHEN 'backorder_cancelled' THEN -{_q} ELSE 0 END""",
+    "damaged": f"""CASE kind WHEN 'to_damaged' THEN {_q} WHEN 'from_damaged' THEN -{_q}
+                     WHEN 'write_off' THEN -{_q} ELSE 0 END""",
+    "quality_control": f"""CASE kind WHEN 'to_quality_control' THEN {_q}
+                             WHEN 'from_quality_control' THEN -{_q} ELSE 0 END""",
+    "safety_stock": "CASE kind WHEN 'safety_stock_set' THEN quantity ELSE 0 END",
+    "incoming": f"CASE kind WHEN 'transfer_in' THEN -{_q} ELSE 0 END",
+}
+_ledger_columns = ",\n".join(f"sum({sql}) AS {bucket}" for bucket, sql in _LEDGER_EFFECTS.items())
+_in_transit_columns = ", ".join(
+    "sum(abs(m.quantity))" if bucket == "incoming" else "0" for bucket in LEVEL_BUCKETS
+)
+_differs = " OR ".join(f"coalesce(l.{b}, 0) <> coalesce(g.{b}, 0)" for b in LEVEL_BUCKETS)
+_detail = ", ".join(
+    f"CASE WHEN coalesce(l.{b}, 0) <> coalesce(g.{b}, 0) THEN "
+    f"format('{b} %s, ledger says %s', coalesce(l.{b}, 0), coalesce(g.{b}, 0)) END"
+    for b in LEVEL_BUCKETS
+)
+
+LEDGER_EXPLAINS_LEVELS = Invariant(
+    "ledger_explains_levels",
+    "replaying the movement ledger gives every bucket of every level (stock is conserved)",
+    f"""WITH effects AS (
+            SELECT sku, location, {", ".join(LEVEL_BUCKETS)} FROM (
+                SELECT sku, location, {_ledger_columns}
+                FROM {{schema}}.movements GROUP BY sku, location) own
+            UNION ALL
+            SELECT m.sku, t.destination, {_in_transit_columns}
+            FROM {{schema}}.movements m
+            JOIN {{schema}}.transfers t ON t.transfer_id = m.reference_id
+            WHERE m.kind = 'transfer_out' AND m.reference_type = 'transfer'
+            GROUP BY m.sku, t.destination),
+        ledger AS (
+            SELECT sku, location, {", ".join(f"sum({b}) AS {b}" for b in LEVEL_BUCKETS)}
+            FROM effects GROUP BY sku, location)
+        SELECT coalesce(l.sku, g.sku) || '@' || coalesce(l.location, g.location) AS subject,
+               concat_ws('; ', {_detail}) AS detail
+        FROM {{schema}}.levels l
+        FULL JOIN ledger g ON g.sku = l.sku AND g.location = l.location
+        WHERE {_differs}""",
+)
+
+# A reserve command reserves once per order; the reservations a backorder fill makes come with
+# a backorder movement of the same cause and order, so they are not reserve commands.
+RESERVATION_APPLIED_ONCE = Invariant(
+    "reservation_applied_once",
+    "an order's stock is reserved by one reserve command, never by two",
+    """WITH reserve_commands AS (
+           SELECT DISTINCT m.order_id, m.cause_event_id
+           FROM {schema}.movements m
+           WHERE m.kind = 'reservation' AND m.order_id IS NOT NULL
+             AND NOT EXISTS (
+                 SELECT 1 FROM {schema}.movements b
+                 WHERE b.cause_event_id = m.cause_event_id AND b.order_id = m.order_id
+                   AND b.kind IN ('backorder_allocated', 'backorder_cancelled')))
+       SELECT order_id AS subject,
+              count(*) || ' reserve commands reserved stock for it: '
+              || string_agg(cause_event_id, ', ' ORDER BY cause_event_id) AS detail
+       FROM reserve_commands GROUP BY order_id HAVING count(*) > 1""",
+)
+
+SHIPMENT_APPLIED_ONCE = Invariant(
+    "shipment_applied_once",
+    "a shipment takes its units out of stock once, by one cause",
+    """SELECT order_id || ' ' || reference_id AS subject,
+              count(DISTINCT cause_event_id) || ' causes shipped it: '
+              || string_agg(DISTINCT cause_event_id, ', ') AS detail
+       FROM {schema}.movements
+       WHERE kind = 'shipment' AND reference_type = 'shipment'
+       GROUP BY order_id, reference_id HAVING count(DISTINCT cause_event_id) > 1""",
+)
+
+INVARIANTS = (
+    NO_OVERSELL,
+    RESERVED_IS_OPEN_RESERVATIONS,
+    LEDGER_EXPLAINS_LEVELS,
+    RESERVATION_APPLIED_ONCE,
+    SHIPMENT_APPLIED_ONCE,
+    BACKORDERED_IS_OPEN_BACKORDERS,
+)
+
+_LEVEL_SUBJECT = re.compile(
+    r"^(?P<sku>[A-Za-z0-9][A-Za-z0-9._-]{0,63})@(?P<location>[A-Za-z0-9][A-Za-z0-9._-]{0,31})$"
+)
+
+
+def alert(violation: Violation, detected_at: datetime) -> InvariantViolated:
+    """The stock.alerts.v1 event of a violation: its level when the subject names one."""
+    level = _LEVEL_SUBJECT.match(violation.subject)
+    detail = violation.detail if level else f"{violation.subject}: {violation.detail}"
+    return InvariantViolated(
+        sku=level["sku"] if level else "*",
+        location=level["location"] if level else None,
+        invariant=violation.invariant,
+        detail=detail[:2000],
+        detected_at=detected_at,
+    )
