@@ -5,8 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from stockflow.runtime.consumer import Consumer
+from stockflow.runtime.invariants import watch
 from stockflow.runtime.service import ServiceDefinition
-from stockflow.stock import api, handlers, warehouse_api
+from stockflow.stock import (
+    api,
+    handlers,
+    invariants,
+    repair,
+    replenish_api,
+    replenish_run,
+    warehouse_api,
+)
 
 service = ServiceDefinition(
     name="stock",
@@ -41,5 +50,9 @@ service = ServiceDefinition(
             event_types=handlers.FULFILLMENT_TYPES,
         ),
     ],
-    routers=[api.router, warehouse_api.router],
+    routers=[api.router, warehouse_api.router, repair.router, replenish_api.router],
+    background=[
+        watch(invariants.INVARIANTS, alert=invariants.alert),
+        replenish_run.replenish_periodically,
+    ],
 )

@@ -143,7 +143,7 @@ async def on_commands(uow: UnitOfWork, messages: list[Inbound]) -> None:
         )
     }
     arrivals = await Arrivals.load(conn, wanted)
-    demand: list[tuple[str, str, int, bool]] = []
+    demand: list[tuple[str, str, str, int, bool]] = []
     new = NewReservations()
     for message in messages:
         cause = uow.with_cause(message.cloud)
@@ -311,8 +311,26 @@ def _reserve(
             ],
         )
         _answer(uow, answered, event.order_id, "held", reply, new, reply_type="reserved")
-    for line in event.lines:
-        demand.append((line.sku, str(today), line.quantity, line.sku in short_skus))
+
+    # Demand per location: served units where they were allocated; unserved units (and the
+    # lines of a rejected order) where a backorder of the sku waits, as in `_hold`.
+    def waits_at(sku: str) -> str:
+        return (book.locations_of(sku) or priority or ["DEFAULT"])[0]
+
+    day = str(today)
+    if isinstance(result, Rejection):
+        for line in event.lines:
+            short = line.sku in short_skus
+            demand.append((line.sku, waits_at(line.sku), day, line.quantity, short))
+    else:
+        for served in result.lines:
+            for allocation in served.allocations:
+                demand.append((served.sku, allocation.location, day, allocation.quantity, False))
+            if served.backordered:  # a bundle waits where its first component does
+                waiting = waits_at(served.backorders[0][0])
+                demand.append((served.sku, waiting, day, served.backordered, True))
+            if served.untracked:
+                demand.append((served.sku, waits_at(served.sku), day, served.requested, False))
 
 
 def _hold(
@@ -638,22 +656,24 @@ async def _open_backorders(uow, order_id: str) -> bool:
     )
 
 
-async def _record_demand(conn, demand: list[tuple[str, str, int, bool]]) -> None:
+async def _record_demand(conn, demand: list[tuple[str, str, str, int, bool]]) -> None:
+    """Add (sku, location, day, quantity, stockout) tuples to demand_daily, summed per key."""
     if not demand:
         return
-    totals: dict[tuple[str, str], list] = defaultdict(lambda: [0, False])
-    for sku, day, quantity, short in demand:
-        totals[(sku, day)][0] += quantity
-        totals[(sku, day)][1] |= short
-    keys = sorted(totals)
+    totals: dict[tuple[str, str, str], list] = defaultdict(lambda: [0, False])
+    for sku, location, day, quantity, short in demand:
+        totals[(sku, location, day)][0] += quantity
+        totals[(sku, location, day)][1] |= short
+    keys = sorted(totals)  # one row order for every batch: no deadlocks between instances
     await conn.execute(
-        """INSERT INTO demand_daily (sku, day, quantity, stockout)
-           SELECT * FROM unnest($1::text[], $2::date[], $3::int[], $4::bool[])
-           ON CONFLICT (sku, day) DO UPDATE SET
+        """INSERT INTO demand_daily (sku, location, day, quantity, stockout)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::int[], $5::bool[])
+           ON CONFLICT (sku, location, day) DO UPDATE SET
                quantity = demand_daily.quantity + EXCLUDED.quantity,
                stockout = demand_daily.stockout OR EXCLUDED.stockout""",
         [k[0] for k in keys],
-        [datetime.fromisoformat(k[1]).date() for k in keys],
+        [k[1] for k in keys],
+        [datetime.fromisoformat(k[2]).date() for k in keys],
         [totals[k][0] for k in keys],
         [totals[k][1] for k in keys],
     )
