@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -90,6 +91,20 @@ def test_settings_are_validated() -> None:
         ReplenishmentSettings(service_level=1.0)
     with pytest.raises(ValueError):
         ReplenishmentSettings(pack_size=0)
+
+
+def test_a_slow_movers_lot_is_capped_and_its_safety_takes_the_cycle_factor() -> None:
+    slow = dataclasses.replace(_forecast(daily=0.5, sigma=1.5), demand_class="intermittent")
+    fill = ReplenishmentSettings(service_level_type="fill_rate", max_cover_days=30)
+    capped = suggest("SLOW", slow, fill, available=0)
+    assert capped.economic_order_qty == pytest.approx(math.sqrt(2 * 182.5 * 50 / 2.5))  # ≈ 85
+    assert capped.policy.lot_size == 15  # 30 days of 0.5 a day, not EOQ's ~170 days
+    sigma = 1.5 * math.sqrt(7)
+    assert capped.safety_stock == pytest.approx(norm.ppf(0.95) * sigma)  # not the loss function
+    smooth = suggest("FAST", _forecast(daily=0.5, sigma=1.5), fill, available=0)
+    assert smooth.policy.lot_size == 86  # a smooth SKU keeps its EOQ
+    with pytest.raises(ValueError, match="max_cover_days"):
+        ReplenishmentSettings(max_cover_days=0)
 
 
 def test_suggest_eoq_with_the_reasoning() -> None:

@@ -270,8 +270,9 @@ def _print_proof(seed: int) -> None:
     wide.print(verdict)
     wide.print(
         "min/max = reorder at 14, fill to 60 days of the trailing 28-day mean; lost sales; "
-        "lead time 7 d; intermittent WAPE/MASE on weekly totals. EOQ buys a slow mover months "
-        "at once: more stock than min/max, fewer orders, lower total cost."
+        "lead time 7 d; intermittent WAPE/MASE on weekly totals. A slow mover's EOQ lot is capped "
+        "at max_cover_days (30) of demand: less stock than min/max for more, smaller orders "
+        "(uncapped EOQ holds more stock at a lower total cost)."
     )
 
 

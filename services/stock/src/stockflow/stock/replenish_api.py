@@ -35,6 +35,7 @@ class ReplenishmentSettingsIn(BaseModel):
     service_level_type: Literal["cycle", "fill_rate"] | None = None
     method: Literal["eoq", "minmax"] | None = None
     order_cycle_days: float | None = Field(None, gt=0, le=365)
+    max_cover_days: float | None = Field(None, gt=0, le=730)
 
 
 @router.put(

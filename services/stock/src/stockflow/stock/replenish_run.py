@@ -77,6 +77,7 @@ class ReplenishDefaults(BaseSettings):
     unit_cost: float = _DEFAULTS.unit_cost
     holding_cost_rate: float = _DEFAULTS.holding_cost_rate
     order_cycle_days: float = _DEFAULTS.order_cycle_days
+    max_cover_days: float = _DEFAULTS.max_cover_days
     pack_size: int = _DEFAULTS.pack_size
     min_order_qty: int = _DEFAULTS.min_order_qty
 

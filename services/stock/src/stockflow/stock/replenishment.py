@@ -42,12 +42,18 @@ class ReplenishmentSettings:
     unit_cost: float = 10.0
     holding_cost_rate: float = 0.25  # of unit cost, per year
     order_cycle_days: float = 30.0  # min/max only: max level = reorder point + this much demand
+    # EOQ, intermittent demand only: buy at most this many days of demand at once. EOQ's square
+    # root buys a slow mover months ahead: fewer orders, but stock that ages, takes space and
+    # may never sell. The cap trades ordering cost for stock (see the simulation's figures).
+    max_cover_days: float = 30.0
     pack_size: int = 1
     min_order_qty: int = 0
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.service_level < 1:
             raise ValueError("service_level must be in [0.5, 1)")
+        if self.max_cover_days <= 0:
+            raise ValueError("max_cover_days must be positive")
         if self.lead_time_days <= 0 or self.lead_time_std_days < 0:
             raise ValueError("lead time must be positive and its std non-negative")
         if self.pack_size < 1 or self.min_order_qty < 0:
@@ -237,11 +243,20 @@ def suggest(
         eoq = economic_order_quantity(
             daily * DAYS_PER_YEAR, settings.ordering_cost, settings.holding_cost_per_unit_year
         )
-        cycle_qty = float(round_order(eoq, settings.pack_size, settings.min_order_qty))
+        lot = eoq
+        if forecast.demand_class == "intermittent":
+            lot = min(eoq, settings.max_cover_days * daily)
+        cycle_qty = float(round_order(lot, settings.pack_size, settings.min_order_qty))
     else:
         cycle_qty = settings.order_cycle_days * daily
 
-    z = safety_factor(settings.service_level, settings.service_level_type, cycle_qty, sigma)
+    # The normal loss function misjudges the shortage per cycle of lumpy demand (most days
+    # zero, a few large): an intermittent SKU's fill-rate target takes the cycle-service factor,
+    # the stricter of the two, instead.
+    level_type = settings.service_level_type
+    if forecast.demand_class == "intermittent":
+        level_type = "cycle"
+    z = safety_factor(settings.service_level, level_type, cycle_qty, sigma)
     safety_stock = z * sigma
     reorder_point = lead_time_demand + safety_stock
 

@@ -29,6 +29,7 @@ CREATE TABLE replenishment_settings (
     service_level_type text    CHECK (service_level_type IN ('cycle', 'fill_rate')),
     method             text    CHECK (method IN ('eoq', 'minmax')),
     order_cycle_days   numeric CHECK (order_cycle_days > 0),  -- min/max: max = rop + this demand
+    max_cover_days     numeric CHECK (max_cover_days > 0),    -- eoq, intermittent: lot cap
     updated_at         timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (sku, location)
 );
