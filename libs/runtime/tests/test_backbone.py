@@ -23,7 +23,7 @@ from stockflow.runtime.http import idempotent_write
 from stockflow.runtime.outbox import OutboxRelay, UnitOfWork, build_producer, unit_of_work
 from stockflow.runtime.service import ServiceDefinition, build_broker
 from stockflow.runtime.settings import Settings
-from stockflow.runtime.testing.infra import INFRA_SCRIPT, test_profile
+from stockflow.runtime.testing.infra import INFRA_SCRIPT, lane_profile
 from stockflow.runtime.testing.plugin import read_topic
 
 pytestmark = pytest.mark.integration
@@ -236,7 +236,7 @@ async def test_kafka_down_while_handlers_commit_then_everything_is_published(
         assert relay.stats.published == 0  # nowhere to publish; the rows wait
         await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, str(INFRA_SCRIPT), "up", "--profile", test_profile()],
+            [sys.executable, str(INFRA_SCRIPT), "up", "--profile", lane_profile()],
             check=True,
             capture_output=True,
         )

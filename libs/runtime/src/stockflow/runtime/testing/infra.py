@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[6]
 INFRA_SCRIPT = ROOT / "deploy" / "local" / "infra.py"
 
 
-def test_profile() -> str:
+def lane_profile() -> str:
     """The deploy/local profile the tests run on (parallel runs each take their own lane)."""
     return os.environ.get("STOCKFLOW_TEST_PROFILE", "test")
 
@@ -68,7 +68,7 @@ def _from_testcontainers() -> Infra:
 
 def _from_local_processes() -> Infra:
     result = subprocess.run(
-        [sys.executable, str(INFRA_SCRIPT), "up", "--profile", test_profile()],
+        [sys.executable, str(INFRA_SCRIPT), "up", "--profile", lane_profile()],
         capture_output=True,
         text=True,
         timeout=600,
@@ -76,7 +76,7 @@ def _from_local_processes() -> Infra:
     if result.returncode != 0:
         raise RuntimeError(f"could not start local Kafka/PostgreSQL: {result.stderr[-800:]}")
     status = subprocess.run(
-        [sys.executable, str(INFRA_SCRIPT), "status", "--profile", test_profile()],
+        [sys.executable, str(INFRA_SCRIPT), "status", "--profile", lane_profile()],
         capture_output=True,
         text=True,
         check=True,
@@ -90,7 +90,7 @@ def _from_local_processes() -> Infra:
         values["KAFKA_BOOTSTRAP_SERVERS"],
         values["DATABASE_URL"],
         "local",
-        kafka_pid_file=ROOT / ".state" / test_profile() / "run" / "kafka.pid",
+        kafka_pid_file=ROOT / ".state" / lane_profile() / "run" / "kafka.pid",
     )
 
 

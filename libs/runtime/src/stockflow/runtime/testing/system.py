@@ -13,7 +13,7 @@ from pathlib import Path
 from types import ModuleType
 from urllib.parse import urlsplit
 
-from stockflow.runtime.testing.infra import INFRA_SCRIPT, Infra, test_profile
+from stockflow.runtime.testing.infra import INFRA_SCRIPT, Infra, lane_profile
 
 
 def _infra_module() -> ModuleType:
@@ -33,7 +33,7 @@ class System:
         self.env = env or {}
         db = urlsplit(infra.admin_database_url)
         self.profile = dataclasses.replace(
-            self.local.PROFILES[test_profile()],
+            self.local.PROFILES[lane_profile()],
             kafka_endpoint=infra.kafka_bootstrap,
             pg_endpoint=f"{db.hostname}:{db.port}",
         )
