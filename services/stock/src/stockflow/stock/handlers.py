@@ -136,13 +136,9 @@ async def on_commands(uow: UnitOfWork, messages: list[Inbound]) -> None:
         )
     }
     priority = await location_priority(conn)
-    known = {
-        r["sku"]
-        for r in await conn.fetch(
-            "SELECT DISTINCT sku FROM levels WHERE sku = ANY($1::text[])", list(wanted)
-        )
-    }
+    known = {sku for sku, _ in book.levels}  # skus stock has levels of, catalog or not
     arrivals = await Arrivals.load(conn, wanted)
+    bundles = {s.sku: s.components for s in skus.values() if s.components}
     demand: list[tuple[str, str, str, int, bool]] = []
     new = NewReservations()
     for message in messages:
@@ -177,7 +173,7 @@ async def on_commands(uow: UnitOfWork, messages: list[Inbound]) -> None:
                 message.event_id,
                 answered,
                 held,
-                {s.sku: s.components for s in skus.values() if s.components},
+                bundles,
             )
     await new.write(conn)
     await book.flush(uow)
@@ -267,10 +263,18 @@ def _reserve(
     lines = [
         OrderLine(line.line_id, line.sku, line.quantity, allowed(line.sku)) for line in event.lines
     ]
-    untracked = {s.sku for s in skus.values() if not s.tracked and not s.components}
-    bundles = {s.sku: s.components for s in skus.values() if s.components}
+    # Only this order's skus: the batch may hold thousands.
+    known_here = [skus[line.sku] for line in lines if line.sku in skus]
+    untracked = {s.sku for s in known_here if not s.tracked and not s.components}
+    bundles = {s.sku: s.components for s in known_here if s.components}
     result = allocate_order(
-        lines, book.available(), location_priority=priority, untracked=untracked, bundles=bundles
+        lines,
+        book.available(
+            {line.sku for line in lines} | {c.sku for parts in bundles.values() for c in parts}
+        ),
+        location_priority=priority,
+        untracked=untracked,
+        bundles=bundles,
     )
     today = datetime.now(UTC).date()
     short_skus = set()

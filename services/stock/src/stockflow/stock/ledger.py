@@ -79,6 +79,10 @@ class LevelBook:
             self.zones[key] = row["alert_state"]
         self.recorded: list[Recorded] = []
         self.changed: set[LevelKey] = set()
+        # sku -> its locations, so a command looks at its own skus, not at the whole batch's.
+        self._locations: dict[str, set[str]] = {}
+        for sku, location in self.levels:
+            self._locations.setdefault(sku, set()).add(location)
 
     @classmethod
     async def load(cls, conn: asyncpg.Connection, skus: Iterable[str]) -> LevelBook:
@@ -92,11 +96,16 @@ class LevelBook:
     def level(self, sku: str, location: str) -> Level:
         return self.levels.get((sku, location)) or Level(sku, location)
 
-    def available(self) -> dict[LevelKey, int]:
-        return {key: level.available for key, level in self.levels.items()}
+    def available(self, skus: Iterable[str]) -> dict[LevelKey, int]:
+        """Units available per (sku, location) of `skus`."""
+        return {
+            (sku, location): self.levels[(sku, location)].available
+            for sku in set(skus)
+            for location in self._locations.get(sku, ())
+        }
 
     def locations_of(self, sku: str) -> list[str]:
-        return sorted(location for s, location in self.levels if s == sku)
+        return sorted(self._locations.get(sku, ()))
 
     def move(
         self,
@@ -111,6 +120,8 @@ class LevelBook:
         """Apply `movement` (all or nothing; raises InsufficientStock) and record it."""
         self.levels |= apply_to(self.levels, movement)
         self.changed.update(movement.level_keys)
+        for sku, location in movement.level_keys:
+            self._locations.setdefault(sku, set()).add(location)
         self.recorded.append(
             Recorded(movement, cause_event_id, order_id, reference_type, unit_cost, currency)
         )
