@@ -3,7 +3,7 @@
 The `dev` and `test` profiles belong to other people's runs; the benchmark starts its own
 broker and cluster (own ports, own state in .state/bench/) so it never disturbs theirs and
 their traffic never lands in its figures. Services are started the way deploy/local starts
-them, optionally wrapped in cProfile (see profiled_serve.py).
+them (py-spy attaches to them from outside when the bench profiles; see pyspy.py).
 """
 
 from __future__ import annotations
@@ -84,20 +84,13 @@ class BenchInfra:
 
 
 class Services:
-    """The five service processes on the bench profile; `profiled` ones run under cProfile."""
+    """The five service processes on the bench profile (`standin_stock`: see standin_stock.py)."""
 
-    def __init__(
-        self,
-        env: dict[str, str] | None = None,
-        profiled: tuple[str, ...] = (),
-        standin_stock: bool = False,
-    ) -> None:
+    def __init__(self, env: dict[str, str] | None = None, standin_stock: bool = False) -> None:
         self.env = env or {}
-        self.profiled = profiled
         self.standin_stock = standin_stock
         self.procs: dict[str, subprocess.Popen] = {}
         self.logs = PROFILE.state / "logs"
-        self.profile_dir = PROFILE.state / "profiles"
 
     def start_all(self) -> None:
         (PROFILE.state / "run").mkdir(parents=True, exist_ok=True)
@@ -124,10 +117,6 @@ class Services:
         cmd = LOCAL.service_cmd(service, PROFILE.http_port(service))
         if service == "stock" and self.standin_stock:
             cmd = [cmd[0], str(BENCH_DIR / "standin_stock.py"), *cmd[3:]]
-        elif service in self.profiled:
-            self.profile_dir.mkdir(parents=True, exist_ok=True)
-            env["BENCH_PROFILE_OUT"] = str(self.profile_dir / f"{service}.prof")
-            cmd = [cmd[0], str(BENCH_DIR / "profiled_serve.py"), *cmd[3:]]
         log_file = self.logs / f"{service}.log"
         with open(log_file, "ab") as out:
             proc = subprocess.Popen(
@@ -136,11 +125,38 @@ class Services:
         (PROFILE.state / "run" / f"{service}.pid").write_text(str(proc.pid))
         return proc
 
+    def stop(self, service: str, timeout_s: float = 30) -> None:
+        """SIGTERM one service and wait for it (SIGKILL after `timeout_s`)."""
+        proc = self.procs.pop(service, None)
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        (PROFILE.state / "run" / f"{service}.pid").unlink(missing_ok=True)
+
+    def start(self, service: str) -> None:
+        """Start one (stopped) service and wait until it is ready."""
+        proc = self.procs[service] = self._spawn(service)
+        LOCAL.wait_until(
+            f"{service} /readyz",
+            lambda: LOCAL.service_ready(PROFILE, service),
+            120,
+            proc_alive=lambda: proc.poll() is None,
+            log_file=self.logs / f"{service}.log",
+        )
+
     def pids(self) -> dict[str, int]:
         return {s: p.pid for s, p in self.procs.items() if p.poll() is None}
 
     def stop_all(self, timeout_s: float = 30) -> None:
-        """SIGTERM each (uvicorn shuts down gracefully, cProfile writes its file), then wait."""
+        """SIGTERM each (uvicorn shuts down gracefully), then wait; SIGKILL after `timeout_s`."""
         for proc in self.procs.values():
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -165,6 +181,7 @@ class CpuMeter:
         self.recursive = recursive  # groups whose children count too (postgres backends)
         self._start: dict[str, dict[int, float]] = {}
         self._t0 = 0.0
+        self.seconds: dict[str, float] = {}
 
     @staticmethod
     def _tree(pid: int, recursive: bool) -> list[psutil.Process]:
@@ -201,8 +218,11 @@ class CpuMeter:
         self._start_machine = self._machine()
 
     def stop(self) -> dict[str, float]:
-        """{group: %}, plus `machine` (all CPUs; 100 per core) and `other` (not ours)."""
+        """{group: %}, plus `machine` (all CPUs; 100 per core) and `other` (not ours).
+
+        The CPU seconds themselves stay in `seconds` ({group: s}, plus `elapsed`)."""
         elapsed = max(time.perf_counter() - self._t0, 1e-9)
-        used = {name: round(100 * self._used(name) / elapsed, 1) for name in self.groups}
+        self.seconds = {name: self._used(name) for name in self.groups} | {"elapsed": elapsed}
+        used = {name: round(100 * self.seconds[name] / elapsed, 1) for name in self.groups}
         machine = round(100 * (self._machine() - self._start_machine) / elapsed, 1)
         return used | {"machine": machine, "other": round(max(machine - sum(used.values()), 0), 1)}

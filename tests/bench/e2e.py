@@ -9,6 +9,7 @@ latency at 50% and 80% of the saturation throughput, and the same ramp with a ho
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import time
 import uuid
@@ -62,6 +63,8 @@ class Step:
     p99_ms: float | None = None
     undecided: int = 0
     cpu_percent: dict[str, float] = field(default_factory=dict)
+    cpu_ms_per_order: dict[str, float] = field(default_factory=dict)
+    hops_ms: dict[str, dict[str, float | None]] = field(default_factory=dict)
     consumer_lag: dict[str, int] = field(default_factory=dict)
     outbox_backlog: dict[str, int] = field(default_factory=dict)
     order_ids: list[str] = field(default_factory=list, repr=False)
@@ -93,6 +96,8 @@ class Step:
             "p95_ms": _r(self.p95_ms),
             "p99_ms": _r(self.p99_ms),
             "cpu_percent": self.cpu_percent,
+            "cpu_ms_per_order": self.cpu_ms_per_order,
+            "hops_ms": self.hops_ms,
             "consumer_lag_at_end_of_send": self.consumer_lag,
             "outbox_backlog_at_end_of_send": self.outbox_backlog,
         }
@@ -239,9 +244,12 @@ class EndToEnd:
         factory = OrderFactory(
             catalog, mix=LOAD_MIX, seed=hash(label) & 0xFFFF, run_id=f"{self.run_id}{label}"
         )
-        cpu = CpuMeter(self._process_groups(), recursive=frozenset({"postgres"}))
+        groups = self.process_groups()
+        cpu = CpuMeter(groups, recursive=frozenset({"postgres"}))
+        whole = CpuMeter(groups, recursive=frozenset({"postgres"}))  # send and drain
         count = max(1, int(rate * seconds))
         cpu.start()
+        whole.start()
         started = time.time()
         planned = await send_orders(self.producer, factory, count, rate, self.outcomes)
         sent_at = time.time()
@@ -255,8 +263,18 @@ class EndToEnd:
         deadline = time.monotonic() + drain_s
         while time.monotonic() < deadline and self._decided(result.order_ids) < result.sent:  # noqa: ASYNC110 — decisions arrive on another task's Kafka reads
             await asyncio.sleep(0.1)
+        whole.stop()
         times = self._decision_times(result.order_ids)
         result.decided = len(times)
+        if result.decided:
+            result.cpu_ms_per_order = {
+                name: round(1000 * used / result.decided, 3)
+                for name, used in whole.seconds.items()
+                if name != "elapsed"
+            }
+            ours = sum(v for k, v in result.cpu_ms_per_order.items() if k in self.services.procs)
+            result.cpu_ms_per_order["services"] = round(ours, 3)
+        result.hops_ms = await self.hops(result.order_ids)
         result.undecided = result.sent - result.decided
         result.decisions_per_s = decision_rate(times, started)
         ids = set(result.order_ids)
@@ -331,7 +349,79 @@ class EndToEnd:
 
     # ------------------------------------------------------------------ observing
 
-    def _process_groups(self) -> dict[str, list[int]]:
+    async def hops(self, order_ids: list[str]) -> dict[str, dict[str, float | None]]:
+        """Where an order's time goes, hop by hop, from the outboxes' timestamps.
+
+        An outbox row's `created_at` is the start of the transaction that wrote it (the batch
+        that handled the input), its `sent_at` the moment the relay had Kafka's acks. So per
+        confirmed order: submit → order's checkout batch → ReserveStock published → stock's
+        batch → answer published → order's answer batch → order.confirmed published → seen by
+        the load generator.
+        """
+        assert self.admin is not None
+        keys = [o.encode() for o in order_ids]
+        marks: dict[str, dict[str, float]] = {o: {} for o in order_ids}
+        queries = (
+            ("orders", "stock.commands.v1", None, ("order_batch", "command_sent")),
+            ("stock", "stock.events.v1", None, ("stock_batch", "answer_sent")),
+            ("orders", "orders.events.v1", DECISIONS[0], ("answer_batch", "confirmed_sent")),
+        )
+        try:
+            for schema, topic, ce_type, (created, sent) in queries:
+                type_filter = (
+                    "AND EXISTS (SELECT 1 FROM jsonb_array_elements(x.headers) h "
+                    "WHERE h->>0 = 'ce_type' AND decode(h->>1, 'base64') = $3::bytea)"
+                    if ce_type
+                    else "AND $3::bytea IS NULL"
+                )
+                rows = await self.admin.fetch(
+                    f"""SELECT convert_from(x.key, 'UTF8') AS order_id,
+                               extract(epoch FROM min(x.created_at)) AS created,
+                               extract(epoch FROM min(x.sent_at)) AS sent
+                        FROM {schema}.outbox x JOIN unnest($1::bytea[]) AS k(key) USING (key)
+                        WHERE x.topic = $2 {type_filter}
+                        GROUP BY x.key""",
+                    keys,
+                    topic,
+                    ce_type.encode() if ce_type else None,
+                )
+                for row in rows:
+                    mark = marks[row["order_id"]]
+                    mark[created] = float(row["created"])
+                    if row["sent"] is not None:
+                        mark[sent] = float(row["sent"])
+        except asyncpg.PostgresError as exc:
+            log(f"hop breakdown unavailable: {exc!r}")
+            return {}
+        chain = [
+            "submitted",
+            "order_batch",
+            "command_sent",
+            "stock_batch",
+            "answer_sent",
+            "answer_batch",
+            "confirmed_sent",
+            "seen",
+        ]
+        spans: dict[str, list[float]] = {f"{a}→{b}": [] for a, b in itertools.pairwise(chain)}
+        for order_id, mark in marks.items():
+            mark["submitted"] = self.outcomes.submitted_at.get(order_id, 0.0)
+            seen = self.outcomes.first_seen.get((order_id, DECISIONS[0]))
+            if seen is None or not all(name in mark for name in chain[:-1]):
+                continue
+            mark["seen"] = seen
+            for a, b in itertools.pairwise(chain):
+                spans[f"{a}→{b}"].append((mark[b] - mark[a]) * 1000)
+        return {
+            name: {
+                "p50": _r(percentile(sorted(values), 0.50)),
+                "p99": _r(percentile(sorted(values), 0.99)),
+                "n": len(values),
+            }
+            for name, values in spans.items()
+        }
+
+    def process_groups(self) -> dict[str, list[int]]:
         groups = {name: [pid] for name, pid in self.services.pids().items()}
         if pid := self.infra.kafka_pid():
             groups["kafka"] = [pid]

@@ -75,6 +75,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
     saturation = e2e.get("saturation_orders_per_s")
     half = e2e.get("at_50pct") or {}
     eighty = e2e.get("at_80pct") or {}
+    reserve = e2e.get("stock_reserve") or {}
     return {
         "saturation_orders_per_s": saturation,
         "p50_ms": half.get("p50_ms"),
@@ -84,11 +85,18 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         "p95_ms_at_80pct": eighty.get("p95_ms"),
         "p99_ms_at_80pct": eighty.get("p99_ms"),
         "invariants_ok": e2e.get("invariants_ok"),
+        "cpu_ms_per_order_at_50pct": half.get("cpu_ms_per_order"),
+        "stock_reserve_commands_per_s": {
+            "hot_sku": _get(reserve, "hot_sku", "reserve_commands_per_s"),
+            "uniform_skus": _get(reserve, "uniform_skus", "reserve_commands_per_s"),
+            "uniform_sku_count": _get(reserve, "uniform_skus", "skus"),
+        },
         "layer_limits": limits,
         "tightest_layer": {"name": tight[0], "per_s": tight[1]} if tight else None,
         "ratios": {
             "e2e_over_tightest_layer": ratio(saturation, tight[1] if tight else None),
             "hot_over_uniform": ratio(e2e.get("hot_saturation_orders_per_s"), saturation),
+            "stock_reserve_hot_over_uniform": reserve.get("hot_over_uniform"),
             "runtime_batched_over_per_message": _get(
                 layers, "backbone", "batched_over_per_message"
             ),
@@ -142,6 +150,26 @@ def write_markdown(path: Path, result: dict[str, Any]) -> None:
         f"p99 {_n(s['p99_ms_at_80pct'], 1)} ms",
         f"- Invariants: **{VERDICT[s['invariants_ok']]}**",
     ]
+    per_order = s.get("cpu_ms_per_order_at_50pct") or {}
+    if per_order:
+        lines.append(
+            f"- CPU per decided order at 50%: services {_n(per_order.get('services'), 2)} ms ("
+            + ", ".join(
+                f"{k} {v:.2f}"
+                for k, v in sorted(per_order.items(), key=lambda kv: -kv[1])
+                if k != "services" and v >= 0.05
+            )
+            + ")"
+        )
+    rsv = s.get("stock_reserve_commands_per_s") or {}
+    if rsv.get("hot_sku") or rsv.get("uniform_skus"):
+        lines.append(
+            f"- Real stock service, one-line ReserveStock straight onto stock.commands.v1: "
+            f"hot SKU {_n(rsv.get('hot_sku'))}/s, {_n(rsv.get('uniform_sku_count'))} uniform "
+            f"SKUs {_n(rsv.get('uniform_skus'))}/s"
+        )
+    if _get(e2e, "stock_reserve", "error"):
+        lines.append(f"- Stock reserve measurement failed: {e2e['stock_reserve']['error']}")
     if e2e.get("stock"):
         lines += ["", f"**Stock service: {e2e['stock']}.**"]
     if e2e.get("status") not in (None, "ok"):
@@ -157,6 +185,8 @@ def write_markdown(path: Path, result: dict[str, Any]) -> None:
         f"| end to end ÷ tightest hot-path layer ({tight.get('name', '–')}, "
         f"{_n(tight.get('per_s'))}/s) | {_n(r['e2e_over_tightest_layer'], 3)} |",
         f"| hot SKU ÷ uniform (saturation) | {_n(r['hot_over_uniform'], 3)} |",
+        f"| stock reserve commands/s, hot SKU ÷ uniform SKUs | "
+        f"{_n(r.get('stock_reserve_hot_over_uniform'), 3)} |",
         f"| runtime loop batched ÷ per-message (max_records=1) | "
         f"{_n(r['runtime_batched_over_per_message'], 1)} |",
         f"| runtime loop ÷ raw aiokafka loop (issue 3) | {_n(r['runtime_over_raw_aiokafka'], 3)} |",
@@ -243,6 +273,24 @@ def write_markdown(path: Path, result: dict[str, Any]) -> None:
                 + ", ".join(f"{k} {v:.0f}" for k, v in cpu)
                 + f" | {_compact(lag)} | {_compact(backlog)} |"
             )
+    hop_steps = [st for st in e2e.get("latency_steps") or [] if st.get("hops_ms")]
+    if hop_steps:
+        names = list(hop_steps[0]["hops_ms"])
+        lines += [
+            "",
+            "## Where a confirmed order's time goes (ms, p50 / p99)",
+            "",
+            "From the outboxes' timestamps: a row's `created_at` is the start of the batch "
+            "transaction that handled the input, `sent_at` when the relay had Kafka's acks.",
+            "",
+            "| step | " + " | ".join(names) + " |",
+            "| --- |" + " ---: |" * len(names),
+        ]
+        for st in hop_steps:
+            cells = [
+                f"{_n(st['hops_ms'][n]['p50'])} / {_n(st['hops_ms'][n]['p99'])}" for n in names
+            ]
+            lines.append(f"| {st['label']} | " + " | ".join(cells) + " |")
     inv = e2e.get("invariants") or {}
     if inv:
         lines += ["", "## Invariants", "", "| check | result |", "| --- | --- |"]
@@ -257,11 +305,28 @@ def write_markdown(path: Path, result: dict[str, Any]) -> None:
                 )
             )
             lines.append(f"| {name} | {verdict} |")
-    prof = result.get("profile")
-    if prof:
-        lines += ["", "## Profile (cProfile, saturated step)", ""]
-        for service, text in prof.get("top", {}).items():
-            lines += [f"### {service}", "", "```", text.rstrip(), "```", ""]
+    prof = e2e.get("profile") or {}
+    if prof.get("services"):
+        lines += [
+            "",
+            f"## Profile (py-spy, {_n(prof.get('rate'))} orders/s offered for "
+            f"{prof.get('seconds')} s)",
+            "",
+            "Share of the process's samples (py-spy skips idle threads, so busy % ≈ CPU % of a "
+            "core); collapsed stacks in bench-results/profiles/.",
+        ]
+        for service, summary in prof["services"].items():
+            lines += [
+                "",
+                f"### {service}: {summary['busy_percent']}% of a core busy",
+                "",
+                "| self % | function | | inclusive % | function |",
+                "| ---: | --- | --- | ---: | --- |",
+            ]
+            for (own, own_pct), (inc, inc_pct) in zip(
+                summary["self"][:15], summary["inclusive"][:15], strict=False
+            ):
+                lines.append(f"| {own_pct} | `{own}` | | {inc_pct} | `{inc}` |")
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import logging
 import platform
-import pstats
 import shutil
 import sys
 import time
@@ -26,7 +24,9 @@ from typing import Any
 import invariants
 import layers
 import psutil
+import pyspy
 import report
+import stock_reserve
 from benchinfra import ROOT, BenchInfra, Services
 from e2e import EndToEnd, NotReady
 
@@ -45,6 +45,8 @@ class Plan:
     drain_seconds: float
     latency_seconds: float
     hot_fractions: tuple[float, ...]
+    reserve_skus: int
+    reserve_commands: int
     p99_limit_ms: float = 2000.0
 
 
@@ -59,11 +61,13 @@ FULL = Plan(
     drain_seconds=30,
     latency_seconds=30,
     hot_fractions=(0.5, 1.0, 1.5),
+    reserve_skus=10_000,
+    reserve_commands=20_000,
 )
 QUICK = Plan(
     fsync_seconds=1,
-    pgbench_seconds=3,
-    kafka_records=200_000,
+    pgbench_seconds=2,
+    kafka_records=100_000,
     loop_records=10_000,
     loop_records_per_message=300,
     rates=(200, 500, 1000, 1600),
@@ -71,6 +75,9 @@ QUICK = Plan(
     drain_seconds=8,
     latency_seconds=6,
     hot_fractions=(1.0,),
+    # 10,000 SKUs take about two minutes to receive (stock applies ~100 receipts/s here).
+    reserve_skus=500,
+    reserve_commands=1_500,
 )
 
 
@@ -93,7 +100,7 @@ async def measure_layers(infra: BenchInfra, plan: Plan) -> dict[str, Any]:
 
 
 async def measure_e2e(
-    infra: BenchInfra, plan: Plan, services: Services, standin: bool
+    infra: BenchInfra, plan: Plan, services: Services, standin: bool, profile: tuple[str, ...]
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"status": "ok"}
     if standin:
@@ -141,50 +148,71 @@ async def measure_e2e(
         out["uniform_steps"] = [s.as_dict() for s in uniform]
         out["latency_steps"] = [s.as_dict() for s in latency]
         out["hot_steps"] = [s.as_dict() for s in hot]
+        if profile:
+            out["profile"] = await profile_step(run, setup.uniform, plan, saturation, profile)
         await run.quiesce(timeout_s=60)
+        if not standin:
+            out["stock_reserve"] = await measure_stock_reserve(infra, plan, services, run)
         assert run.admin is not None
-        checks = await invariants.run_checks(run.admin, run.all_ids, stock_checks=not standin)
-        out["invariants"] = checks
-        out["invariants_ok"] = invariants.all_ok(checks)
+        out["invariants"] = await check_invariants(run, standin)
+        out["invariants_ok"] = invariants.all_ok(out["invariants"])
         out["orders_submitted"] = len(run.all_ids)
         out["outbox_backlog_after"] = await run.outbox_backlog()
         out["consumer_lag_after"] = await run.consumer_lag()
     return out
 
 
-async def profile_saturated(
-    infra: BenchInfra, plan: Plan, rate: float, profiled: tuple[str, ...], standin: bool
+async def measure_stock_reserve(
+    infra: BenchInfra, plan: Plan, services: Services, run: EndToEnd
 ) -> dict[str, Any]:
-    """Restart the services with `profiled` under cProfile, offer `rate` for one step."""
-    services = Services(profiled=profiled, standin_stock=standin)
-    await asyncio.to_thread(services.start_all)
+    """Issue 4's figures: the real stock service answering ReserveStock, hot vs uniform."""
+    log(f"stock reserve: hot SKU vs {plan.reserve_skus:,} uniform SKUs (order service stopped)")
+    await asyncio.to_thread(services.stop, "order")
     try:
-        async with EndToEnd(infra, services) as run:
-            setup = await run.seed(standin_stock=standin)
-            step = await run.step(
-                "profiled",
-                setup.uniform,
-                rate=rate,
-                seconds=max(plan.step_seconds, 10),
-                drain_s=plan.drain_seconds,
-            )
-    finally:
-        await asyncio.to_thread(services.stop_all)
-    top: dict[str, str] = {}
-    for service in profiled:
-        path = services.profile_dir / f"{service}.prof"
-        if not path.exists():
-            top[service] = "(no profile written)"
-            continue
-        for order in ("tottime", "cumulative"):
-            buffer = io.StringIO()
-            stats = pstats.Stats(str(path), stream=buffer)
-            stats.sort_stats(order).print_stats(40)
-            (OUT / f"profile-{service}-{order}.txt").write_text(buffer.getvalue())
-        buffer = io.StringIO()
-        pstats.Stats(str(path), stream=buffer).sort_stats("tottime").print_stats(15)
-        top[service] = buffer.getvalue().split("ncalls", 1)[-1][:3000]
-    return {"rate": rate, "step": step.as_dict(), "top": top}
+        return await stock_reserve.measure(
+            infra,
+            run.process_groups(),
+            skus=plan.reserve_skus,
+            commands=plan.reserve_commands,
+        )
+    except Exception as exc:  # noqa: BLE001 — the saga's figures and invariants must still be written
+        traceback.print_exc()
+        return {"error": repr(exc)[:500]}
+
+
+async def check_invariants(run: EndToEnd, standin: bool) -> dict[str, Any]:
+    """Every invariant over the bench's schemas; a checker that fails counts as broken."""
+    assert run.admin is not None
+    try:
+        if standin:
+            return await invariants.run_checks(run.admin, run.all_ids, stock_checks=False)
+        return await invariants.run_checks(run.admin, run.all_ids)
+    except Exception as exc:  # noqa: BLE001 — an unrunnable check must fail the run, not crash it
+        traceback.print_exc()
+        return {"invariant_checker": {"ok": False, "error": repr(exc)[:500]}}
+
+
+async def profile_step(
+    run: EndToEnd, catalog: Any, plan: Plan, saturation: float, names: tuple[str, ...]
+) -> dict[str, Any]:
+    """One step at 1.25 x saturation with py-spy sampling the named services meanwhile."""
+    if pyspy.binary() is None:
+        log("py-spy is not installed (requirements/requirements.in); no profile")
+        return {"error": "py-spy not installed"}
+    await run.quiesce(timeout_s=60)
+    rate = round(saturation * 1.25, 1)
+    seconds = max(plan.step_seconds, 8)
+    pids = {n: p for n, p in run.services.pids().items() if n in names or "all" in names}
+    log(f"profiling {', '.join(pids)} with py-spy at {rate:.0f} orders/s")
+    recording = asyncio.create_task(pyspy.record(pids, seconds, OUT / "profiles"))
+    step = await run.step(
+        "profiled", catalog, rate=rate, seconds=seconds, drain_s=plan.drain_seconds
+    )
+    files = await recording
+    profiles = {name: pyspy.summarize(path, seconds) for name, path in files.items()}
+    for name, summary in profiles.items():
+        log(f"  {name}: {summary['busy_percent']}% of a core sampled busy")
+    return {"rate": rate, "seconds": seconds, "step": step.as_dict(), "services": profiles}
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -212,11 +240,14 @@ async def main_async(args: argparse.Namespace) -> int:
         if not args.skip_layers:
             result["layers"] = await measure_layers(infra, plan)
         if not args.skip_e2e:
+            profile = tuple(p for p in args.profile.split(",") if p)
             services = Services(standin_stock=args.stand_in_stock)
             try:
                 log("starting the five services")
                 await asyncio.to_thread(services.start_all)
-                result["e2e"] = await measure_e2e(infra, plan, services, args.stand_in_stock)
+                result["e2e"] = await measure_e2e(
+                    infra, plan, services, args.stand_in_stock, profile
+                )
             except NotReady as exc:
                 log(f"end to end not ready: {exc}")
                 result["e2e"] = {"status": "not end-to-end ready", "reason": str(exc)}
@@ -227,16 +258,6 @@ async def main_async(args: argparse.Namespace) -> int:
                 exit_code = 2
             finally:
                 await asyncio.to_thread(services.stop_all)
-            sat = result["e2e"].get("saturation_orders_per_s")
-            if args.profile and sat:
-                log(f"profiling {args.profile} at {sat * 1.25:.0f} orders/s")
-                result["profile"] = await profile_saturated(
-                    infra,
-                    plan,
-                    round(sat * 1.25, 1),
-                    tuple(args.profile.split(",")),
-                    args.stand_in_stock,
-                )
     finally:
         if not args.keep_infra:
             await asyncio.to_thread(infra.down)
@@ -276,7 +297,10 @@ def main() -> int:
     )
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument(
-        "--profile", default="", help="services to run under cProfile in an extra saturated step"
+        "--profile",
+        default="",
+        help="services to sample with py-spy in an extra step at 1.25 × saturation "
+        "(comma-separated, or `all`)",
     )
     args = parser.parse_args()
     return asyncio.run(main_async(args))

@@ -1,9 +1,10 @@
 """A stand-in stock participant: reserves every line in full, with no stock SQL of its own.
 
-Only for measuring the rest of the saga (and the harness) while the real stock service is not
-wired: `run.py --stand-in-stock` starts it on the stock service's port, with the stock schema's
-backbone tables, on the same runtime (batch consumer, inbox, outbox, relay) as every service.
-Figures measured with it are labelled as such and are not the saga's.
+A diagnostic, not the benchmark (`run.py --stand-in-stock`): it starts on the stock service's
+port, with the stock schema's backbone tables, on the same runtime (batch consumer, inbox,
+outbox, relay) as every service, so the difference between a run with it and a normal run is
+what the real stock service's own work costs the saga. Figures measured with it are labelled
+as such and are not the saga's.
 """
 
 from __future__ import annotations

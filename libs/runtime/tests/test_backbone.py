@@ -20,7 +20,13 @@ from stockflow.contracts import EVENT_TYPES, Event, KafkaRecord, encode
 from stockflow.runtime.consumer import Consumer, Inbound
 from stockflow.runtime.db import MigrationError, migrate
 from stockflow.runtime.http import idempotent_write
-from stockflow.runtime.outbox import OutboxRelay, UnitOfWork, build_producer, unit_of_work
+from stockflow.runtime.outbox import (
+    OutboxRelay,
+    UnitOfWork,
+    build_producer,
+    partition_for,
+    unit_of_work,
+)
 from stockflow.runtime.service import ServiceDefinition, build_broker
 from stockflow.runtime.settings import Settings
 from stockflow.runtime.testing.infra import INFRA_SCRIPT, lane_profile
@@ -91,6 +97,17 @@ async def outbox_counts(pool) -> tuple[int, int]:
         "SELECT count(*) FILTER (WHERE sent_at IS NULL) AS unsent, count(*) AS total FROM outbox"
     )
     return row["unsent"], row["total"]
+
+
+def test_the_relay_partitions_keys_like_the_java_client():
+    from aiokafka.partitioner import DefaultPartitioner
+
+    partitions = list(range(6))
+    for key in [b"", b"o-1", b"SKU-0001", "ünïcode".encode(), os.urandom(40)] * 2:
+        assert partition_for(key, partitions, partitions) == DefaultPartitioner()(
+            key, partitions, partitions
+        )
+    assert partition_for(None, partitions, [3]) == 3
 
 
 async def test_a_rolled_back_transaction_stages_nothing(scratch_schema):

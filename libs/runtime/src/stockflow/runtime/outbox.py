@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
+import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
 
 from stockflow.contracts import Event, KafkaRecord, encode
 from stockflow.contracts.cloudevents import CloudEvent, new_traceparent
@@ -104,6 +107,19 @@ async def unit_of_work(pool: asyncpg.Pool, *, source: str, cause: CloudEvent | N
         await uow.flush()
 
 
+@functools.lru_cache(maxsize=65_536)
+def _key_hash(key: bytes) -> int:
+    return murmur2(key) & 0x7FFFFFFF
+
+
+def partition_for(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """aiokafka's DefaultPartitioner (the Java client's murmur2), with recent keys' hashes cached:
+    murmur2 is pure Python in aiokafka, and an order's events share a key, as do a SKU's."""
+    if key is None:
+        return random.choice(available or all_partitions)
+    return all_partitions[_key_hash(key) % len(all_partitions)]
+
+
 def build_producer(
     bootstrap_servers: str,
     *,
@@ -125,6 +141,7 @@ def build_producer(
         max_batch_size=1_048_576,
         max_request_size=12_582_912,
         request_timeout_ms=30_000,
+        partitioner=partition_for,
     )
 
 
