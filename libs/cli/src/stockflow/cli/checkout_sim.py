@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -156,7 +157,7 @@ class OrderFactory:
             if pending
             else None,
         }
-        payload = {
+        payload: dict[str, Any] = {
             "order_id": order_id,
             "customer_id": f"cust-{self.random.randint(1, 5000)}",
             "currency": self.currency,

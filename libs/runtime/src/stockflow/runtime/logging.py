@@ -6,11 +6,12 @@ import logging
 import sys
 
 import structlog
+from structlog.typing import EventDict, Processor
 
 SECRET_KEYS = ("password", "token", "authorization", "secret")
 
 
-def _redact(_logger: object, _name: str, event: dict) -> dict:
+def _redact(_logger: object, _name: str, event: EventDict) -> EventDict:
     for key in list(event):
         if any(word in key.lower() for word in SECRET_KEYS):
             event[key] = "***"
@@ -20,7 +21,7 @@ def _redact(_logger: object, _name: str, event: dict) -> dict:
 def configure_logging(service: str, level: str = "info") -> None:
     """JSON lines on stdout; stdlib loggers (aiokafka, uvicorn) go through the same pipeline."""
     numeric = logging.getLevelName(level.upper())
-    shared = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

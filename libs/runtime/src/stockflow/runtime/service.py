@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ class ServiceContext:
         return unit_of_work(self.pool, source=self.source, cause=cause)
 
 
-Background = Callable[[ServiceContext], Awaitable[None]]
+Background = Callable[[ServiceContext], Coroutine[Any, Any, None]]
 
 
 @dataclass
@@ -313,7 +313,10 @@ async def _measure_lag(broker: KafkaBroker, service: str) -> None:
                         continue
                     position = await consumer.position(tp)
                     metrics.CONSUMER_LAG.labels(
-                        service, subscriber.group_id or "", tp.topic, str(tp.partition)
+                        service,
+                        getattr(subscriber, "group_id", None) or "",
+                        tp.topic,
+                        str(tp.partition),
                     ).set(max(highwater - position, 0))
 
 

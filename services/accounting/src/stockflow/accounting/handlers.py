@@ -50,24 +50,24 @@ def cause_of(item: Inbound) -> Cause:
 async def on_movements(uow: UnitOfWork, batch: list[Inbound]) -> None:
     """Stock movements: value them per SKU in ledger order and post their cost legs."""
     valued = [
-        i
+        (i, i.event)
         for i in batch
         if isinstance(i.event, StockMovementRecorded) and i.event.kind in VALUED_KINDS
     ]
     if not valued:
         return
-    new = await store.claim_movements(uow.conn, [i.event.movement_id for i in valued])
+    new = await store.claim_movements(uow.conn, [e.movement_id for _, e in valued])
     fresh = []
-    for item in valued:  # the first copy of each new movement; a batch may hold two
-        if item.event.movement_id in new:
-            new.discard(item.event.movement_id)
-            fresh.append(item)
+    for item, event in valued:  # the first copy of each new movement; a batch may hold two
+        if event.movement_id in new:
+            new.discard(event.movement_id)
+            fresh.append((item, event))
     valued = fresh
-    orders = {i.event.order_id for i in valued if i.event.order_id is not None}
-    books = await store.open_books(uow.conn, skus={i.event.sku for i in valued}, order_ids=orders)
-    for item in valued:
+    orders = {e.order_id for _, e in valued if e.order_id is not None}
+    books = await store.open_books(uow.conn, skus={e.sku for _, e in valued}, order_ids=orders)
+    for item, event in valued:
         with refused_as_invalid(item):
-            books.apply_movement(cause_of(item), item.event)
+            books.apply_movement(cause_of(item), event)
     if books.costed_orders:
         await _settle_parked(uow, books, books.costed_orders)
     await _commit(uow, books)
@@ -90,16 +90,18 @@ async def on_orders(uow: UnitOfWork, batch: list[Inbound]) -> None:
 
 async def on_fulfillment(uow: UnitOfWork, batch: list[Inbound]) -> None:
     """Shipped: revenue. Returned: refunds, and the cost of units written off on return."""
-    relevant = [i for i in batch if isinstance(i.event, ShipmentShipped | ReturnReceived)]
+    relevant = [
+        (i, i.event) for i in batch if isinstance(i.event, ShipmentShipped | ReturnReceived)
+    ]
     if not relevant:
         return
-    books = await store.open_books(uow.conn, order_ids={i.event.order_id for i in relevant})
-    for item in relevant:
+    books = await store.open_books(uow.conn, order_ids={e.order_id for _, e in relevant})
+    for item, event in relevant:
         with refused_as_invalid(item):
-            if isinstance(item.event, ShipmentShipped):
-                books.take_shipped(cause_of(item), item.event)
+            if isinstance(event, ShipmentShipped):
+                books.take_shipped(cause_of(item), event)
             else:
-                books.take_returned(cause_of(item), item.event)
+                books.take_returned(cause_of(item), event)
     await _commit(uow, books)
 
 

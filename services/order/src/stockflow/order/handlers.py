@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from aiokafka.structs import ConsumerRecord
 from pydantic import TypeAdapter, ValidationError
@@ -44,6 +44,12 @@ FULFILLMENT_EVENTS = {
     wire.ShipmentDelivered.event_type,
     wire.ReturnReceived.event_type,
 }
+# The events each consumer receives, as its event_types above guarantee.
+CheckoutEvent = (
+    wire.CheckoutOrderSubmitted | wire.CheckoutOrderCancelRequested | wire.CheckoutPaymentConfirmed
+)
+StockEvent = wire.StockReserved | wire.ReservationRejected | wire.BackorderAllocated
+FulfillmentEvent = wire.ShipmentShipped | wire.ShipmentDelivered | wire.ReturnReceived
 TIMER_RETRY_DELAY = timedelta(minutes=1)
 
 _IDENTIFIER = TypeAdapter(Identifier)
@@ -59,7 +65,8 @@ class OrderHandlers:
 
     async def on_checkout(self, uow: UnitOfWork, batch: list[Inbound]) -> None:
         """Submissions, cancel requests and payment confirmations from checkout.orders.v1."""
-        saga_batch = await SagaBatch.open(uow, self.policy, (i.event.order_id for i in batch))
+        order_ids = (cast(CheckoutEvent, i.event).order_id for i in batch)
+        saga_batch = await SagaBatch.open(uow, self.policy, order_ids)
         for item in batch:
             event, cause = item.event, item.cloud
             if isinstance(event, wire.CheckoutOrderSubmitted):
@@ -100,17 +107,20 @@ class OrderHandlers:
 
     async def on_stock(self, uow: UnitOfWork, batch: list[Inbound]) -> None:
         """Stock's replies to ReserveStock and its backorder allocations."""
-        saga_batch = await SagaBatch.open(uow, self.policy, (i.event.order_id for i in batch))
+        order_ids = (cast(StockEvent, i.event).order_id for i in batch)
+        saga_batch = await SagaBatch.open(uow, self.policy, order_ids)
         for item in batch:
-            saga_input = stock_input(item.event, item.cloud.id)
-            saga_batch.decide(item.cloud, item.event.order_id, saga_input)
+            event = cast(StockEvent, item.event)
+            saga_input = stock_input(event, item.cloud.id)
+            saga_batch.decide(item.cloud, event.order_id, saga_input)
         await saga_batch.flush()
 
     async def on_fulfillment(self, uow: UnitOfWork, batch: list[Inbound]) -> None:
         """Shipments leaving and arriving, and returns."""
-        saga_batch = await SagaBatch.open(uow, self.policy, (i.event.order_id for i in batch))
+        order_ids = (cast(FulfillmentEvent, i.event).order_id for i in batch)
+        saga_batch = await SagaBatch.open(uow, self.policy, order_ids)
         for item in batch:
-            event = item.event
+            event = cast(FulfillmentEvent, item.event)
             saga_input = fulfillment_input(event, item.cloud.id)
             decision = saga_batch.decide(item.cloud, event.order_id, saga_input, source=event)
             if decision is not None and decision.changed:

@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
 import asyncpg
 
@@ -53,6 +54,9 @@ CATALOG_TYPES = {
     catalog_events.CatalogVariantUpserted.event_type,
     catalog_events.CatalogVariantRemoved.event_type,
 }
+# The events the command and catalog consumers receive, as their event_types guarantee.
+Command = wire.ReserveStock | wire.ReleaseReservation | wire.CommitReservation
+CatalogEvent = catalog_events.CatalogVariantUpserted | catalog_events.CatalogVariantRemoved
 
 
 @dataclass(frozen=True)
@@ -105,10 +109,12 @@ async def on_commands(uow: UnitOfWork, messages: list[Inbound]) -> None:
         if isinstance(m.event, wire.CommitReservation)
         for line in m.event.lines
     ]
-    skus = await load_skus(conn, {line.sku for line in [*reserve_lines, *commit_lines]})
+    skus = await load_skus(
+        conn, {line.sku for line in reserve_lines} | {line.sku for line in commit_lines}
+    )
     wanted = {line.sku for line in reserve_lines}
     wanted |= {c.sku for s in skus.values() for c in s.components}
-    order_ids = [m.event.order_id for m in messages]
+    order_ids = [cast(Command, m.event).order_id for m in messages]
     # Levels are always locked first (sku order), then the orders' rows: no lock cycles with
     # receipts, which take a level and then the reservations it allocates to.
     wanted |= {
@@ -241,7 +247,7 @@ def _reserve(
         return
     unknown = [line for line in event.lines if line.sku not in skus and line.sku not in known]
     if unknown:
-        reply = wire.ReservationRejected(
+        reply: wire.ReservationRejected | wire.StockReserved = wire.ReservationRejected(
             order_id=event.order_id,
             reason="unknown_sku",
             lines=[
@@ -381,7 +387,7 @@ def _hold(
             )
         # A bundle line waits for its latest component; unknown if any date is unknown.
         if line_dates and None not in line_dates:
-            dates[line.line_id] = max(line_dates)
+            dates[line.line_id] = max(d for d in line_dates if d is not None)
     for row in rows:
         new.holds[row[:4]] = new.holds.get(row[:4], 0) + row[4]
     held[event.order_id] = [
@@ -688,7 +694,7 @@ async def _record_demand(conn, demand: list[tuple[str, str, str, int, bool]]) ->
 
 async def on_receipt(uow: UnitOfWork, message: Inbound) -> None:
     """Goods in: waiting backorders are served first, the rest becomes available."""
-    event: WarehouseGoodsReceived = message.event
+    event = cast(WarehouseGoodsReceived, message.event)
     await uow.conn.execute(
         "INSERT INTO locations (code, name) VALUES ($1, $1) ON CONFLICT DO NOTHING", event.location
     )
@@ -800,7 +806,7 @@ async def allocate_waiting_backorders(
 async def on_catalog(uow: UnitOfWork, messages: list[Inbound]) -> None:
     """Keep the projection: last version per sku wins; removed variants are dropped."""
     for message in messages:
-        event = message.event
+        event = cast(CatalogEvent, message.event)
         if isinstance(event, catalog_events.CatalogVariantRemoved):
             await uow.conn.execute(
                 "UPDATE skus SET status = 'discontinued', catalog_version = $2 "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import asyncpg
 import pytest
@@ -17,7 +17,7 @@ from stockflow.runtime.testing.infra import Infra, resolve_infra
 
 
 @pytest.fixture(scope="session")
-def infra() -> Infra:
+def infra() -> Iterator[Infra]:
     """Real Kafka and PostgreSQL with stockflow's roles, schemas and topics in place."""
     resolved = resolve_infra()
     asyncio.run(
@@ -46,7 +46,7 @@ async def scratch_schema(infra: Infra) -> AsyncIterator[tuple[str, asyncpg.Pool]
 
 
 @pytest.fixture
-def new_topic(infra: Infra) -> Callable[..., asyncio.Future]:
+def new_topic(infra: Infra) -> Callable[..., Awaitable[str]]:
     """Create a fresh topic: `await new_topic(partitions=3)` returns its name."""
 
     async def create(partitions: int = 3, prefix: str = "test", name: str | None = None) -> str:
