@@ -55,16 +55,16 @@ tools: ## helm and docker-compose for the deploy checks, built into ~/.cache/sto
 test-unit: setup tools ## only the tests that need no infrastructure
 	$(PY) -m pytest -m "not integration and not system and not chaos" $(PYTEST_ARGS)
 
-test-chaos: setup ## long fault-injection runs
-	$(PY) -m pytest -m chaos $(PYTEST_ARGS)
+test-chaos: setup ## fault injection under load (tests/chaos), then the README reliability table
+	$(PY) -m pytest tests/chaos $(PYTEST_ARGS); status=$$?; $(PY) tests/chaos/report.py; exit $$status
 
 lint: setup ## ruff and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy libs/*/src services/*/src
 
-bench: setup ## full benchmark (~15 min): layer limits, saga ramp to saturation, invariants → bench-results/
-	$(PY) tests/bench/run.py $(BENCH_ARGS)
+bench: setup ## full benchmark (~20 min): layer limits, saga ramp, stock reserve, py-spy profile, invariants → bench-results/
+	$(PY) tests/bench/run.py --profile all $(BENCH_ARGS)
 
 bench-quick: setup ## short benchmark (under 3 minutes) → bench-results/latest.{json,md,png}
 	$(PY) tests/bench/run.py --quick $(BENCH_ARGS)

@@ -18,6 +18,7 @@ from decimal import Decimal
 import asyncpg
 
 from stockflow.contracts.events.stock import (
+    OUTFLOW_KINDS,
     StockLevelChanged,
     StockLow,
     StockMovementRecorded,
@@ -37,15 +38,8 @@ from stockflow.stock.domain import (
     zone_change_alert,
 )
 
-# The ledger's sign of each kind (what the movement did to the units it names).
-OUTFLOWS = {
-    MovementKind.TRANSFER_OUT,
-    MovementKind.RELEASE,
-    MovementKind.SHIPMENT,
-    MovementKind.WRITE_OFF,
-    MovementKind.FROM_DAMAGED,
-    MovementKind.FROM_QUALITY_CONTROL,
-}
+# The ledger's sign of each kind, as the contract states it.
+OUTFLOWS = {MovementKind(kind) for kind in OUTFLOW_KINDS}
 
 
 @dataclass(frozen=True)

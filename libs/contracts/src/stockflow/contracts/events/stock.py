@@ -251,6 +251,13 @@ MovementKind = Literal[
     "backorder_cancelled",
 ]
 
+# The ledger's sign: these kinds take units out of the bucket they name (negative quantity);
+# adjustment and safety_stock_set carry their own sign; every other kind is positive.
+OUTFLOW_KINDS = frozenset(
+    {"transfer_out", "release", "shipment", "write_off", "from_damaged", "from_quality_control"}
+)
+SIGNED_KINDS = frozenset({"adjustment", "safety_stock_set"})
+
 
 @register
 class StockMovementRecorded(Event):
@@ -277,6 +284,16 @@ class StockMovementRecorded(Event):
     def _cost_has_currency(self) -> StockMovementRecorded:
         if (self.unit_cost is None) != (self.currency is None):
             raise ValueError("unit_cost and currency go together")
+        return self
+
+    @model_validator(mode="after")
+    def _sign_agrees_with_kind(self) -> StockMovementRecorded:
+        if self.kind in SIGNED_KINDS:
+            if self.quantity == 0:
+                raise ValueError(f"quantity: a {self.kind} is never zero")
+        elif (self.quantity < 0) != (self.kind in OUTFLOW_KINDS) or self.quantity == 0:
+            sign = "negative" if self.kind in OUTFLOW_KINDS else "positive"
+            raise ValueError(f"quantity: a {self.kind} is {sign}, got {self.quantity}")
         return self
 
 
