@@ -852,6 +852,7 @@ def test_grafana_dashboard() -> None:
         "stockflow_outbox_backlog",
         "stockflow_outbox_oldest_age_seconds",
         "stockflow_http_requests_total",
+        "stockflow_invariant_violations",
     ):
         assert metric in text, f"the dashboard does not chart {metric}"
     charted = set(re.findall(r"\b(stockflow_[a-z_]+)\b", text))
