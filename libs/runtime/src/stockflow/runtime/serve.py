@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
+import io
+import signal
+import sys
 
 import uvicorn
 
@@ -14,6 +18,15 @@ from stockflow.runtime.settings import SCHEMAS, Settings
 def load_definition(service: str) -> ServiceDefinition:
     module = importlib.import_module(f"stockflow.{service}.app")
     return module.service
+
+
+def dump_tasks() -> None:
+    """Print every asyncio task's stack to stderr: `kill -USR1 <pid>` shows where a stuck
+    process waits, without stopping it."""
+    for task in asyncio.all_tasks():
+        stack = io.StringIO()
+        task.print_stack(limit=20, file=stack)
+        print(f"--- task {task.get_name()}\n{stack.getvalue()}", file=sys.stderr, flush=True)
 
 
 def main() -> None:
@@ -29,6 +42,7 @@ def main() -> None:
         overrides["http_host"] = args.host
     settings = Settings(**overrides)
     app = create_app(load_definition(args.service), settings)
+    signal.signal(signal.SIGUSR1, lambda *_: dump_tasks())
     uvicorn.run(
         app,
         host=settings.http_host,
