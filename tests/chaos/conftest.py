@@ -199,6 +199,17 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
+@pytest.fixture(autouse=True)
+def every_service_running(request):
+    """A scenario starts with all five services up, whatever the one before it left behind (a
+    failed scenario may have killed one): one failure must not fail every scenario after it."""
+    if "system" in request.fixturenames:
+        system = request.getfixturevalue("system")
+        for service, proc in list(system.procs.items()):
+            if proc.poll() is not None:
+                system.start(service)
+
+
 @pytest.fixture
 def record(request):
     """`record.injected = ...; record.checks += [...]; record.numbers[...] = ...`."""
