@@ -34,7 +34,7 @@ service = ServiceDefinition(
         Consumer(
             "stock.receipts",
             ["warehouse.receipts.v1"],
-            handlers.on_receipt,
+            handle_batch=handlers.on_receipts,
             event_types={"warehouse.goods.received.v1"},
         ),
         Consumer(
@@ -46,7 +46,7 @@ service = ServiceDefinition(
         Consumer(
             "stock.fulfillment",
             ["fulfillment.events.v1"],
-            handlers.on_fulfillment,
+            handle_batch=handlers.on_fulfillment_batch,
             event_types=handlers.FULFILLMENT_TYPES,
         ),
     ],

@@ -692,6 +692,14 @@ async def _record_demand(conn, demand: list[tuple[str, str, str, int, bool]]) ->
 # ----------------------------------------------------------------------------- receipts
 
 
+async def on_receipts(uow: UnitOfWork, messages: list[Inbound]) -> None:
+    """A batch of receipts in one transaction: every level it touches is locked first, once, in
+    (sku, location) order, so it never deadlocks with a batch of commands."""
+    await LevelBook.load(uow.conn, {cast(WarehouseGoodsReceived, m.event).sku for m in messages})
+    for message in messages:
+        await on_receipt(uow.with_cause(message.cloud), message)
+
+
 async def on_receipt(uow: UnitOfWork, message: Inbound) -> None:
     """Goods in: waiting backorders are served first, the rest becomes available."""
     event = cast(WarehouseGoodsReceived, message.event)
@@ -834,6 +842,23 @@ async def on_catalog(uow: UnitOfWork, messages: list[Inbound]) -> None:
 
 
 # ----------------------------------------------------------------------------- fulfillment
+
+
+async def on_fulfillment_batch(uow: UnitOfWork, messages: list[Inbound]) -> None:
+    """Fulfillment events in one transaction, levels locked first as in `on_receipts`."""
+    skus = {
+        line.sku
+        for m in messages
+        if isinstance(
+            m.event, fulfillment_events.ShipmentShipped | fulfillment_events.ReturnReceived
+        )
+        for line in m.event.lines
+    }
+    known = await load_skus(uow.conn, skus)
+    skus |= {c.sku for s in known.values() for c in s.components}
+    await LevelBook.load(uow.conn, skus)
+    for message in messages:
+        await on_fulfillment(uow.with_cause(message.cloud), message)
 
 
 async def on_fulfillment(uow: UnitOfWork, message: Inbound) -> None:
