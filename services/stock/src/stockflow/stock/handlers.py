@@ -353,29 +353,20 @@ def _hold(
     for line in result.lines:
         line_dates = []
         for hold in line.holds:
-            book.move(
-                Movement(
-                    MovementKind.RESERVATION,
-                    hold.sku,
-                    hold.location,
-                    hold.quantity,
-                    reference=event.order_id,
-                ),
-                cause_event_id=event_id,
-                order_id=event.order_id,
-                reference_type="order",
+            book.move_for_order(
+                MovementKind.RESERVATION,
+                hold.sku,
+                hold.location,
+                hold.quantity,
+                event.order_id,
+                event_id,
             )
             rows.append((event.order_id, line.line_id, hold.sku, hold.location, hold.quantity))
         for sku, units in line.backorders:
             # A backorder waits at the location that ships this sku first.
             location = (book.locations_of(sku) or priority or ["DEFAULT"])[0]
-            book.move(
-                Movement(
-                    MovementKind.BACKORDER_OPENED, sku, location, units, reference=event.order_id
-                ),
-                cause_event_id=event_id,
-                order_id=event.order_id,
-                reference_type="order",
+            book.move_for_order(
+                MovementKind.BACKORDER_OPENED, sku, location, units, event.order_id, event_id
             )
             new.backorders.append(
                 (event.order_id, line.line_id, sku, location, units, event.priority)
@@ -489,17 +480,13 @@ async def _release(uow, book: LevelBook, order_id, event_id, answered, held) -> 
     else:
         outcome = "released"
         for line in lines:
-            book.move(
-                Movement(
-                    MovementKind.RELEASE,
-                    line["sku"],
-                    line["location"],
-                    line["quantity"],
-                    reference=order_id,
-                ),
-                cause_event_id=event_id,
-                order_id=order_id,
-                reference_type="order",
+            book.move_for_order(
+                MovementKind.RELEASE,
+                line["sku"],
+                line["location"],
+                line["quantity"],
+                order_id,
+                event_id,
             )
         await uow.conn.execute(
             "UPDATE reservations SET released = released + quantity, quantity = 0 "
@@ -545,17 +532,13 @@ async def _cancel_backorders(uow, book: LevelBook, order_id, event_id) -> None:
         order_id,
     )
     for row in rows:  # the batch locked these levels: their skus are in `wanted`
-        book.move(
-            Movement(
-                MovementKind.BACKORDER_CANCELLED,
-                row["sku"],
-                row["location"],
-                row["n"],
-                reference=order_id,
-            ),
-            cause_event_id=event_id,
-            order_id=order_id,
-            reference_type="order",
+        book.move_for_order(
+            MovementKind.BACKORDER_CANCELLED,
+            row["sku"],
+            row["location"],
+            row["n"],
+            order_id,
+            event_id,
         )
 
 
@@ -750,38 +733,26 @@ async def allocate_waiting_backorders(
     fills, _ = allocate_backorders(queue, book.level(sku, location).available)
     for fill in fills:
         row = by_id[fill.backorder.sequence]
-        order = {"cause_event_id": event_id, "order_id": row["order_id"], "reference_type": "order"}
         if row["location"] == location:
-            book.move(
-                Movement(
-                    MovementKind.BACKORDER_ALLOCATED,
-                    sku,
-                    location,
-                    fill.quantity,
-                    reference=row["order_id"],
-                ),
-                **order,
+            book.move_for_order(
+                MovementKind.BACKORDER_ALLOCATED,
+                sku,
+                location,
+                fill.quantity,
+                row["order_id"],
+                event_id,
             )
         else:  # it waited elsewhere: it leaves that queue and is held where the goods arrived
-            book.move(
-                Movement(
-                    MovementKind.BACKORDER_CANCELLED,
-                    sku,
-                    row["location"],
-                    fill.quantity,
-                    reference=row["order_id"],
-                ),
-                **order,
+            book.move_for_order(
+                MovementKind.BACKORDER_CANCELLED,
+                sku,
+                row["location"],
+                fill.quantity,
+                row["order_id"],
+                event_id,
             )
-            book.move(
-                Movement(
-                    MovementKind.RESERVATION,
-                    sku,
-                    location,
-                    fill.quantity,
-                    reference=row["order_id"],
-                ),
-                **order,
+            book.move_for_order(
+                MovementKind.RESERVATION, sku, location, fill.quantity, row["order_id"], event_id
             )
         await uow.conn.execute(
             "UPDATE backorders SET open = open - $2 WHERE id = $1", row["id"], fill.quantity

@@ -120,6 +120,17 @@ class LevelBook:
             Recorded(movement, cause_event_id, order_id, reference_type, unit_cost, currency)
         )
 
+    def move_for_order(
+        self, kind: MovementKind, sku: str, location: str, quantity: int, order_id: str, cause: str
+    ) -> None:
+        """A movement an order caused (reservation, release, shipment, backorder)."""
+        self.move(
+            Movement(kind, sku, location, quantity, reference=order_id),
+            cause_event_id=cause,
+            order_id=order_id,
+            reference_type="order",
+        )
+
     async def flush(self, uow: UnitOfWork) -> None:
         """Write changed levels and new movements; stage their events and alerts."""
         if not self.changed:
