@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -15,12 +13,11 @@ from pydantic import BaseModel
 
 from stockflow.accounting import store
 from stockflow.accounting.domain import (
-    JOURNAL_CSV_HEADER,
     Account,
     AccountingError,
     CostMethod,
-    JournalEntry,
     Money,
+    journal_csv,
     period_of,
 )
 from stockflow.accounting.domain.journal import rfc3339
@@ -201,17 +198,16 @@ async def journal(
 
 
 @router.get("/journal.csv", dependencies=[READ], response_class=StreamingResponse)
-async def journal_csv(request: Request, filters: JournalFilters) -> StreamingResponse:
+async def export_journal_csv(request: Request, filters: JournalFilters) -> StreamingResponse:
     """The journal as CSV, one row per line, streamed page by page (RFC 4180)."""
     pool = request.app.state.pool
 
     async def rows() -> AsyncIterator[str]:
-        yield _csv_row(JOURNAL_CSV_HEADER)
         after = 0
         while True:
             async with pool.acquire() as conn:
                 page = await store.journal_page(conn, filters, after=after, limit=CSV_PAGE)
-            yield "".join(_csv_rows(entry for _, entry in page))
+            yield "".join(journal_csv((entry for _, entry in page), header=after == 0))
             if len(page) < CSV_PAGE:
                 return
             after = page[-1][0]
@@ -221,37 +217,6 @@ async def journal_csv(request: Request, filters: JournalFilters) -> StreamingRes
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="journal.csv"'},
     )
-
-
-def _csv_row(values: tuple) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer).writerow(values)
-    return buffer.getvalue()
-
-
-def _csv_rows(entries: Iterable[JournalEntry]) -> list[str]:
-    out = []
-    for entry in entries:
-        for line in entry.lines:
-            out.append(
-                _csv_row(
-                    (
-                        entry.entry_id,
-                        rfc3339(entry.posted_at),
-                        entry.period,
-                        entry.cause.type,
-                        entry.cause.id,
-                        entry.currency,
-                        line.account.value,
-                        line.debit,
-                        line.credit,
-                        line.sku or "",
-                        line.order_id or "",
-                        entry.note or "",
-                    )
-                )
-            )
-    return out
 
 
 @router.get("/periods", dependencies=[READ])

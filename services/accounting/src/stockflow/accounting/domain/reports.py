@@ -209,8 +209,10 @@ JOURNAL_CSV_HEADER = (
 )
 
 
-def journal_csv(entries: Iterable[JournalEntry]) -> Iterator[str]:
-    """The journal as CSV text, streamed: the header, then one row per line (RFC 4180)."""
+def journal_csv(entries: Iterable[JournalEntry], *, header: bool = True) -> Iterator[str]:
+    """The journal as CSV text, streamed: the header, then one row per line (RFC 4180).
+
+    `header=False` continues an export page by page."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
 
@@ -220,8 +222,9 @@ def journal_csv(entries: Iterable[JournalEntry]) -> Iterator[str]:
         buffer.truncate()
         return text
 
-    writer.writerow(JOURNAL_CSV_HEADER)
-    yield flush()
+    if header:
+        writer.writerow(JOURNAL_CSV_HEADER)
+        yield flush()
     for entry in entries:
         for line in entry.lines:
             writer.writerow(
