@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import pytest
 
 from stockflow.cli.checkout_sim import SOURCE as CHECKOUT_SOURCE
+from stockflow.cli.checkout_sim import order_payload
 from stockflow.contracts import KafkaRecord, encode
 from stockflow.contracts.events.checkout import CheckoutOrderSubmitted
 
@@ -22,28 +23,6 @@ NEGATIVE_RECEIPT = ("stock.movements.v1", "negative quantities")
 
 def prefix(letter: str) -> str:
     return f"{letter}{uuid.uuid4().hex[:6].upper()}"
-
-
-def order_payload(order_id: str, lines: list[tuple[str, int]], **extra) -> dict:
-    return {
-        "order_id": order_id,
-        "customer_id": "cust-chaos",
-        "currency": "USD",
-        "placed_at": datetime.now(UTC).isoformat(),
-        "lines": [
-            {"line_id": f"L{i}", "sku": sku, "quantity": qty, "unit_price": "10.00"}
-            for i, (sku, qty) in enumerate(lines, start=1)
-        ],
-        "shipping_address": {
-            "name": "Ada Lovelace",
-            "line1": "12 Analytical Row",
-            "city": "London",
-            "postal_code": "N1 9GU",
-            "country": "GB",
-        },
-        "payment": {"status": "authorized", "reference": f"pay-{order_id}"},
-        **extra,
-    }
 
 
 def submitted(payload: dict) -> KafkaRecord:
@@ -232,13 +211,11 @@ async def test_newer_schema_with_extra_fields_is_accepted_by_a_v1_consumer(harne
     mark = await harness.dlq_mark()
     load = kit.Load(harness.producer, catalog, seed=13).start()
     binary_id, structured_id = (f"ord-new-{uuid.uuid4().hex[:8]}" for _ in range(2))
-    newer = order_payload(
-        binary_id,
-        [(catalog.skus[0], 2)],
-        loyalty={"tier": "gold", "points": 1200},
-        channel="app",
-        schema_minor=3,
-    )
+    newer = order_payload(binary_id, [(catalog.skus[0], 2)], customer_id="cust-chaos") | {
+        "loyalty": {"tier": "gold", "points": 1200},
+        "channel": "app",
+        "schema_minor": 3,
+    }
     newer["lines"][0]["engraving"] = "to Ada"
     newer["lines"][0]["gift_wrap"] = True
     newer["shipping_address"]["what3words"] = "index.home.raft"

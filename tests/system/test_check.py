@@ -8,7 +8,6 @@ import asyncio
 import json
 import re
 import uuid
-from datetime import UTC, datetime
 from decimal import Decimal
 
 import asyncpg
@@ -29,7 +28,7 @@ from stockflow.cli.checkout_sim import (
 from stockflow.cli.demo import receive
 from stockflow.cli.main import app
 from stockflow.contracts import encode
-from stockflow.contracts.events.catalog import CatalogVariantUpserted
+from stockflow.runtime.testing.factories import variant
 from stockflow.runtime.testing.plugin import SYSTEM_ENV, read_topic
 from stockflow.runtime.testing.system import System
 
@@ -48,20 +47,7 @@ def system(infra):
 
 
 async def seed(system, producer, sku: str, location: str, units: int) -> None:
-    variant = CatalogVariantUpserted(
-        sku=sku,
-        product_id=sku.lower(),
-        handle=sku.lower(),
-        title=f"Product {sku}",
-        status="active",
-        tracked=True,
-        backorderable=False,
-        prices=[{"amount": "10.00", "currency": "USD"}],
-        weight_grams=300,
-        version=1,
-        updated_at=datetime.now(UTC),
-    )
-    record = encode(variant, source="stockflow/catalog")
+    record = encode(variant(sku), source="stockflow/catalog")
     await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
     await receive(producer, sku, location, units, "4.00", receipt_id=f"r-{sku}")
     async with httpx.AsyncClient(base_url=system.url("stock"), timeout=15) as stock_api:

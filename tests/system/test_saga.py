@@ -11,7 +11,6 @@ import asyncio
 import re
 import signal
 import uuid
-from datetime import UTC, datetime
 from decimal import Decimal
 
 import asyncpg
@@ -30,7 +29,7 @@ from stockflow.cli.checkout_sim import (
 )
 from stockflow.cli.demo import receive
 from stockflow.contracts import encode
-from stockflow.contracts.events.catalog import CatalogVariantUpserted
+from stockflow.runtime.testing.factories import variant
 
 pytestmark = pytest.mark.system
 
@@ -53,20 +52,8 @@ async def seed(system, producer: AIOKafkaProducer, prefix: str, *, stock: int) -
     """The catalog's variants on catalog.products.v1 and stock through warehouse receipts."""
     names = skus(prefix)
     for name, sku in names.items():
-        variant = CatalogVariantUpserted(
-            sku=sku,
-            product_id=sku.lower(),
-            handle=sku.lower(),
-            title=f"Product {name}",
-            status="active",
-            tracked=True,
-            backorderable=name == "BACK",
-            prices=[{"amount": "10.00", "currency": "USD"}],
-            weight_grams=300,
-            version=1,
-            updated_at=datetime.now(UTC),
-        )
-        record = encode(variant, source="stockflow/catalog")
+        upserted = variant(sku, backorderable=name == "BACK", title=f"Product {name}")
+        record = encode(upserted, source="stockflow/catalog")
         await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
     for name, sku in names.items():
         if name in ("SOLDOUT",):

@@ -18,13 +18,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from PIL import Image
 
 from stockflow.contracts import decode, encode, parse
-from stockflow.contracts.events.catalog import CatalogVariantUpserted
 from stockflow.contracts.events.stock import ReorderSuggested, ReserveStock
 from stockflow.contracts.events.warehouse import WarehouseGoodsReceived
 from stockflow.runtime.db import migrate
 from stockflow.runtime.outbox import OutboxRelay, build_producer
 from stockflow.runtime.service import ServiceContext
 from stockflow.runtime.settings import Settings
+from stockflow.runtime.testing.factories import variant
 from stockflow.runtime.testing.plugin import ADMIN
 from stockflow.stock import app as stock_app
 from stockflow.stock.forecasting import INTERMITTENT_MODELS
@@ -301,21 +301,7 @@ async def test_demand_is_recorded_per_location_with_unserved_demand_as_stockout(
     try:
         async with run_service("stock"):
             for sku in (tee, mug):
-                await send(
-                    producer,
-                    CatalogVariantUpserted(
-                        sku=sku,
-                        product_id=sku.lower(),
-                        handle=sku.lower(),
-                        title=sku,
-                        status="active",
-                        tracked=True,
-                        backorderable=False,
-                        version=1,
-                        updated_at=datetime.now(UTC),
-                        bundle_components=[],
-                    ),
-                )
+                await send(producer, variant(sku))
             for sku, location, quantity in ((tee, first, 3), (tee, second, 2), (mug, second, 1)):
                 await send(
                     producer,

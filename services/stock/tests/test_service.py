@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from stockflow.contracts import decode, encode, parse
-from stockflow.contracts.events.catalog import CatalogVariantUpserted
 from stockflow.contracts.events.stock import (
     CommitReservation,
     ReleaseReservation,
@@ -23,6 +22,7 @@ from stockflow.contracts.events.stock import (
 )
 from stockflow.contracts.events.warehouse import WarehouseGoodsReceived
 from stockflow.runtime import metrics
+from stockflow.runtime.testing.factories import variant
 from stockflow.runtime.testing.plugin import ADMIN
 from stockflow.runtime.testing.system import System
 from stockflow.stock.domain import BUCKETS, Level, Movement, MovementKind, replay
@@ -43,19 +43,7 @@ async def send(producer, event, event_id: str | None = None) -> None:
 
 async def catalog(producer, sku: str, *, backorderable=False, status="active", components=()):
     await send(
-        producer,
-        CatalogVariantUpserted(
-            sku=sku,
-            product_id=sku.lower(),
-            handle=sku.lower(),
-            title=sku,
-            status=status,
-            tracked=not components,
-            backorderable=backorderable,
-            version=1,
-            updated_at=datetime.now(UTC),
-            bundle_components=[{"sku": c, "quantity": q} for c, q in components],
-        ),
+        producer, variant(sku, backorderable=backorderable, components=components, status=status)
     )
 
 

@@ -12,7 +12,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -117,7 +117,7 @@ class OrderFactory:
             return self.catalog.skus[0]
         return self.random.choices(self.catalog.skus, weights=self._weights)[0]
 
-    def _lines(self, scenario: Scenario) -> list[dict]:
+    def _lines(self, scenario: Scenario) -> list[tuple[str, int]]:
         skus: list[str] = []
         for _ in range(self.random.randint(1, 5)):
             sku = self._pick_sku()
@@ -130,18 +130,11 @@ class OrderFactory:
         elif scenario is Scenario.UNKNOWN_SKU:
             skus[0] = f"NOPE-{self.random.randint(1000, 9999)}"
         lines = []
-        for index, sku in enumerate(dict.fromkeys(skus), start=1):
+        for sku in dict.fromkeys(skus):
             quantity = self.random.choice((1, 1, 1, 2, 2, 3))
             if scenario is Scenario.BACKORDER:
                 quantity = self.random.randint(3, 6)
-            lines.append(
-                {
-                    "line_id": f"L{index}",
-                    "sku": sku,
-                    "quantity": quantity,
-                    "unit_price": str(self.catalog.prices.get(sku, Decimal("9.99"))),
-                }
-            )
+            lines.append((sku, quantity))
         return lines
 
     def next(self, now: datetime | None = None) -> PlannedOrder:
@@ -157,21 +150,15 @@ class OrderFactory:
             if pending
             else None,
         }
-        payload: dict[str, Any] = {
-            "order_id": order_id,
-            "customer_id": f"cust-{self.random.randint(1, 5000)}",
-            "currency": self.currency,
-            "placed_at": now.isoformat(),
-            "lines": self._lines(scenario),
-            "shipping_address": {
-                "name": "Ada Lovelace",
-                "line1": "12 Analytical Row",
-                "city": "London",
-                "postal_code": "N1 9GU",
-                "country": "GB",
-            },
-            "payment": payment,
-        }
+        payload = order_payload(
+            order_id,
+            self._lines(scenario),
+            prices=self.catalog.prices,
+            customer_id=f"cust-{self.random.randint(1, 5000)}",
+            currency=self.currency,
+            placed_at=now,
+            payment=payment,
+        )
         if scenario is Scenario.INVALID:
             payload["lines"][0]["quantity"] = 0
             record = raw_record(CheckoutOrderSubmitted, order_id, payload)
@@ -189,6 +176,44 @@ class OrderFactory:
                 FollowUp(self.random.uniform(0.2, 1.5), encode(cancel, source=SOURCE))
             )
         return planned
+
+
+def order_payload(
+    order_id: str,
+    lines: Sequence[tuple[str, int]],
+    *,
+    prices: Mapping[str, Decimal] | None = None,
+    customer_id: str = "cust-sim",
+    currency: str = "USD",
+    placed_at: datetime | None = None,
+    payment: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A checkout.order.submitted.v1 payload, not validated (callers break it on purpose).
+
+    `lines` are (sku, quantity); a sku without a price in `prices` sells at 10.00."""
+    return {
+        "order_id": order_id,
+        "customer_id": customer_id,
+        "currency": currency,
+        "placed_at": (placed_at or datetime.now(UTC)).isoformat(),
+        "lines": [
+            {
+                "line_id": f"L{index}",
+                "sku": sku,
+                "quantity": quantity,
+                "unit_price": str((prices or {}).get(sku, Decimal("10.00"))),
+            }
+            for index, (sku, quantity) in enumerate(lines, start=1)
+        ],
+        "shipping_address": {
+            "name": "Ada Lovelace",
+            "line1": "12 Analytical Row",
+            "city": "London",
+            "postal_code": "N1 9GU",
+            "country": "GB",
+        },
+        "payment": payment or {"status": "authorized", "reference": f"pay-{order_id}"},
+    }
 
 
 def raw_record(model: type[Event], key: str, payload: dict) -> KafkaRecord:

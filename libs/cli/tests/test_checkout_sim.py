@@ -1,0 +1,66 @@
+"""The checkout simulator's orders: valid where they should be, broken only where they say so."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+
+from stockflow.cli.checkout_sim import Catalog, OrderFactory, Scenario, order_payload
+from stockflow.contracts import InvalidMessage, decode, parse
+from stockflow.contracts.events.checkout import CheckoutOrderSubmitted
+
+CATALOG = Catalog(
+    skus=["HOT-1", "A-1", "B-1"],
+    prices={"HOT-1": Decimal("12.50"), "A-1": Decimal("3.00"), "B-1": Decimal("7.25")},
+    out_of_stock=["GONE-1"],
+    backorderable=["BACK-1"],
+)
+
+
+def test_order_payload_numbers_lines_and_prices_them():
+    payload = order_payload("o-1", [("A-1", 2), ("NEW-1", 1)], prices=CATALOG.prices)
+    assert [(line["line_id"], line["unit_price"]) for line in payload["lines"]] == [
+        ("L1", "3.00"),
+        ("L2", "10.00"),
+    ]
+    order = CheckoutOrderSubmitted.model_validate(payload)
+    assert order.payment.status == "authorized" and order.payment.reference == "pay-o-1"
+
+
+def test_the_same_seed_gives_the_same_orders():
+    def orders(seed: int) -> list[tuple]:
+        factory = OrderFactory(CATALOG, seed=seed)
+        planned = [factory.next() for _ in range(50)]
+        return [(p.scenario, json.loads(p.record.value)["lines"]) for p in planned]
+
+    assert orders(3) == orders(3)
+    assert orders(3) != orders(4)
+
+
+@pytest.mark.parametrize("scenario", list(Scenario))
+def test_every_scenario_is_what_it_claims(scenario):
+    planned = OrderFactory(CATALOG, mix={scenario: 1.0}, seed=5).next()
+    cloud = decode(planned.record.value, planned.record.headers)
+    if scenario is Scenario.INVALID:
+        with pytest.raises(InvalidMessage, match="quantity"):
+            parse(cloud)
+        return
+    order = parse(cloud)
+    assert isinstance(order, CheckoutOrderSubmitted)
+    skus = [line.sku for line in order.lines]
+    assert len(skus) == len(set(skus)), "a sku appears on one line only"
+    if scenario is Scenario.OUT_OF_STOCK:
+        assert skus[0] == "GONE-1"
+    if scenario is Scenario.BACKORDER:
+        assert skus == ["BACK-1"] and order.lines[0].quantity >= 3
+    if scenario is Scenario.UNKNOWN_SKU:
+        assert skus[0].startswith("NOPE-")
+    if scenario is Scenario.NORMAL:
+        assert all(line.unit_price == CATALOG.prices[line.sku] for line in order.lines)
+    pending = scenario in (Scenario.PENDING_PAID, Scenario.PENDING_UNPAID)
+    assert (order.payment.status == "pending") is pending
+    assert (order.payment.deadline is not None) is pending
+    follow_ups = {Scenario.PENDING_PAID: 1, Scenario.CANCELLED: 1}.get(scenario, 0)
+    assert len(planned.follow_ups) == follow_ups
