@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import asyncpg
 import pytest
@@ -51,8 +51,8 @@ from stockflow.cli.checkout_sim import (
     PlannedOrder,
 )
 from stockflow.contracts import EVENT_TYPES, KafkaRecord, encode
-from stockflow.contracts.events.catalog import CatalogVariantUpserted
 from stockflow.contracts.events.warehouse import WarehouseGoodsReceived
+from stockflow.runtime.testing.factories import variant
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "chaos-results" / "latest.json"
@@ -210,6 +210,14 @@ def every_service_running(request):
                 system.start(service)
 
 
+@pytest.fixture(autouse=True)
+def no_load_outlives_its_scenario():
+    """A scenario that fails before `load.stop()` must not leave orders flowing into the next."""
+    yield
+    for load in list(Load.running):
+        load.abandon()
+
+
 @pytest.fixture
 def record(request):
     """`record.injected = ...; record.checks += [...]; record.numbers[...] = ...`."""
@@ -304,6 +312,8 @@ async def send_reliably(producer: AIOKafkaProducer, record: KafkaRecord) -> Sent
 class Load:
     """Orders at a constant rate in the background (open loop), each sent until acknowledged."""
 
+    running: ClassVar[set[Load]] = set()  # stopped after each scenario, even a failed one
+
     def __init__(
         self,
         producer: AIOKafkaProducer,
@@ -334,6 +344,7 @@ class Load:
     def start(self) -> Load:
         self.started = time.monotonic()
         self._runner = asyncio.create_task(self._run())
+        Load.running.add(self)
         return self
 
     async def _run(self) -> None:
@@ -369,7 +380,16 @@ class Load:
         while self._tasks:
             await asyncio.gather(*list(self._tasks))
         self.duration_s = time.monotonic() - self.started
+        Load.running.discard(self)
         return self.order_ids
+
+    def abandon(self) -> None:
+        """A failed scenario's load: stop sending at once, follow-ups included."""
+        self._stop.set()
+        for task in [self._runner, *self._tasks]:
+            if task is not None:
+                task.cancel()
+        Load.running.discard(self)
 
     async def run_for(self, seconds: float) -> list[str]:
         self.start()
@@ -471,21 +491,10 @@ class Harness:
             backorderable=[names["BACK"]],
         )
 
-    async def upsert_variant(self, sku: str, *, backorderable: bool = False, **extra) -> Sent:
-        variant = CatalogVariantUpserted(
-            sku=sku,
-            product_id=sku.lower(),
-            handle=sku.lower(),
-            title=f"Product {sku}",
-            status="active",
-            tracked=True,
-            backorderable=backorderable,
-            prices=[{"amount": "10.00", "currency": "USD"}],
-            weight_grams=300,
-            version=1,
-            updated_at=datetime.now(UTC),
+    async def upsert_variant(self, sku: str, *, backorderable: bool = False) -> Sent:
+        return await send_reliably(
+            self.producer, encode(variant(sku, backorderable=backorderable), source=SOURCE)
         )
-        return await send_reliably(self.producer, encode(variant, source=SOURCE))
 
     async def receive(
         self, sku: str, location: str, quantity: int, *, receipt_id: str | None = None
