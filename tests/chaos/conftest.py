@@ -63,6 +63,7 @@ LOCATIONS = ("WH-EAST", "WH-WEST")
 SOURCE = "stockflow/chaos"
 # A modest arrival rate: the machine is shared, and the point is faults, not throughput.
 LOAD_RATE = float(os.environ.get("STOCKFLOW_CHAOS_RATE", "8"))
+SEED = int(os.environ.get("STOCKFLOW_CHAOS_SEED", "20261127"))  # kill moments, victims
 SETTLE_TIMEOUT_S = 180.0
 TERMINAL_STATES = ("delivered", "rejected", "cancelled", "returned")
 
@@ -273,6 +274,7 @@ def pytest_sessionfinish(session, exitstatus):
                 "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "profile": os.environ.get("STOCKFLOW_TEST_PROFILE", "test"),
                 "load_rate_per_s": LOAD_RATE,
+                "seed": SEED,
                 "scenarios": sorted(merged.values(), key=lambda r: (r["marker"], r["scenario"])),
             },
             indent=2,
@@ -434,7 +436,7 @@ class Harness:
         self.infra = infra
         self.producer = producer
         self.dsn = infra.admin_database_url
-        self.random = random.Random(int(os.environ.get("STOCKFLOW_CHAOS_SEED", "20261127")))
+        self.random = random.Random(SEED)
         # What the system checker already reported when the scenario began (a previous scenario
         # of the session that failed): reported, not blamed on this scenario.
         self.baseline: set[tuple[str, str]] = set()

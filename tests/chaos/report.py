@@ -36,7 +36,8 @@ def render(results: dict) -> str:
     rows = results.get("scenarios", [])
     lines = [
         f"Last written {results.get('written_at', '?')} on lane `{results.get('profile', '?')}`, "
-        f"background load {results.get('load_rate_per_s', '?')} orders/s. "
+        f"background load {results.get('load_rate_per_s', '?')} orders/s, "
+        f"STOCKFLOW_CHAOS_SEED={results.get('seed', '?')}. "
         "`fast` rows also run in `make test`.",
         "",
         "| scenario | injected | invariants checked | result | numbers |",
