@@ -187,6 +187,12 @@ def test_a_wrong_password_is_a_clear_error(operator_env: dict[str, str]) -> None
     assert_refused(result, "as User:ops", "STOCKFLOW_KAFKA_PASSWORD")
 
 
+def test_the_demo_refuses_a_wrong_password_before_it_waits(operator_env: dict[str, str]) -> None:
+    env = as_principal(operator_env, OPERATOR, "not-the-password")
+    result = stockflow("demo", "--orders", "1", env=env)
+    assert_refused(result, "as User:ops", "STOCKFLOW_KAFKA_PASSWORD")
+
+
 def test_a_missing_password_is_a_clear_error(operator_env: dict[str, str]) -> None:
     env = {k: v for k, v in operator_env.items() if k != "STOCKFLOW_KAFKA_PASSWORD"}
     result = stockflow("topics", "list", env=env)

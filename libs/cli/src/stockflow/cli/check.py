@@ -256,8 +256,7 @@ async def record_repair(bootstrap: str, applied: dict[str, Any], note: str | Non
         ("content-type", JSON.encode()),
         ("traceparent", new_traceparent().encode()),
     ]
-    # The DLQ replay's writer: idempotent, acks=all, the operator's Kafka credentials.
-    async with kt._writer(bootstrap) as producer:
+    async with kt.writer(bootstrap) as producer:
         await producer.send_and_wait(
             kt.AUDIT_TOPIC,
             json.dumps(data, default=str).encode(),

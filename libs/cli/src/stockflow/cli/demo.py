@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from stockflow.cli import kafka_tools as kt
 from stockflow.cli.checkout_sim import (
     DEMO_MIX,
     Catalog,
@@ -31,7 +32,7 @@ from stockflow.cli.checkout_sim import (
     percentile,
     send_orders,
 )
-from stockflow.cli.common import auth_headers, kafka_security, service_url, setting
+from stockflow.cli.common import auth_headers, service_url, setting
 from stockflow.contracts import encode
 from stockflow.contracts.events.catalog import CatalogVariantUpserted
 from stockflow.contracts.events.warehouse import WarehouseGoodsReceived
@@ -88,52 +89,41 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(7, help="Seed of the order stream."),
     ) -> None:
         """Seed catalog and stock, emit a stream of orders, wait, and summarise."""
-        ok = asyncio.run(run_demo(orders, rate, timeout, seed))
+        ok = kt.run_command(run_demo(orders, rate, timeout, seed))
         raise typer.Exit(0 if ok else 1)
 
 
 async def run_demo(count: int, rate: float, timeout_s: float, seed: int) -> bool:
     console.rule("[bold]stockflow demo")
-    async with httpx.AsyncClient(timeout=15) as http:
+    bootstrap = setting("KAFKA_BOOTSTRAP_SERVERS")
+    # The Kafka credentials are checked first: a refusal ends the demo before it waits.
+    async with kt.writer(bootstrap, linger_ms=5) as producer, httpx.AsyncClient(timeout=15) as http:
         await wait_for_services(http)
-        producer = AIOKafkaProducer(
-            **kafka_security(),
-            bootstrap_servers=setting("KAFKA_BOOTSTRAP_SERVERS"),
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
+        await seed_catalog(http, producer)
+        await seed_stock(http, producer)
+        before = await stock_snapshot(http)
+        outcomes = Outcomes()
+        tracker = OutcomeTracker(bootstrap, outcomes)
+        await tracker.start()
+        catalog = Catalog(
+            skus=["TEE-M", "TEE-S", "MUG-1", "TEE-L", "CAP-1", "SOCKS-1", "EBOOK-1", "GIFT-1"],
+            prices={
+                sku: Decimal(price) for _, _, variants in PRODUCTS for sku, price, *_ in variants
+            },
+            out_of_stock=["POSTER-1"],
+            backorderable=["HOOD-M"],
         )
-        await producer.start()
-        try:
-            await seed_catalog(http, producer)
-            await seed_stock(http, producer)
-            before = await stock_snapshot(http)
-            outcomes = Outcomes()
-            tracker = OutcomeTracker(setting("KAFKA_BOOTSTRAP_SERVERS"), outcomes)
-            await tracker.start()
-            catalog = Catalog(
-                skus=["TEE-M", "TEE-S", "MUG-1", "TEE-L", "CAP-1", "SOCKS-1", "EBOOK-1", "GIFT-1"],
-                prices={
-                    sku: Decimal(price)
-                    for _, _, variants in PRODUCTS
-                    for sku, price, *_ in variants
-                },
-                out_of_stock=["POSTER-1"],
-                backorderable=["HOOD-M"],
-            )
-            factory = OrderFactory(catalog, mix=DEMO_MIX, seed=seed, run_id=uuid.uuid4().hex[:6])
-            started = time.time()
-            planned = await emit_with_progress(producer, factory, count, rate, outcomes)
-            console.print(
-                f"sent {len(planned)} orders (some twice, to show that a redelivered "
-                "event changes nothing); receiving late stock for the backorders"
-            )
-            await receive(producer, *LATE_RECEIPT, receipt_id=f"late-{factory.run_id}")
-            ids = [p.order_id for p in planned]
-            finished = await wait_until_terminal(outcomes, ids, timeout_s)
-            await tracker.stop()
-        finally:
-            await producer.stop()
+        factory = OrderFactory(catalog, mix=DEMO_MIX, seed=seed, run_id=uuid.uuid4().hex[:6])
+        started = time.time()
+        planned = await emit_with_progress(producer, factory, count, rate, outcomes)
+        console.print(
+            f"sent {len(planned)} orders (some twice, to show that a redelivered "
+            "event changes nothing); receiving late stock for the backorders"
+        )
+        await receive(producer, *LATE_RECEIPT, receipt_id=f"late-{factory.run_id}")
+        ids = [p.order_id for p in planned]
+        finished = await wait_until_terminal(outcomes, ids, timeout_s)
+        await tracker.stop()
         after = await stock_snapshot(http)
         stats = (await http.get(f"{service_url('order')}/orders/stats")).json()
     report(planned, outcomes, before, after, started, finished, stats)

@@ -11,12 +11,13 @@ import asyncio
 import fnmatch
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
+import typer
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -26,6 +27,8 @@ from aiokafka.errors import (
     KafkaError,
     TopicAuthorizationFailedError,
 )
+from rich.console import Console
+from rich.markup import escape
 
 from stockflow.cli.common import kafka_identity, kafka_security
 from stockflow.contracts.base import dlq_topic
@@ -37,6 +40,7 @@ from stockflow.contracts.cloudevents import (
     new_traceparent,
 )
 
+T = TypeVar("T")
 AUDIT_TOPIC = "ops.audit.v1"
 REPLAY_EVENT_TYPE = "ops.dlq.replayed.v1"
 REPLAYED_FROM = "stockflow_replayed_from"
@@ -74,6 +78,19 @@ def kafka_refused(exc: KafkaError) -> OpsError:
             "operators use the `ops` principal (STOCKFLOW_KAFKA_USERNAME/_PASSWORD)"
         )
     return OpsError(f"Kafka error {kafka_identity()}: {exc!r}")
+
+
+def run_command(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; an OpsError or a broker's refusal (e.g. a missing ACL) is
+    printed as one line and exits 1, Ctrl-C ends quietly."""
+    try:
+        return asyncio.run(coroutine)
+    except (OpsError, KafkaError) as exc:
+        error = kafka_refused(exc) if isinstance(exc, KafkaError) else exc
+        Console(stderr=True).print(f"[red]error:[/] {escape(str(error))}")
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 def _security() -> dict[str, Any]:
@@ -561,12 +578,15 @@ def _audit_record(
 
 
 @asynccontextmanager
-async def _writer(bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
+async def writer(bootstrap: str, *, linger_ms: int = 0) -> AsyncIterator[AIOKafkaProducer]:
+    """An idempotent acks=all producer with the operator's credentials; a broker it cannot
+    reach or that refuses the credentials is an OpsError saying which."""
     producer = AIOKafkaProducer(
         **_security(),
         bootstrap_servers=bootstrap,
         acks="all",
         enable_idempotence=True,
+        linger_ms=linger_ms,
         max_request_size=MAX_REQUEST_BYTES,
         request_timeout_ms=int(TIMEOUT_S * 1000),
     )
@@ -605,7 +625,7 @@ async def replay(
         if not letter.source_topic:
             raise OpsError(f"{letter.position} has no dlq_source_topic header: not a dead letter")
     done: list[Replay] = []
-    async with _writer(bootstrap) as producer:
+    async with writer(bootstrap) as producer:
         for begin in range(0, len(letters), chunk):
             part = letters[begin : begin + chunk]
             sent = [

@@ -7,13 +7,11 @@ import getpass
 import json
 import os
 import socket
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import httpx
 import typer
-from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.json import JSON as RichJSON
 from rich.markup import escape
@@ -24,7 +22,6 @@ from stockflow.cli.common import service_url, setting
 from stockflow.contracts.base import TOPICS
 
 SERVICES = ("catalog", "stock", "order", "fulfillment", "accounting")
-T = TypeVar("T")
 
 topics_app = typer.Typer(no_args_is_help=True)
 dlq_app = typer.Typer(no_args_is_help=True)
@@ -42,19 +39,6 @@ def register(app: typer.Typer) -> None:
 
 def _bootstrap() -> str:
     return setting("KAFKA_BOOTSTRAP_SERVERS")
-
-
-def _run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine; an OpsError or a broker's refusal (e.g. a missing ACL) is
-    printed as one line and exits 1, Ctrl-C ends quietly."""
-    try:
-        return asyncio.run(coroutine)
-    except (kt.OpsError, KafkaError) as exc:
-        error = kt.kafka_refused(exc) if isinstance(exc, KafkaError) else exc
-        Console(stderr=True).print(f"[red]error:[/] {escape(str(error))}")
-        raise typer.Exit(1) from exc
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
 
 
 def _time(moment: Any) -> str:
@@ -79,7 +63,7 @@ def topics_list(
     internal: Annotated[bool, typer.Option(help="Include __consumer_offsets and co.")] = False,
 ) -> None:
     """Topics with their partitions, end offsets, retained records and cleanup policy."""
-    infos = _run(kt.topics(_bootstrap(), patterns or (), internal=internal))
+    infos = kt.run_command(kt.topics(_bootstrap(), patterns or (), internal=internal))
     table = Table("topic", "owner", "partitions", "records", "end offsets", "cleanup")
     for info in infos:
         ends = " ".join(f"{p}:{o}" for p, o in sorted(info.end_offsets.items()))
@@ -128,7 +112,7 @@ def topics_tail(
     """Decoded CloudEvents of a topic (binary or structured mode); bad records say why."""
     console = Console()
     filters = {"types": types or (), "key": key, "order": order}
-    _run(_tail(console, topic, filters, from_beginning, limit, follow, as_json))
+    kt.run_command(_tail(console, topic, filters, from_beginning, limit, follow, as_json))
 
 
 async def _tail(
@@ -228,7 +212,7 @@ def dlq_list(
         letters = await kt.dead_letters(_bootstrap(), name, last=limit, source_topic=source_topic)
         return letters, await kt.replays(_bootstrap())
 
-    letters, history = _run(load())
+    letters, history = kt.run_command(load())
     if as_json:
         for letter in letters:
             replays = [r.__dict__ for r in history.get(letter.position, [])]
@@ -270,7 +254,7 @@ def dlq_show(
         history = await kt.replays(_bootstrap()) if letter else {}
         return letter, history.get(letter.position, []) if letter else []
 
-    letter, history = _run(load())
+    letter, history = kt.run_command(load())
     if letter is None:
         Console(stderr=True).print(f"[red]error:[/] no record at {name}/{partition}/{offset}")
         raise typer.Exit(1)
@@ -351,7 +335,7 @@ def dlq_replay(
             letters = [found[position] for position in sorted(set(wanted))]
         return letters, await kt.replays(bootstrap)
 
-    letters, history = _run(load())
+    letters, history = kt.run_command(load())
     refused = [] if force else [letter for letter in letters if letter.position in history]
     skipped = {letter.position for letter in refused}
     chosen = [letter for letter in letters if letter.position not in skipped]
@@ -378,7 +362,7 @@ def dlq_replay(
     if not yes:
         typer.confirm(f"Replay {len(chosen)} record(s)?", abort=True)
     who = os.environ.get("STOCKFLOW_OPERATOR") or f"{getpass.getuser()}@{socket.gethostname()}"
-    done = _run(kt.replay(bootstrap, chosen, who=who, note=note, forced=force))
+    done = kt.run_command(kt.replay(bootstrap, chosen, who=who, note=note, forced=force))
     for replay in done:
         console.print(f"[green]replayed[/] {replay.position} → {replay.target}")
     console.print(f"{len(done)} replayed by {escape(who)}, recorded in {kt.AUDIT_TOPIC}")
@@ -395,7 +379,7 @@ def lag(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
 ) -> None:
     """Consumer lag per group and partition: committed offsets against end offsets."""
-    lags = _run(kt.consumer_lag(_bootstrap(), groups or ()))
+    lags = kt.run_command(kt.consumer_lag(_bootstrap(), groups or ()))
     if as_json:
         for rows in lags.values():
             for row in rows:
