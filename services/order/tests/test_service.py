@@ -387,6 +387,36 @@ async def test_invalid_orders_are_rejected_and_unidentifiable_records_dead_lette
         assert not seen.matching(DLQ, zero) and not seen.matching(DLQ, no_customer)
 
 
+async def test_a_redelivered_invalid_submission_is_answered_once(
+    run_service, producer, watch
+) -> None:
+    """An invalid record never reaches the inbox as an event, yet its answer is an effect:
+    replayed from offset zero it must not be answered (or written to the timeline) again."""
+    order_id = new_order_id()
+    checkout = Checkout(producer)
+    invalid = submission(
+        order_id, lines=[{"line_id": "L1", "sku": "SKU-A", "quantity": 0, "unit_price": "1.00"}]
+    )
+    async with run_service("order") as (_app, client), watch(ORDERS) as seen:
+        first = await checkout.submit(invalid)
+        await seen.wait(ORDERS, order_id, "order.rejected.v1")
+        await checkout.submit(invalid, event_id=first)
+        await checkout.submit(invalid)  # a new event about the same order: ignored, but seen
+        await producer.flush()
+        deadline = time.monotonic() + 15
+        order = await order_state(client, order_id, "rejected")
+        while len(order["timeline"]) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            order = (await client.get(f"/orders/{order_id}", headers=READ)).json()
+        await seen.idle(1.0)
+        order = (await client.get(f"/orders/{order_id}", headers=READ)).json()
+        assert [(e["outcome"], e["to_state"]) for e in order["timeline"]] == [
+            ("applied", "rejected"),
+            ("ignored", "rejected"),
+        ]
+        assert [s.type for s in seen.matching(ORDERS, order_id)] == ["order.rejected.v1"]
+
+
 async def test_duplicates_make_one_order_and_a_conflicting_resubmission_is_refused(
     run_service, producer, watch
 ) -> None:

@@ -245,12 +245,30 @@ class BatchProcessor:
         """An invalid record: the consumer may answer it itself; otherwise dead-letter it."""
         assert item.invalid is not None
         if self.consumer.on_invalid is not None:
+            # An answered record is an applied event: a redelivery must not be answered again.
+            if item.cloud is not None and await uow.conn.fetchval(
+                "SELECT true FROM inbox WHERE consumer_group = $1 AND event_id = $2",
+                self.consumer.group,
+                item.cloud.id,
+            ):
+                return
             handled = await self.consumer.on_invalid(
                 uow.with_cause(item.cloud), item.record, item.cloud, item.invalid
             )
             if handled:
+                if item.cloud is not None:
+                    await self._claim_answered(uow.conn, item.cloud)
                 return
         await self._stage_dead_letter(uow, item, reason)
+
+    async def _claim_answered(self, conn: asyncpg.Connection, cloud: CloudEvent) -> None:
+        await conn.execute(
+            "INSERT INTO inbox (consumer_group, event_id, event_type) VALUES ($1, $2, $3) "
+            "ON CONFLICT DO NOTHING",
+            self.consumer.group,
+            cloud.id,
+            cloud.type,
+        )
 
     async def _dead_letter_alone(self, item: _Decoded, reason: str) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
