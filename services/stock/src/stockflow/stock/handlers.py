@@ -6,7 +6,6 @@ in a fixed order, and answers each command in offset order against the running l
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -136,7 +135,8 @@ async def on_commands(uow: UnitOfWork, messages: list[Inbound]) -> None:
     answered = {
         r["order_id"]: dict(r)
         for r in await conn.fetch(
-            "SELECT order_id, status, reply_type, reply FROM order_reservations "
+            # The reply as text: only a repeated reserve command needs it, decoded then.
+            "SELECT order_id, status, reply_type, reply::text AS reply FROM order_reservations "
             "WHERE order_id = ANY($1::text[]) FOR UPDATE",
             order_ids,
         )
@@ -243,7 +243,7 @@ def _reserve(
         model = (
             wire.StockReserved if first["reply_type"] == "reserved" else wire.ReservationRejected
         )
-        uow.publish(model.model_validate(first["reply"]))
+        uow.publish(model.model_validate_json(first["reply"]))
         return
     unknown = [line for line in event.lines if line.sku not in skus and line.sku not in known]
     if unknown:
@@ -447,13 +447,13 @@ class Arrivals:
 
 def _answer(uow, answered, order_id, status, reply, new, *, reply_type="rejected") -> None:
     uow.publish(reply)
-    payload = reply.model_dump(mode="json")
-    new.answers.append((order_id, status, reply_type, json.dumps(payload)))
+    text = reply.model_dump_json()
+    new.answers.append((order_id, status, reply_type, text))
     answered[order_id] = {
         "order_id": order_id,
         "status": status,
         "reply_type": reply_type,
-        "reply": payload,
+        "reply": text,
     }
 
 
@@ -731,18 +731,11 @@ async def allocate_waiting_backorders(
         for r in rows
     ]
     fills, _ = allocate_backorders(queue, book.level(sku, location).available)
-    for fill in fills:
-        row = by_id[fill.backorder.sequence]
-        if row["location"] == location:
-            book.move_for_order(
-                MovementKind.BACKORDER_ALLOCATED,
-                sku,
-                location,
-                fill.quantity,
-                row["order_id"],
-                event_id,
-            )
-        else:  # it waited elsewhere: it leaves that queue and is held where the goods arrived
+    if not fills:
+        return
+    filled = [(by_id[fill.backorder.sequence], fill) for fill in fills]
+    for row, fill in filled:
+        if row["location"] != location:  # it waited elsewhere: it leaves that queue
             book.move_for_order(
                 MovementKind.BACKORDER_CANCELLED,
                 sku,
@@ -754,19 +747,15 @@ async def allocate_waiting_backorders(
             book.move_for_order(
                 MovementKind.RESERVATION, sku, location, fill.quantity, row["order_id"], event_id
             )
-        await uow.conn.execute(
-            "UPDATE backorders SET open = open - $2 WHERE id = $1", row["id"], fill.quantity
-        )
-        await uow.conn.execute(
-            "INSERT INTO reservations (order_id, line_id, sku, location, quantity) "
-            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (order_id, line_id, sku, location) "
-            "DO UPDATE SET quantity = reservations.quantity + EXCLUDED.quantity",
-            row["order_id"],
-            row["line_id"],
-            sku,
-            location,
-            fill.quantity,
-        )
+        else:
+            book.move_for_order(
+                MovementKind.BACKORDER_ALLOCATED,
+                sku,
+                location,
+                fill.quantity,
+                row["order_id"],
+                event_id,
+            )
         uow.publish(
             wire.BackorderAllocated(
                 order_id=row["order_id"],
@@ -777,6 +766,27 @@ async def allocate_waiting_backorders(
                 remaining_backordered=fill.remaining,
             )
         )
+    ids = [row["id"] for row, _ in filled]
+    quantities = [fill.quantity for _, fill in filled]
+    # One statement each for every fill (a receipt may serve hundreds of waiting lines);
+    # (order, line, sku) is unique among backorders, so no reservation key repeats here.
+    await uow.conn.execute(
+        "UPDATE backorders b SET open = b.open - u.q "
+        "FROM unnest($1::bigint[], $2::int[]) AS u(id, q) WHERE b.id = u.id",
+        ids,
+        quantities,
+    )
+    await uow.conn.execute(
+        "INSERT INTO reservations (order_id, line_id, sku, location, quantity) "
+        "SELECT o, l, $3, $4, q FROM unnest($1::text[], $2::text[], $5::int[]) AS u(o, l, q) "
+        "ON CONFLICT (order_id, line_id, sku, location) "
+        "DO UPDATE SET quantity = reservations.quantity + EXCLUDED.quantity",
+        [row["order_id"] for row, _ in filled],
+        [row["line_id"] for row, _ in filled],
+        sku,
+        location,
+        quantities,
+    )
 
 
 # ----------------------------------------------------------------------------- catalog
