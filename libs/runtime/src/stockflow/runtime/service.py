@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -162,6 +163,16 @@ def asyncapi_document(definition: ServiceDefinition, broker: KafkaBroker) -> dic
     return spec.to_specification().to_jsonable()
 
 
+def tune_garbage_collector() -> None:
+    """Every event allocates thousands of short-lived objects; CPython's default (a young
+    collection per 700 allocations, each full one re-walking every module, model and pool made
+    at startup) spent a fifth of a service's CPU in the collector under load. Startup's objects
+    are frozen out of its view; young collections run per 50,000 allocations."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def create_app(definition: ServiceDefinition, settings: Settings | None = None) -> FastAPI:
     """The service process: FastAPI serves HTTP; its lifespan runs consumers and the relay."""
     settings = settings or Settings(service=definition.name)
@@ -220,6 +231,7 @@ def create_app(definition: ServiceDefinition, settings: Settings | None = None) 
         ]
         tasks.append(asyncio.create_task(_measure_lag(broker, definition.name), name="lag"))
         await _retry_until("kafka (consumers)", broker.start)
+        tune_garbage_collector()
         log.info(
             "service started",
             port=settings.http_port,
