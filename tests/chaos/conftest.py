@@ -51,8 +51,7 @@ from stockflow.cli.checkout_sim import (
     PlannedOrder,
 )
 from stockflow.contracts import EVENT_TYPES, KafkaRecord, encode
-from stockflow.contracts.events.warehouse import WarehouseGoodsReceived
-from stockflow.runtime.testing.factories import variant
+from stockflow.runtime.testing.factories import goods_received, variant
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "chaos-results" / "latest.json"
@@ -501,15 +500,7 @@ class Harness:
     async def receive(
         self, sku: str, location: str, quantity: int, *, receipt_id: str | None = None
     ) -> Sent:
-        event = WarehouseGoodsReceived(
-            receipt_id=receipt_id or f"r-{uuid.uuid4().hex[:12]}",
-            sku=sku,
-            location=location,
-            quantity=quantity,
-            unit_cost="4.00",
-            currency="USD",
-            received_at=datetime.now(UTC),
-        )
+        event = goods_received(sku, location, quantity, unit_cost="4.00", receipt_id=receipt_id)
         return await send_reliably(self.producer, encode(event, source=SOURCE))
 
     async def on_hand(self, sku: str) -> tuple[int, int]:

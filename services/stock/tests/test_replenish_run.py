@@ -19,12 +19,11 @@ from PIL import Image
 
 from stockflow.contracts import decode, encode, parse
 from stockflow.contracts.events.stock import ReorderSuggested, ReserveStock
-from stockflow.contracts.events.warehouse import WarehouseGoodsReceived
 from stockflow.runtime.db import migrate
 from stockflow.runtime.outbox import OutboxRelay, build_producer
 from stockflow.runtime.service import ServiceContext
 from stockflow.runtime.settings import Settings
-from stockflow.runtime.testing.factories import variant
+from stockflow.runtime.testing.factories import goods_received, variant
 from stockflow.runtime.testing.plugin import ADMIN
 from stockflow.stock import app as stock_app
 from stockflow.stock.forecasting import INTERMITTENT_MODELS
@@ -303,18 +302,7 @@ async def test_demand_is_recorded_per_location_with_unserved_demand_as_stockout(
             for sku in (tee, mug):
                 await send(producer, variant(sku))
             for sku, location, quantity in ((tee, first, 3), (tee, second, 2), (mug, second, 1)):
-                await send(
-                    producer,
-                    WarehouseGoodsReceived(
-                        receipt_id=f"r-{uuid.uuid4().hex[:8]}",
-                        sku=sku,
-                        location=location,
-                        quantity=quantity,
-                        unit_cost="1.00",
-                        currency="USD",
-                        received_at=datetime.now(UTC),
-                    ),
-                )
+                await send(producer, goods_received(sku, location, quantity, unit_cost="1.00"))
 
             async def received() -> bool:
                 return (

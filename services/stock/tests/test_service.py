@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import uuid
-from datetime import UTC, datetime
 
 import asyncpg
 import httpx
@@ -20,9 +19,8 @@ from stockflow.contracts.events.stock import (
     ReleaseReservation,
     ReserveStock,
 )
-from stockflow.contracts.events.warehouse import WarehouseGoodsReceived
 from stockflow.runtime import metrics
-from stockflow.runtime.testing.factories import variant
+from stockflow.runtime.testing.factories import goods_received, variant
 from stockflow.runtime.testing.plugin import ADMIN
 from stockflow.runtime.testing.system import System
 from stockflow.stock.domain import BUCKETS, Level, Movement, MovementKind, replay
@@ -48,18 +46,7 @@ async def catalog(producer, sku: str, *, backorderable=False, status="active", c
 
 
 async def receipt(producer, sku: str, location: str, quantity: int) -> None:
-    await send(
-        producer,
-        WarehouseGoodsReceived(
-            receipt_id=f"r-{uuid.uuid4().hex[:8]}",
-            sku=sku,
-            location=location,
-            quantity=quantity,
-            unit_cost="2.50",
-            currency="USD",
-            received_at=datetime.now(UTC),
-        ),
-    )
+    await send(producer, goods_received(sku, location, quantity))
 
 
 def reserve(order_id: str, lines: list[tuple[str, int]], policy=None) -> ReserveStock:
