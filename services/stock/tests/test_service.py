@@ -88,7 +88,7 @@ class Replies:
                     event = parse(decode(record.value, record.headers))
                     self.by_order.setdefault(event.order_id, []).append(event)
 
-    async def wait(self, order_id: str, count: int = 1, timeout_s: float = 20):
+    async def wait(self, order_id: str, count: int = 1, timeout_s: float = 60):
         for _ in range(int(timeout_s * 10)):
             if len(self.by_order.get(order_id, [])) >= count:
                 return self.by_order[order_id]
@@ -106,7 +106,7 @@ async def levels_of(admin: asyncpg.Connection, sku: str) -> dict:
     return {r["location"]: r for r in rows}
 
 
-async def until(probe, timeout_s: float = 20):
+async def until(probe, timeout_s: float = 60):
     for _ in range(int(timeout_s * 10)):
         if await probe():
             return
