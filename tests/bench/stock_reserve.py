@@ -29,6 +29,7 @@ from benchinfra import ADMIN_TOKEN, BenchInfra, CpuMeter
 from stockflow.cli.demo import product_payload, receive
 from stockflow.contracts import InvalidMessage, decode, encode
 from stockflow.contracts.events.stock import ReserveLine, ReserveStock
+from stockflow.runtime.outbox import build_producer
 
 ANSWERS = {"stock.reserved.v1", "stock.reservation.rejected.v1"}
 LOCATION = "WH-EAST"
@@ -245,13 +246,7 @@ async def measure(
     timeout_s: float = 120,
 ) -> dict[str, Any]:
     """Hot SKU and uniform over `skus` SKUs, `commands` reserve commands each."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=infra.kafka_bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-        max_batch_size=1_048_576,
-    )
+    producer = build_producer(infra.kafka_bootstrap, client_id="bench-stock-reserve")
     await producer.start()
     try:
         seconds = await seed(infra, producer, skus, 1_000_000, timeout_s=max(timeout_s, 180))

@@ -51,7 +51,9 @@ from stockflow.cli.checkout_sim import (
     PlannedOrder,
 )
 from stockflow.contracts import EVENT_TYPES, KafkaRecord, encode
+from stockflow.runtime.outbox import build_producer
 from stockflow.runtime.testing.factories import goods_received, variant
+from stockflow.runtime.testing.plugin import reader_from_start
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "chaos-results" / "latest.json"
@@ -582,6 +584,21 @@ class Harness:
         )
         return states
 
+    async def conclude(
+        self, load: Load, mark: DlqMark, record: ScenarioRecord, *, focus: list[str] | None = None
+    ) -> dict[str, str]:
+        """The end every scenario shares: stop the load; its orders settled (the scenario's own
+        `focus` orders terminal) with the checker and the suite's checks clean; no new dead
+        letter. Returns the states of the orders the record describes."""
+        order_ids = await load.stop()
+        if focus is None:
+            states = await self.assert_invariants(order_ids, record)
+        else:
+            states = await self.assert_invariants(focus, record, terminal=True)
+            await self.assert_invariants(order_ids)
+        await self.assert_no_dead_letters(mark, record)
+        return states
+
     # --- dead letters
 
     async def dlq_mark(self) -> DlqMark:
@@ -821,14 +838,7 @@ def wants(event_types: set[str] | None, ce_type: str | None) -> bool:
 
 @pytest.fixture(scope="module")
 async def harness(system, infra):
-    producer = AIOKafkaProducer(
-        bootstrap_servers=infra.kafka_bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-        max_request_size=12_582_912,
-        request_timeout_ms=15_000,
-    )
+    producer = build_producer(infra.kafka_bootstrap, client_id="chaos-harness")
     await producer.start()
     yield Harness(system, infra, producer)
     await producer.stop()
@@ -976,15 +986,7 @@ def build_poison(topic: str, sample: dict, tag: str) -> list[Poison]:
 
 async def sample_event(bootstrap: str, topic: str, ce_type: str, accept=None) -> dict | None:
     """The data of the first record of `ce_type` on `topic` (read from the start)."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-        max_partition_fetch_bytes=16 * 1024 * 1024,
-        fetch_max_bytes=64 * 1024 * 1024,
-    )
+    consumer = reader_from_start(bootstrap, topic)
     await consumer.start()
     try:
         deadline = time.monotonic() + 20

@@ -159,10 +159,7 @@ async def test_same_checkout_event_five_times_is_applied_once(harness, kit, reco
         await kit.send_reliably(harness.producer, dup)
     await kit.send_reliably(harness.producer, submitted(order_payload(control_id, lines)))
     await asyncio.sleep(4)
-    order_ids = await load.stop()
-    states = await harness.assert_invariants([dup_id, control_id], record, terminal=True)
-    await harness.assert_invariants(order_ids)
-    await harness.assert_no_dead_letters(mark, record)
+    states = await harness.conclude(load, mark, record, focus=[dup_id, control_id])
     assert states == {dup_id: "delivered", control_id: "delivered"}
 
     async def footprint(order_id: str) -> tuple:
@@ -201,7 +198,7 @@ async def test_same_checkout_event_five_times_is_applied_once(harness, kit, reco
         duplicates_sent=5,
         movements=len(dup_print[0]),
         journal_accounts=len(dup_print[2]),
-        load_orders=len(order_ids),
+        load_orders=len(load.order_ids),
     )
 
 
@@ -266,10 +263,7 @@ async def test_newer_schema_with_extra_fields_is_accepted_by_a_v1_consumer(harne
         ),
     )
     await asyncio.sleep(4)
-    order_ids = await load.stop()
-    states = await harness.assert_invariants([binary_id, structured_id], record, terminal=True)
-    await harness.assert_invariants(order_ids)
-    await harness.assert_no_dead_letters(mark, record)
+    states = await harness.conclude(load, mark, record, focus=[binary_id, structured_id])
     assert states == {binary_id: "delivered", structured_id: "delivered"}
     assert (
         await harness.val(
@@ -284,7 +278,7 @@ async def test_newer_schema_with_extra_fields_is_accepted_by_a_v1_consumer(harne
         "binary and structured mode with unknown CE extensions; a receipt with extra fields"
     )
     record.checks.append("newer orders delivered, receipt applied once, nothing dead-lettered")
-    record.numbers.update(newer_events=3, load_orders=len(order_ids))
+    record.numbers.update(newer_events=3, load_orders=len(load.order_ids))
 
 
 async def test_sigkill_of_one_service_mid_load_and_restart(harness, kit, record):
@@ -297,9 +291,7 @@ async def test_sigkill_of_one_service_mid_load_and_restart(harness, kit, record)
     await asyncio.sleep(when)
     await asyncio.to_thread(harness.system.restart, victim, signal.SIGKILL)
     await asyncio.sleep(6)
-    order_ids = await load.stop()
-    await harness.assert_invariants(order_ids, record)
-    await harness.assert_no_dead_letters(mark, record)
+    await harness.conclude(load, mark, record)
     record.injected = f"SIGKILL of {victim} {when}s into the load, then restart"
     record.numbers.update(victim=victim, killed_at_s=when, load_seconds=round(load.duration_s, 1))
 

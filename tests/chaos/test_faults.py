@@ -11,7 +11,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from stockflow.cli.checkout_sim import DEMO_MIX, Scenario, order_payload
 from stockflow.cli.checkout_sim import SOURCE as CHECKOUT_SOURCE
@@ -21,7 +20,7 @@ from stockflow.contracts.events.checkout import (
     CheckoutOrderSubmitted,
     CheckoutPaymentConfirmed,
 )
-from stockflow.runtime.outbox import OutboxRelay
+from stockflow.runtime.outbox import OutboxRelay, build_producer
 
 pytestmark = [pytest.mark.chaos, pytest.mark.system, pytest.mark.timeout(900)]
 CONSUMING = ("stock", "order", "fulfillment", "accounting")
@@ -54,9 +53,7 @@ async def test_sigkill_each_service_at_random_moments(harness, kit, record):
         await asyncio.to_thread(harness.system.restart, service, signal.SIGKILL)
         kills.append(f"{service}@+{pause}s")
     await asyncio.sleep(5)
-    order_ids = await load.stop()
-    await harness.assert_invariants(order_ids, record)
-    await harness.assert_no_dead_letters(mark, record)
+    await harness.conclude(load, mark, record)
     record.injected = "SIGKILL + restart of every service in random order: " + ", ".join(kills)
     record.numbers.update(kills=len(kills), load_seconds=round(load.duration_s, 1))
 
@@ -79,9 +76,7 @@ async def test_kafka_broker_sigkill_and_restart(harness, kit, record):
     outage = round(time.monotonic() - down_at, 1)
     await asyncio.to_thread(harness.wait_all_ready)
     await asyncio.sleep(8)
-    order_ids = await load.stop()
-    await harness.assert_invariants(order_ids, record)
-    await harness.assert_no_dead_letters(mark, record)
+    await harness.conclude(load, mark, record)
     record.injected = f"SIGKILL of the Kafka broker (pid {pid}) under load; restarted after 5 s"
     record.numbers.update(outage_s=outage, load_seconds=round(load.duration_s, 1))
 
@@ -117,9 +112,7 @@ async def test_postgres_restart_under_load(harness, kit, record):
     restart_s = round(time.monotonic() - started, 1)
     await asyncio.to_thread(harness.wait_all_ready)
     await asyncio.sleep(8)
-    order_ids = await load.stop()
-    await harness.assert_invariants(order_ids, record)
-    await harness.assert_no_dead_letters(mark, record)
+    await harness.conclude(load, mark, record)
     record.injected = "pg_ctl restart -m immediate (crash + recovery) 5 s into the load"
     record.numbers.update(restart_s=restart_s, load_seconds=round(load.duration_s, 1))
 
@@ -145,10 +138,8 @@ async def test_outbox_relay_killed_between_publish_and_mark(harness, kit, record
             "SELECT count(*) FROM u"
         )
         assert count > 0, f"{service} published nothing under load"
-        # The runtime's own relay, crashing after it published and before it marked.
-        producer = AIOKafkaProducer(
-            bootstrap_servers=harness.infra.kafka_bootstrap, acks="all", enable_idempotence=True
-        )
+        # The runtime's own relay and producer, crashing after it published and before it marked.
+        producer = build_producer(harness.infra.kafka_bootstrap, client_id="chaos-relay")
         await producer.start()
         relay = OutboxRelay(harness.infra.role_url(f"{schema}_app"), schema, producer)
         relay.crash_before_mark = True
@@ -163,9 +154,7 @@ async def test_outbox_relay_killed_between_publish_and_mark(harness, kit, record
     for service in services:  # their own relays publish every unmarked row again
         await asyncio.to_thread(harness.system.start, service)
     await asyncio.sleep(6)
-    order_ids = await load.stop()
-    await harness.assert_invariants(order_ids, record)
-    await harness.assert_no_dead_letters(mark, record)
+    await harness.conclude(load, mark, record)
     record.injected = (
         "order and stock SIGKILLed; their last 4 s of outbox rows unmarked; the runtime relay "
         "run with crash_before_mark; restarted (each row published 3 times)"
@@ -256,10 +245,7 @@ async def test_cancel_races_reservation(harness, kit, record):
         await asyncio.sleep(harness.random.uniform(0.0, 0.4) if n % 2 else 0.0)
         cancel = CheckoutOrderCancelRequested(order_id=order_id, reason="race")
         await kit.send_reliably(harness.producer, encode(cancel, source=CHECKOUT_SOURCE))
-    order_ids = await load.stop()
-    states = await harness.assert_invariants(ids, record, terminal=True)
-    await harness.assert_invariants(order_ids)
-    await harness.assert_no_dead_letters(mark, record)
+    states = await harness.conclude(load, mark, record, focus=ids)
     cancelled = [o for o in ids if states[o] == "cancelled"]
     delivered = [o for o in ids if states[o] == "delivered"]
     assert len(cancelled) + len(delivered) == len(ids), states
@@ -305,10 +291,7 @@ async def test_restock_races_reservations(harness, kit, record):
             await asyncio.sleep(0.1 if n % 3 else 0.0)
 
     await asyncio.gather(buyers(), restocks())
-    order_ids = await load.stop()
-    states = await harness.assert_invariants(ids, record, terminal=True)
-    await harness.assert_invariants(order_ids)
-    await harness.assert_no_dead_letters(mark, record)
+    states = await harness.conclude(load, mark, record, focus=ids)
     delivered = sum(1 for s in states.values() if s == "delivered")
     rejected = sum(1 for s in states.values() if s == "rejected")
     assert delivered + rejected == len(ids), states
@@ -346,10 +329,7 @@ async def test_payment_timeout_then_late_payment(harness, kit, record):
     for order_id in late:
         await kit.send_reliably(harness.producer, paid(order_id))
     await asyncio.sleep(5)
-    order_ids = await load.stop()
-    states = await harness.assert_invariants(late + on_time, record, terminal=True)
-    await harness.assert_invariants(order_ids)
-    await harness.assert_no_dead_letters(mark, record)
+    states = await harness.conclude(load, mark, record, focus=late + on_time)
     assert {states[o] for o in late} == {"cancelled"}
     assert {states[o] for o in on_time} == {"delivered"}
     reasons = await harness.sql(
@@ -381,9 +361,7 @@ async def test_rebalance_with_a_second_instance_of_stock_and_order(harness, kit,
         kit.kill_process_group(proc.pid, signal.SIGTERM if service == "stock" else signal.SIGKILL)
         await asyncio.to_thread(proc.wait, 60)
     await asyncio.sleep(6)
-    order_ids = await load.stop()
-    await harness.assert_invariants(order_ids, record)
-    await harness.assert_no_dead_letters(mark, record)
+    await harness.conclude(load, mark, record)
     record.injected = (
         "second stock and order processes joined the groups under load for 8 s, then left "
         "(stock by SIGTERM, order by SIGKILL)"

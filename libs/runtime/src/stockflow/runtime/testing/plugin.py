@@ -87,11 +87,10 @@ async def wait_for_topics(bootstrap_servers: str, topics: list[str], timeout_s: 
         await producer.stop()
 
 
-async def read_topic(
-    bootstrap_servers: str, topic: str, *, expect: int, timeout_s: float = 30.0
-) -> list:
-    """Read a topic from the start until `expect` records arrived (or the timeout)."""
-    consumer = AIOKafkaConsumer(
+def reader_from_start(bootstrap_servers: str, topic: str) -> AIOKafkaConsumer:
+    """A consumer of `topic` from its first record, outside any group, that fits the largest
+    record a broker accepts (12 MB)."""
+    return AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap_servers,
         auto_offset_reset="earliest",
@@ -100,6 +99,13 @@ async def read_topic(
         fetch_max_bytes=64 * 1024 * 1024,
         max_partition_fetch_bytes=16 * 1024 * 1024,
     )
+
+
+async def read_topic(
+    bootstrap_servers: str, topic: str, *, expect: int, timeout_s: float = 30.0
+) -> list:
+    """Read a topic from the start until `expect` records arrived (or the timeout)."""
+    consumer = reader_from_start(bootstrap_servers, topic)
     await consumer.start()
     records: list = []
     try:
