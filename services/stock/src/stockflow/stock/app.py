@@ -11,10 +11,8 @@ from stockflow.stock import (
     api,
     handlers,
     invariants,
-    repair,
     replenish_api,
     replenish_run,
-    warehouse_api,
 )
 
 service = ServiceDefinition(
@@ -50,7 +48,7 @@ service = ServiceDefinition(
             event_types=handlers.FULFILLMENT_TYPES,
         ),
     ],
-    routers=[api.router, warehouse_api.router, repair.router, replenish_api.router],
+    routers=[*api.routers, replenish_api.router],
     background=[
         watch(invariants.INVARIANTS, alert=invariants.alert),
         replenish_run.replenish_periodically,

@@ -13,7 +13,7 @@ from datetime import datetime
 from stockflow.contracts.events.stock import InvariantViolated
 from stockflow.runtime.invariants import Invariant, Violation
 
-AVAILABLE = "l.on_hand - l.reserved - l.damaged - l.quality_control - l.safety_stock"
+AVAILABLE = "l.available"  # the generated column (migration 0005)
 LEVEL_BUCKETS = (
     "on_hand",
     "reserved",

@@ -1,6 +1,7 @@
-"""The unit of work of the stock service: locked levels in memory, movements, and their SQL.
+"""The level and ledger repository of the stock service (part of the store layer, beside
+`store.py`): locked levels in memory, the movements made to them, and their SQL.
 
-A handler loads the levels it needs (`LevelBook.load`, which locks them in a fixed order so two
+A use case loads the levels it needs (`LevelBook.load`, which locks them in a fixed order so two
 instances never deadlock), moves stock with domain `Movement`s (each checked by the domain and,
 again, by the database's CHECK constraints), and `flush` writes the changed levels, appends the
 movements to the ledger and stages `stock.level.changed.v1`, `stock.movement.recorded.v1` and
@@ -121,9 +122,10 @@ class LevelBook:
         )
 
     def move_for_order(
-        self, kind: MovementKind, sku: str, location: str, quantity: int, order_id: str, cause: str
+        self, kind: MovementKind, where: LevelKey, quantity: int, order_id: str, cause: str
     ) -> None:
-        """A movement an order caused (reservation, release, shipment, backorder)."""
+        """A movement an order caused (reservation, release, shipment, backorder) at `where`."""
+        sku, location = where
         self.move(
             Movement(kind, sku, location, quantity, reference=order_id),
             cause_event_id=cause,

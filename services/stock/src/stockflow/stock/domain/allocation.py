@@ -30,7 +30,7 @@ from stockflow.stock.domain.levels import LevelKey
 
 
 @dataclass(frozen=True)
-class OrderLine:
+class LineToAllocate:
     """A line to reserve; `backorder_allowed` is the order's or the sku's policy for it."""
 
     line_id: str
@@ -48,7 +48,7 @@ class BundleComponent:
 
 
 @dataclass(frozen=True)
-class Allocation:
+class LocationAllocation:
     """Units of a line (bundle units for a bundle line) reserved at one location."""
 
     location: str
@@ -74,7 +74,7 @@ class LineAllocation:
     line_id: str
     sku: str
     requested: int
-    allocations: tuple[Allocation, ...] = ()
+    allocations: tuple[LocationAllocation, ...] = ()
     backordered: int = 0
     untracked: bool = False
     components: tuple[BundleComponent, ...] = ()
@@ -123,7 +123,7 @@ class Allocated:
 
 
 @dataclass(frozen=True)
-class ShortLine:
+class UnservedLine:
     """A line that could not be served: `available` is its total over all locations."""
 
     line_id: str
@@ -136,7 +136,7 @@ class ShortLine:
 class Rejection:
     """Nothing is held; `lines` are the short lines that may not be backordered."""
 
-    lines: tuple[ShortLine, ...]
+    lines: tuple[UnservedLine, ...]
     reason: Literal["insufficient_stock"] = "insufficient_stock"
 
 
@@ -157,7 +157,7 @@ def bundle_available(
 
 
 def allocate_order(
-    lines: Sequence[OrderLine],
+    lines: Sequence[LineToAllocate],
     available: Mapping[LevelKey, int],
     *,
     location_priority: Sequence[str] = (),
@@ -199,7 +199,7 @@ def allocate_order(
     if at_fault:
         return Rejection(
             tuple(
-                ShortLine(
+                UnservedLine(
                     line.line_id,
                     line.sku,
                     line.quantity,
@@ -225,7 +225,9 @@ def allocate_order(
     )
 
 
-def _validate(lines: Sequence[OrderLine], bundles: Mapping[str, Sequence[BundleComponent]]) -> None:
+def _validate(
+    lines: Sequence[LineToAllocate], bundles: Mapping[str, Sequence[BundleComponent]]
+) -> None:
     line_ids = Counter(line.line_id for line in lines)
     if any(count > 1 for count in line_ids.values()):
         raise ValueError("line ids must be unique")
@@ -260,7 +262,7 @@ class _Allocator:
         stock: Mapping[LevelKey, int],
         units: Mapping[str, tuple[BundleComponent, ...]],
         locations: Sequence[str],
-        lines: Sequence[OrderLine],
+        lines: Sequence[LineToAllocate],
     ) -> None:
         self.pool = dict(stock)
         self.units = units
@@ -268,7 +270,7 @@ class _Allocator:
         self.lines = lines
         self.used: set[str] = set()
         self.need = {line.line_id: line.quantity for line in lines}
-        self.taken: dict[str, list[Allocation]] = {line.line_id: [] for line in lines}
+        self.taken: dict[str, list[LocationAllocation]] = {line.line_id: [] for line in lines}
 
     def cover_whole_lines(self) -> None:
         """Greedy set cover: repeatedly use the location serving the most lines whole."""
@@ -301,7 +303,7 @@ class _Allocator:
                 self.used.add(location)
                 self._take(line, location, min(capacity, self.need[line.line_id]))
 
-    def _next_location_for(self, line: OrderLine) -> str | None:
+    def _next_location_for(self, line: LineToAllocate) -> str | None:
         """A used location with stock for the line, else the first covering the rest of it,
         else the one holding the most; None when no location has any."""
         units = self.units[line.line_id]
@@ -317,7 +319,9 @@ class _Allocator:
         most = max(self.locations, key=lambda location: capacity[location], default=None)
         return most if most is not None and capacity[most] else None
 
-    def _whole_lines_at(self, location: str, lines: Sequence[OrderLine]) -> list[OrderLine]:
+    def _whole_lines_at(
+        self, location: str, lines: Sequence[LineToAllocate]
+    ) -> list[LineToAllocate]:
         left = Counter[str]()
         for (sku, at), quantity in self.pool.items():
             if at == location:
@@ -330,8 +334,8 @@ class _Allocator:
                 served.append(line)
         return served
 
-    def _take(self, line: OrderLine, location: str, quantity: int) -> None:
+    def _take(self, line: LineToAllocate, location: str, quantity: int) -> None:
         for component in self.units[line.line_id]:
             self.pool[(component.sku, location)] -= component.quantity * quantity
         self.need[line.line_id] -= quantity
-        self.taken[line.line_id].append(Allocation(location, quantity))
+        self.taken[line.line_id].append(LocationAllocation(location, quantity))

@@ -28,7 +28,3 @@ class StaleCount(StockError):
         )
         self.expected = expected
         self.current_on_hand = current_on_hand
-
-
-class CommitExceedsReservation(StockError):
-    """A shipment commits units the order does not hold at that location."""

@@ -69,13 +69,26 @@ class Level:
 
     @property
     def available(self) -> int:
-        """Units that can still be sold: on hand minus reserved and the non-sellable states."""
-        return (
-            self.on_hand - self.reserved - self.damaged - self.quality_control - self.safety_stock
-        )
+        """Units that can still be sold (see `available_from`)."""
+        return available_from(self.__dict__)
 
 
 BUCKETS = tuple(f.name for f in fields(Level) if f.name not in ("sku", "location"))
+
+
+def available_from(buckets: Mapping[str, int]) -> int:
+    """Units that can still be sold: on hand minus reserved and the non-sellable states.
+
+    The one formula of the domain; the levels table's generated column `available`
+    (migration 0005) is the same, and a test against PostgreSQL checks that they agree.
+    """
+    return (
+        buckets["on_hand"]
+        - buckets["reserved"]
+        - buckets["damaged"]
+        - buckets["quality_control"]
+        - buckets["safety_stock"]
+    )
 
 
 class MovementKind(StrEnum):
@@ -191,13 +204,7 @@ def apply(level: Level, movement: Movement) -> Level:
             have = getattr(level, bucket)
             raise InsufficientStock(level.sku, level.location, bucket, have, have - value)
     values = {bucket: getattr(level, bucket) for bucket in BUCKETS} | changed
-    available_after = (
-        values["on_hand"]
-        - values["reserved"]
-        - values["damaged"]
-        - values["quality_control"]
-        - values["safety_stock"]
-    )
+    available_after = available_from(values)
     if available_after < 0:
         wanted = level.available - available_after
         raise InsufficientStock(level.sku, level.location, "available", level.available, wanted)

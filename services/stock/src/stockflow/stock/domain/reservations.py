@@ -1,27 +1,28 @@
 """An order's reservation as a small state machine, safe against repeated and late commands.
 
-    (none)    reserve  -> HELD (RESERVED) or REJECTED (REJECTED)
-    any       reserve  -> unchanged (REPEATED: the first answer again)
-    HELD      commit   -> HELD while units remain, else COMMITTED (COMMITTED)
-    HELD      release  -> RELEASED, the units still held are freed (RELEASED)
-    COMMITTED release  -> unchanged (ALREADY_COMMITTED); commit -> unchanged (ALREADY_COMMITTED)
-    RELEASED  release  -> unchanged (ALREADY_RELEASED); commit -> unchanged (ALREADY_RELEASED)
-    REJECTED  release  -> unchanged (ALREADY_RELEASED); commit -> (UNKNOWN_RESERVATION)
-    (none)    release  -> (ALREADY_RELEASED); commit -> (UNKNOWN_RESERVATION)
+    (none)     reserve  -> HELD (allocated) or REJECTED; a repeat gets the first answer again
+    HELD       release  -> RELEASED, every unit still held is freed (RELEASED)
+    HELD       commit   -> HELD while units are held or backorders wait, else COMMITTED
+    COMMITTED  release  -> unchanged (ALREADY_COMMITTED) unless units are held again
+    COMMITTED  commit   -> COMMITTED (a later shipment of the order commits what it finds)
+    RELEASED   release  -> unchanged (ALREADY_RELEASED); commit -> unchanged (ALREADY_RELEASED)
+    REJECTED   release  -> unchanged (ALREADY_RELEASED); commit -> (UNKNOWN_RESERVATION)
+    (none)     release  -> (UNKNOWN_RESERVATION);     commit -> (UNKNOWN_RESERVATION)
 
 A commit repeated for a shipment already committed is ALREADY_COMMITTED in every state.
 Releasing says nothing about backorders: the order's open backorders leave the queue with it.
+A shipment takes its units from what the order holds of that sku at that location, whichever
+line held them (a bundle line holds its components); what it cannot find is reported, not
+refused, because the goods have left the building.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from stockflow.stock.domain.allocation import Allocated, AllocationResult
-from stockflow.stock.domain.errors import CommitExceedsReservation
 
 
 class ReservationStatus(StrEnum):
@@ -33,20 +34,13 @@ class ReservationStatus(StrEnum):
     REJECTED = "rejected"
 
 
-class ReserveOutcome(StrEnum):
-    """What a reserve command did."""
-
-    RESERVED = "reserved"
-    REJECTED = "rejected"
-    REPEATED = "repeated"
-
-
 class ReleaseOutcome(StrEnum):
     """What a release command did; values match `stock.released.v1`'s outcome."""
 
     RELEASED = "released"
     ALREADY_RELEASED = "already_released"
     ALREADY_COMMITTED = "already_committed"
+    UNKNOWN_RESERVATION = "unknown_reservation"
 
 
 class CommitOutcome(StrEnum):
@@ -58,187 +52,82 @@ class CommitOutcome(StrEnum):
     UNKNOWN_RESERVATION = "unknown_reservation"
 
 
+def status_after_reserve(result: AllocationResult) -> ReservationStatus:
+    """A first reserve holds what was allocated, or holds nothing and is rejected."""
+    return ReservationStatus.HELD if isinstance(result, Allocated) else ReservationStatus.REJECTED
+
+
+def release_outcome(status: ReservationStatus | None, holds_units: bool) -> ReleaseOutcome:
+    """What a release does to a reservation in `status` (None: the order never reserved)."""
+    if status is None:
+        return ReleaseOutcome.UNKNOWN_RESERVATION
+    if status in (ReservationStatus.RELEASED, ReservationStatus.REJECTED):
+        return ReleaseOutcome.ALREADY_RELEASED
+    if status is ReservationStatus.COMMITTED and not holds_units:
+        return ReleaseOutcome.ALREADY_COMMITTED
+    return ReleaseOutcome.RELEASED
+
+
+def commit_outcome(status: ReservationStatus | None, shipment_committed: bool) -> CommitOutcome:
+    """What a shipment's commit does to a reservation in `status`.
+
+    Args:
+        status: the order's reservation status; None when the order never reserved.
+        shipment_committed: the ledger already holds this shipment (a repeated commit).
+    """
+    if shipment_committed:
+        return CommitOutcome.ALREADY_COMMITTED
+    if status is None or status is ReservationStatus.REJECTED:
+        return CommitOutcome.UNKNOWN_RESERVATION
+    if status is ReservationStatus.RELEASED:
+        return CommitOutcome.ALREADY_RELEASED
+    return CommitOutcome.COMMITTED
+
+
+def status_after_commit(holds_units: bool, backorders_wait: bool) -> ReservationStatus:
+    """An order stays HELD while it holds units or waits for backorders, else it is done."""
+    if holds_units or backorders_wait:
+        return ReservationStatus.HELD
+    return ReservationStatus.COMMITTED
+
+
 @dataclass(frozen=True)
-class LocatedLine:
-    """Units of an order line's sku at one location (released or committed)."""
+class HeldUnits:
+    """Units an order line still holds of a sku at a location."""
 
     line_id: str
     sku: str
     location: str
     quantity: int
 
-    def __post_init__(self) -> None:
-        if self.quantity <= 0:
-            raise ValueError("a located line has a positive quantity")
-
 
 @dataclass(frozen=True)
-class HeldLine:
-    """An order line's units at one location: still `held`, and how many left either way."""
+class ShipmentTake:
+    """What a shipment of `wanted` units of a sku at a location takes from the order's holds.
 
-    line_id: str
-    sku: str
-    location: str
-    held: int
-    committed: int = 0
-    released: int = 0
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        """(line_id, sku, location)."""
-        return (self.line_id, self.sku, self.location)
-
-
-@dataclass(frozen=True)
-class OrderReservation:
-    """Everything stock holds for one order, and the answer first given to its reserve."""
-
-    order_id: str
-    status: ReservationStatus
-    reply: AllocationResult
-    lines: tuple[HeldLine, ...] = ()
-    shipments: frozenset[str] = frozenset()
-
-    @property
-    def held(self) -> int:
-        """Units still held over all lines and locations."""
-        return sum(line.held for line in self.lines)
-
-
-@dataclass(frozen=True)
-class ReserveDecision:
-    """The reservation to store (unchanged on REPEATED) and what happened."""
-
-    outcome: ReserveOutcome
-    reservation: OrderReservation
-
-
-@dataclass(frozen=True)
-class ReleaseDecision:
-    """The reservation after a release (None if there was none) and the units freed."""
-
-    outcome: ReleaseOutcome
-    reservation: OrderReservation | None
-    released: tuple[LocatedLine, ...] = ()
-
-
-@dataclass(frozen=True)
-class CommitDecision:
-    """The reservation after a commit (None if there was none) and the units that shipped."""
-
-    outcome: CommitOutcome
-    reservation: OrderReservation | None
-    committed: tuple[LocatedLine, ...] = ()
-
-
-def reserve(
-    existing: OrderReservation | None, order_id: str, allocate: Callable[[], AllocationResult]
-) -> ReserveDecision:
-    """Reserve an order once: a repeat gets the first answer and holds nothing more.
-
-    Args:
-        existing: the order's stored reservation, if any.
-        order_id: the order asking.
-        allocate: computes the allocation; called only when there is no reservation yet.
+    ``taken`` pairs each hold drawn on (as it was) with the units taken from it; ``holds`` is
+    every hold afterwards; ``missing`` counts units shipped that were not held.
     """
-    if existing is not None:
-        if existing.order_id != order_id:
-            raise ValueError("the existing reservation belongs to another order")
-        return ReserveDecision(ReserveOutcome.REPEATED, existing)
-    reply = allocate()
-    if not isinstance(reply, Allocated):
-        rejected = OrderReservation(order_id, ReservationStatus.REJECTED, reply)
-        return ReserveDecision(ReserveOutcome.REJECTED, rejected)
-    lines = tuple(
-        HeldLine(line.line_id, hold.sku, hold.location, hold.quantity)
-        for line in reply.lines
-        for hold in line.holds
-    )
-    held = OrderReservation(order_id, ReservationStatus.HELD, reply, lines)
-    return ReserveDecision(ReserveOutcome.RESERVED, held)
+
+    taken: tuple[tuple[HeldUnits, int], ...]
+    holds: tuple[HeldUnits, ...]
+    missing: int
 
 
-def release(existing: OrderReservation | None) -> ReleaseDecision:
-    """Free every unit the order still holds; repeats and late releases change nothing."""
-    if existing is None or existing.status in (
-        ReservationStatus.RELEASED,
-        ReservationStatus.REJECTED,
-    ):
-        return ReleaseDecision(ReleaseOutcome.ALREADY_RELEASED, existing)
-    if existing.status is ReservationStatus.COMMITTED:
-        return ReleaseDecision(ReleaseOutcome.ALREADY_COMMITTED, existing)
-    freed = tuple(
-        LocatedLine(line.line_id, line.sku, line.location, line.held)
-        for line in existing.lines
-        if line.held
-    )
-    lines = tuple(
-        replace(line, held=0, released=line.released + line.held) for line in existing.lines
-    )
-    released = replace(existing, status=ReservationStatus.RELEASED, lines=lines)
-    return ReleaseDecision(ReleaseOutcome.RELEASED, released, freed)
-
-
-def commit(
-    existing: OrderReservation | None, shipment_id: str, lines: Sequence[LocatedLine]
-) -> CommitDecision:
-    """Turn a shipment's held units into shipped ones; part of what is held may ship.
-
-    Raises:
-        CommitExceedsReservation: a line commits more than the order holds at that location
-            (nothing is committed then).
-    """
-    if not lines:
-        raise ValueError("a commit names at least one line")
-    if existing is None or existing.status is ReservationStatus.REJECTED:
-        return CommitDecision(CommitOutcome.UNKNOWN_RESERVATION, existing)
-    if shipment_id in existing.shipments or existing.status is ReservationStatus.COMMITTED:
-        return CommitDecision(CommitOutcome.ALREADY_COMMITTED, existing)
-    if existing.status is ReservationStatus.RELEASED:
-        return CommitDecision(CommitOutcome.ALREADY_RELEASED, existing)
-
-    wanted = Counter[tuple[str, str, str]]()
-    for line in lines:
-        wanted[(line.line_id, line.sku, line.location)] += line.quantity
-    held = {line.key: line.held for line in existing.lines}
-    over = [key for key, quantity in wanted.items() if quantity > held.get(key, 0)]
-    if over:
-        raise CommitExceedsReservation(
-            f"order {existing.order_id}, shipment {shipment_id}: "
-            f"commits more than is held for (line, sku, location) {over}"
-        )
-    updated = tuple(
-        replace(
-            line, held=line.held - wanted[line.key], committed=line.committed + wanted[line.key]
-        )
-        for line in existing.lines
-    )
-    status = (
-        ReservationStatus.HELD
-        if any(line.held for line in updated)
-        else (ReservationStatus.COMMITTED)
-    )
-    after = replace(
-        existing, status=status, lines=updated, shipments=existing.shipments | {shipment_id}
-    )
-    committed = tuple(LocatedLine(*key, quantity) for key, quantity in wanted.items())
-    return CommitDecision(CommitOutcome.COMMITTED, after, committed)
-
-
-def hold_allocated_backorder(reservation: OrderReservation, line: LocatedLine) -> OrderReservation:
-    """Add units a backorder was just allocated to the order's holds, so they can be committed.
-
-    Raises:
-        ValueError: the reservation was released or rejected (its backorders are gone).
-    """
-    if reservation.status in (ReservationStatus.RELEASED, ReservationStatus.REJECTED):
-        raise ValueError(f"order {reservation.order_id} is {reservation.status}; nothing to hold")
-    key = (line.line_id, line.sku, line.location)
-    if any(held.key == key for held in reservation.lines):
-        lines = tuple(
-            replace(held, held=held.held + line.quantity) if held.key == key else held
-            for held in reservation.lines
-        )
-    else:
-        lines = (*reservation.lines, HeldLine(*key, line.quantity))
-    return replace(reservation, status=ReservationStatus.HELD, lines=lines)
+def take_for_shipment(
+    holds: Sequence[HeldUnits], sku: str, location: str, wanted: int
+) -> ShipmentTake:
+    """Take `wanted` units of `sku` at `location` from `holds`, in their order."""
+    if wanted <= 0:
+        raise ValueError("a shipment takes a positive quantity")
+    remaining = wanted
+    taken: list[tuple[HeldUnits, int]] = []
+    after: list[HeldUnits] = []
+    for hold in holds:
+        if remaining and (hold.sku, hold.location) == (sku, location) and hold.quantity:
+            take = min(hold.quantity, remaining)
+            remaining -= take
+            taken.append((hold, take))
+            hold = replace(hold, quantity=hold.quantity - take)
+        after.append(hold)
+    return ShipmentTake(tuple(taken), tuple(after), remaining)

@@ -1,0 +1,102 @@
+"""Backorders: units that become sellable serve the waiting queue first; expected dates."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from stockflow.contracts.events import stock as wire
+from stockflow.runtime.outbox import UnitOfWork
+from stockflow.stock import store
+from stockflow.stock.domain import (
+    Backorder,
+    IncomingStock,
+    MovementKind,
+    allocate_backorders,
+    expected_dates,
+)
+from stockflow.stock.ledger import LevelBook
+
+
+async def serve_waiting_backorders(
+    uow: UnitOfWork, book: LevelBook, where: tuple[str, str], cause: str
+) -> None:
+    """Give the units available at `where` (sku, location) to the sku's backorder queue.
+
+    Each fill is a movement (allocated where it waited, else cancelled there and reserved
+    here), a hold for its order and a `stock.backorder.allocated.v1`.
+    """
+    sku, location = where
+    waiting = await store.lock_backorder_queue(uow.conn, sku)
+    if not waiting:
+        return
+    waited_at = {w.queued.sequence: w.location for w in waiting}
+    fills, _ = allocate_backorders([w.queued for w in waiting], book.level(sku, location).available)
+    if not fills:
+        return
+    for fill in fills:
+        order_id = fill.backorder.order_id
+        if waited_at[fill.backorder.sequence] != location:  # it leaves the queue it waited in
+            book.move_for_order(
+                MovementKind.BACKORDER_CANCELLED,
+                (sku, waited_at[fill.backorder.sequence]),
+                fill.quantity,
+                order_id,
+                cause,
+            )
+            book.move_for_order(MovementKind.RESERVATION, where, fill.quantity, order_id, cause)
+        else:
+            book.move_for_order(
+                MovementKind.BACKORDER_ALLOCATED, where, fill.quantity, order_id, cause
+            )
+        uow.publish(
+            wire.BackorderAllocated(
+                order_id=order_id,
+                line_id=fill.backorder.line_id,
+                sku=sku,
+                location=location,
+                quantity=fill.quantity,
+                remaining_backordered=fill.remaining,
+            )
+        )
+    # One statement each for every fill: a receipt may serve hundreds of waiting lines.
+    await store.fill_backorders(uow.conn, location, fills)
+
+
+class Arrivals:
+    """Incoming stock still due and the backorder queues it will serve, per sku: the expected
+    date of a backorder is when incoming stock covers the queue up to and including it."""
+
+    def __init__(
+        self, incoming: dict[str, list[IncomingStock]], queues: dict[str, list[Backorder]]
+    ) -> None:
+        self.incoming = incoming
+        self.queues = queues
+        self._sequence = 2**62  # after every stored backorder's id
+
+    @classmethod
+    async def load(cls, db: store.Db, skus: Iterable[str]) -> Arrivals:
+        incoming = await store.due_incoming(db, skus)
+        # No incoming stock, no dates: the queues are not needed.
+        queues = await store.backorder_queues(db, incoming) if incoming else {}
+        return cls(incoming, queues)
+
+    def dates(self, sku: str) -> dict[Backorder, datetime | None]:
+        """The expected date of every waiting backorder of `sku`."""
+        return expected_dates(self.queues.get(sku, []), self.incoming.get(sku, []))
+
+    def queue(self, backorder: Backorder) -> datetime | None:
+        """Put a new backorder at the end of its sku's queue and return its expected date."""
+        if backorder.sku not in self.incoming:
+            return None
+        self._sequence += 1
+        queued = Backorder(
+            backorder.order_id,
+            backorder.line_id,
+            backorder.sku,
+            backorder.open_quantity,
+            self._sequence,
+            backorder.priority,
+        )
+        self.queues.setdefault(backorder.sku, []).append(queued)
+        return self.dates(backorder.sku)[queued]

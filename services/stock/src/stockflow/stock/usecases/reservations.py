@@ -1,0 +1,458 @@
+"""Reserve, release and commit: the stock side of the order saga, a batch of commands at a time.
+
+A batch is one transaction. `CommandBatch.load` locks every level the batch touches once, in
+(sku, location) order, then the orders' reservation rows (no lock cycles with receipts, which
+take a level and then the reservations it allocates to); the commands are then answered in
+offset order against the running levels, and the new rows are written with one set-based
+statement per table. Status transitions are decided by `domain.reservations`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import cast
+
+from stockflow.contracts.events import stock as wire
+from stockflow.runtime.consumer import Inbound
+from stockflow.runtime.logging import get_logger
+from stockflow.runtime.outbox import UnitOfWork
+from stockflow.stock import store
+from stockflow.stock.domain import (
+    Allocated,
+    AllocationResult,
+    Backorder,
+    BundleComponent,
+    CommitOutcome,
+    HeldUnits,
+    LineToAllocate,
+    Movement,
+    MovementKind,
+    Rejection,
+    ReleaseOutcome,
+    ReservationStatus,
+    allocate_order,
+    commit_outcome,
+    release_outcome,
+    status_after_commit,
+    take_for_shipment,
+)
+from stockflow.stock.ledger import LevelBook
+from stockflow.stock.usecases.backorders import Arrivals, serve_waiting_backorders
+
+log = get_logger(__name__)
+
+Command = wire.ReserveStock | wire.ReleaseReservation | wire.CommitReservation
+"""The events the command consumer receives, as its event types guarantee."""
+
+
+@dataclass(frozen=True)
+class ShipmentCommit:
+    """Units that left a location for an order: commit them against its reservation."""
+
+    order_id: str
+    shipment_id: str
+    lines: tuple[wire.LocatedLine, ...]
+
+
+@dataclass
+class PendingRows:
+    """Rows the reserve commands of a batch add, written with one statement per table."""
+
+    answers: list[store.StoredAnswer] = field(default_factory=list)
+    holds: dict[store.HoldKey, int] = field(default_factory=dict)
+    backorders: list[store.NewBackorder] = field(default_factory=list)
+
+    async def write(self, uow: UnitOfWork) -> None:
+        if self.answers:
+            await store.insert_answers(uow.conn, self.answers)
+        if self.holds:
+            await store.add_holds(uow.conn, self.holds)
+        if self.backorders:
+            await store.insert_backorders(uow.conn, self.backorders)
+        self.answers.clear()
+        self.holds.clear()
+        self.backorders.clear()
+
+
+@dataclass
+class DemandTally:
+    """Units asked for per (sku, location, day), and whether any went unserved."""
+
+    totals: dict[store.DemandKey, tuple[int, bool]] = field(default_factory=dict)
+
+    def add(self, where: tuple[str, str], quantity: int, stockout: bool) -> None:
+        key = (*where, datetime.now(UTC).date())
+        before, short = self.totals.get(key, (0, False))
+        self.totals[key] = (before + quantity, short or stockout)
+
+    async def write(self, uow: UnitOfWork) -> None:
+        if self.totals:
+            await store.add_demand(uow.conn, self.totals)
+
+
+@dataclass
+class OrderHolds:
+    """What releases and commits work on: the locked levels, and per order its stored answer
+    and the units it still holds. `components` gives a bundle's parts (a bundle ships as
+    itself but was held as its components)."""
+
+    book: LevelBook
+    answers: dict[str, store.StoredAnswer]
+    held: dict[str, list[HeldUnits]]
+    components: dict[str, tuple[BundleComponent, ...]]
+
+    def status(self, order_id: str) -> ReservationStatus | None:
+        answer = self.answers.get(order_id)
+        return ReservationStatus(answer.status) if answer else None
+
+    async def set_status(self, uow: UnitOfWork, order_id: str, status: ReservationStatus) -> None:
+        await store.set_reservation_status(uow.conn, order_id, status)
+        self.answers[order_id].status = status
+
+    async def release(self, uow: UnitOfWork, order_id: str, cause: str) -> None:
+        """Free what the order holds, close its backorders; freed units serve the queue first."""
+        lines = self.held.get(order_id, [])
+        outcome = release_outcome(self.status(order_id), bool(lines))
+        if outcome is ReleaseOutcome.RELEASED:
+            for line in lines:
+                where = (line.sku, line.location)
+                self.book.move_for_order(
+                    MovementKind.RELEASE, where, line.quantity, order_id, cause
+                )
+            await store.release_holds(uow.conn, order_id)
+            for row in await store.close_backorders(uow.conn, order_id):
+                # The batch locked these levels: their skus are among the orders' skus.
+                where = (row["sku"], row["location"])
+                self.book.move_for_order(
+                    MovementKind.BACKORDER_CANCELLED, where, row["n"], order_id, cause
+                )
+            await self.set_status(uow, order_id, ReservationStatus.RELEASED)
+            self.held[order_id] = []
+            for where in sorted({(line.sku, line.location) for line in lines}):
+                await serve_waiting_backorders(uow, self.book, where, cause)
+        freed = lines if outcome is ReleaseOutcome.RELEASED else []
+        uow.publish(wire.StockReleased(order_id=order_id, outcome=outcome, lines=_located(freed)))
+
+    async def commit(self, uow: UnitOfWork, shipment: ShipmentCommit, cause: str) -> None:
+        """Turn the shipped units the order holds into shipped stock (on hand and reserved -)."""
+        committed = await store.shipment_committed(
+            uow.conn, shipment.order_id, shipment.shipment_id
+        )
+        outcome = commit_outcome(self.status(shipment.order_id), committed)
+        if outcome is CommitOutcome.COMMITTED:
+            for line in shipment.lines:
+                parts = self.components.get(line.sku) or (BundleComponent(line.sku, 1),)
+                for part in parts:
+                    await self._ship_part(uow, shipment, (part, line), cause)
+            order_id = shipment.order_id
+            holds_units = any(h.quantity for h in self.held.get(order_id, []))
+            waits = not holds_units and await store.has_open_backorders(uow.conn, order_id)
+            if status_after_commit(holds_units, waits) is ReservationStatus.COMMITTED:
+                await self.set_status(uow, order_id, ReservationStatus.COMMITTED)
+        uow.publish(
+            wire.StockCommitted(
+                order_id=shipment.order_id,
+                shipment_id=shipment.shipment_id,
+                outcome=outcome,
+                lines=list(shipment.lines) if outcome is CommitOutcome.COMMITTED else [],
+            )
+        )
+
+    async def _ship_part(
+        self,
+        uow: UnitOfWork,
+        shipment: ShipmentCommit,
+        part_of: tuple[BundleComponent, wire.LocatedLine],
+        cause: str,
+    ) -> None:
+        part, line = part_of
+        order_id = shipment.order_id
+        take = take_for_shipment(
+            self.held.get(order_id, []), part.sku, line.location, line.quantity * part.quantity
+        )
+        self.held[order_id] = list(take.holds)
+        for hold, quantity in take.taken:
+            self.book.move(
+                _shipped(part.sku, line.location, quantity, shipment.shipment_id),
+                cause_event_id=cause,
+                order_id=order_id,
+                reference_type="shipment",
+            )
+            await store.commit_hold(uow.conn, order_id, hold, quantity)
+        if take.missing:
+            log.warning(
+                "shipment commits more than was held",
+                order_id=order_id,
+                sku=part.sku,
+                location=line.location,
+                missing=take.missing,
+            )
+
+
+def _shipped(sku: str, location: str, quantity: int, shipment_id: str) -> Movement:
+    return Movement(MovementKind.SHIPMENT, sku, location, quantity, reference=shipment_id)
+
+
+def _located(lines: Sequence[HeldUnits]) -> list[wire.LocatedLine]:
+    return [
+        wire.LocatedLine(
+            line_id=line.line_id, sku=line.sku, location=line.location, quantity=line.quantity
+        )
+        for line in lines
+    ]
+
+
+@dataclass
+class CommandBatch:
+    """Everything one batch of commands reads, locked once, and the rows it will write."""
+
+    holds: OrderHolds
+    catalog: dict[str, store.CatalogSku]
+    known: set[str]  # skus stock has levels of, in the catalog or not
+    priority: list[str]
+    arrivals: Arrivals
+    pending: PendingRows = field(default_factory=PendingRows)
+    demand: DemandTally = field(default_factory=DemandTally)
+
+    @classmethod
+    async def load(cls, uow: UnitOfWork, commands: Sequence[Command]) -> CommandBatch:
+        conn = uow.conn
+        reserved = {
+            line.sku for c in commands if isinstance(c, wire.ReserveStock) for line in c.lines
+        }
+        shipped = {
+            line.sku for c in commands if isinstance(c, wire.CommitReservation) for line in c.lines
+        }
+        catalog = await store.load_catalog_skus(conn, reserved | shipped)
+        order_ids = [command.order_id for command in commands]
+        # Levels are always locked first (sku order), then the orders' rows.
+        wanted = reserved | shipped | {c.sku for s in catalog.values() for c in s.components}
+        wanted |= await store.skus_of_orders(conn, order_ids)
+        book = await LevelBook.load(conn, wanted)
+        held = await store.lock_held_lines(conn, order_ids)
+        answers = await store.lock_answers(conn, order_ids)
+        bundles = {s.sku: s.components for s in catalog.values() if s.components}
+        return cls(
+            holds=OrderHolds(book, answers, held, bundles),
+            catalog=catalog,
+            known={sku for sku, _ in book.levels},
+            priority=await store.location_priority(conn),
+            arrivals=await Arrivals.load(conn, wanted),
+        )
+
+    @property
+    def book(self) -> LevelBook:
+        return self.holds.book
+
+    async def finish(self, uow: UnitOfWork) -> None:
+        await self.pending.write(uow)
+        await self.book.flush(uow)
+        await self.demand.write(uow)
+
+    def reserve(self, uow: UnitOfWork, event: wire.ReserveStock, cause: str) -> None:
+        """Hold an order's lines (or backorder them, or reject the order) exactly once."""
+        first = self.holds.answers.get(event.order_id)
+        if first is not None:  # a repeated command gets the first answer again
+            model = (
+                wire.StockReserved if first.reply_type == "reserved" else wire.ReservationRejected
+            )
+            uow.publish(model.model_validate_json(first.reply))
+            return
+        unknown = [
+            line
+            for line in event.lines
+            if line.sku not in self.catalog and line.sku not in self.known
+        ]
+        if unknown:
+            self._answer(uow, event.order_id, _unknown_skus(event.order_id, unknown))
+            return
+        result = self._allocate(event)
+        if isinstance(result, Rejection):
+            self._answer(uow, event.order_id, self._rejection(event.order_id, result))
+        else:
+            dates = self._hold(event, result, cause)
+            self._answer(uow, event.order_id, _reserved(event.order_id, result, dates))
+        self._count_demand(event, result)
+
+    def _allocate(self, event: wire.ReserveStock) -> AllocationResult:
+        def allowed(sku: str) -> bool:
+            info = self.catalog.get(sku)
+            if info is not None and info.status == "discontinued":
+                return False
+            if event.backorder_policy is not None:
+                return event.backorder_policy == "allow"
+            return bool(info and info.backorderable)
+
+        lines = [
+            LineToAllocate(line.line_id, line.sku, line.quantity, allowed(line.sku))
+            for line in event.lines
+        ]
+        # Only this order's skus: the batch may hold thousands.
+        known_here = [self.catalog[line.sku] for line in lines if line.sku in self.catalog]
+        bundles = {s.sku: s.components for s in known_here if s.components}
+        skus = {line.sku for line in lines} | {c.sku for parts in bundles.values() for c in parts}
+        return allocate_order(
+            lines,
+            self.book.available(skus),
+            location_priority=self.priority,
+            untracked={s.sku for s in known_here if not s.tracked and not s.components},
+            bundles=bundles,
+        )
+
+    def _rejection(self, order_id: str, result: Rejection) -> wire.ReservationRejected:
+        short = {line.sku for line in result.lines}
+        discontinued = any(
+            s in self.catalog and self.catalog[s].status == "discontinued" for s in short
+        )
+        return wire.ReservationRejected(
+            order_id=order_id,
+            reason="discontinued" if discontinued else "insufficient_stock",
+            lines=[
+                wire.ShortLine(sku=line.sku, requested=line.requested, available=line.available)
+                for line in result.lines
+            ],
+        )
+
+    def _waits_at(self, sku: str) -> str:
+        """Where a backorder of `sku` waits: the location that ships this sku first."""
+        return (self.book.locations_of(sku) or self.priority or ["DEFAULT"])[0]
+
+    def _hold(self, event: wire.ReserveStock, result: Allocated, cause: str) -> dict[str, datetime]:
+        """Reserve what was allocated, open backorders for the rest; returns the expected date
+        of each backordered line that incoming stock covers."""
+        order_id = event.order_id
+        holds: list[HeldUnits] = []
+        dates: dict[str, datetime] = {}
+        for line in result.lines:
+            line_dates = []
+            for hold in line.holds:
+                where = (hold.sku, hold.location)
+                self.book.move_for_order(
+                    MovementKind.RESERVATION, where, hold.quantity, order_id, cause
+                )
+                holds.append(HeldUnits(line.line_id, hold.sku, hold.location, hold.quantity))
+            for sku, units in line.backorders:
+                line_dates.append(self._backorder(event, (line.line_id, sku), units, cause))
+            # A bundle line waits for its latest component; unknown if any date is unknown.
+            if line_dates and None not in line_dates:
+                dates[line.line_id] = max(d for d in line_dates if d is not None)
+        for held in holds:
+            key = (order_id, held.line_id, held.sku, held.location)
+            self.pending.holds[key] = self.pending.holds.get(key, 0) + held.quantity
+        self.holds.held[order_id] = holds
+        return dates
+
+    def _backorder(
+        self, event: wire.ReserveStock, line_sku: tuple[str, str], units: int, cause: str
+    ) -> datetime | None:
+        """Queue `units` of a line's sku where the sku ships first; returns its expected date."""
+        line_id, sku = line_sku
+        location = self._waits_at(sku)
+        self.book.move_for_order(
+            MovementKind.BACKORDER_OPENED, (sku, location), units, event.order_id, cause
+        )
+        self.pending.backorders.append(
+            store.NewBackorder(event.order_id, line_id, sku, location, units, event.priority)
+        )
+        return self.arrivals.queue(
+            Backorder(event.order_id, line_id, sku, units, 0, event.priority)
+        )
+
+    def _answer(
+        self, uow: UnitOfWork, order_id: str, reply: wire.StockReserved | wire.ReservationRejected
+    ) -> None:
+        uow.publish(reply)
+        reserved = isinstance(reply, wire.StockReserved)
+        status = ReservationStatus.HELD if reserved else ReservationStatus.REJECTED
+        answer = store.StoredAnswer(
+            order_id, status, "reserved" if reserved else "rejected", reply.model_dump_json()
+        )
+        self.pending.answers.append(answer)
+        self.holds.answers[order_id] = answer
+
+    def _count_demand(self, event: wire.ReserveStock, result: AllocationResult) -> None:
+        """Demand per location: served units where they were allocated; unserved units (and
+        the lines of a rejected order) where a backorder of the sku waits."""
+        if isinstance(result, Rejection):
+            short = {line.sku for line in result.lines}
+            for asked in event.lines:
+                where = (asked.sku, self._waits_at(asked.sku))
+                self.demand.add(where, asked.quantity, asked.sku in short)
+            return
+        for served in result.lines:
+            for allocation in served.allocations:
+                self.demand.add((served.sku, allocation.location), allocation.quantity, False)
+            if served.backordered:  # a bundle waits where its first component does
+                where = (served.sku, self._waits_at(served.backorders[0][0]))
+                self.demand.add(where, served.backordered, True)
+            if served.untracked:
+                self.demand.add((served.sku, self._waits_at(served.sku)), served.requested, False)
+
+
+def _unknown_skus(order_id: str, unknown: Sequence[wire.ReserveLine]) -> wire.ReservationRejected:
+    return wire.ReservationRejected(
+        order_id=order_id,
+        reason="unknown_sku",
+        lines=[
+            wire.ShortLine(sku=line.sku, requested=line.quantity, available=0) for line in unknown
+        ],
+    )
+
+
+def _reserved(order_id: str, result: Allocated, dates: dict[str, datetime]) -> wire.StockReserved:
+    return wire.StockReserved(
+        order_id=order_id,
+        complete=result.complete,
+        lines=[
+            wire.ReservedLine(
+                line_id=line.line_id,
+                sku=line.sku,
+                requested=line.requested,
+                # An untracked line (digital goods, services) is served in full.
+                reserved=line.requested if line.untracked else line.reserved,
+                backordered=line.backordered,
+                untracked=line.untracked,
+                allocations=[
+                    wire.Allocation(location=a.location, quantity=a.quantity)
+                    for a in line.allocations
+                ],
+                expected_date=dates.get(line.line_id),
+            )
+            for line in result.lines
+        ],
+    )
+
+
+async def answer_commands(uow: UnitOfWork, messages: Sequence[Inbound]) -> None:
+    """Reserve, release and commit, in offset order, in one transaction for the batch."""
+    batch = await CommandBatch.load(uow, [cast(Command, m.event) for m in messages])
+    for message in messages:
+        caused = uow.with_cause(message.cloud)
+        event = cast(Command, message.event)
+        if isinstance(event, wire.ReserveStock):
+            batch.reserve(caused, event, message.event_id)
+            continue
+        await batch.pending.write(uow)  # a release or commit below reads the rows reserves wrote
+        if isinstance(event, wire.ReleaseReservation):
+            await batch.holds.release(caused, event.order_id, message.event_id)
+        else:
+            shipment = ShipmentCommit(event.order_id, event.shipment_id, tuple(event.lines))
+            await batch.holds.commit(caused, shipment, message.event_id)
+    await batch.finish(uow)
+
+
+async def commit_shipment(uow: UnitOfWork, shipment: ShipmentCommit, cause: str) -> None:
+    """A shipment left the warehouse (fulfillment's Shipped): commit what the order held."""
+    catalog = await store.load_catalog_skus(uow.conn, {line.sku for line in shipment.lines})
+    components = {s.sku: s.components for s in catalog.values() if s.components}
+    book = await LevelBook.load(
+        uow.conn,
+        {line.sku for line in shipment.lines}
+        | {c.sku for parts in components.values() for c in parts},
+    )
+    answers = await store.lock_answers(uow.conn, [shipment.order_id])
+    held = await store.lock_held_lines(uow.conn, [shipment.order_id])
+    await OrderHolds(book, answers, held, components).commit(uow, shipment, cause)
+    await book.flush(uow)
