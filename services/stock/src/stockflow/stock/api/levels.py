@@ -101,9 +101,7 @@ async def cycle_count(count: CountIn, request: Request) -> JSONResponse:
 
     async def action(uow: UnitOfWork) -> tuple[int, Any]:
         try:
-            delta, level = await warehouse.count_stock(
-                uow, warehouse.CycleCount(**dict(count))
-            )
+            delta, level = await warehouse.count_stock(uow, warehouse.CycleCount(**dict(count)))
         except StaleCount as exc:
             raise HTTPException(409, f"expected: stale count, {exc}") from exc
         except InsufficientStock as exc:

@@ -74,7 +74,7 @@ async def repair(body: RepairIn, request: Request) -> JSONResponse:
     """Apply corrective movements for drifted reservations; 409 if any proposal is stale."""
 
     async def action(uow: UnitOfWork) -> tuple[int, Any]:
-        corrections = [repairs.Correction(**dict(c)) for c in body.corrections]
+        corrections = [repairs.CorrectiveMovement(**dict(c)) for c in body.corrections]
         applied = repairs.Repair(body.repair_id, body.operator, body.note, corrections)
         return 200, await repairs.repair_reservations(uow, applied)
 

@@ -137,7 +137,7 @@ async def change_state(change: StateChange, request: Request) -> JSONResponse:
     """Move units between sellable, damaged and quality control, or write them off."""
 
     async def action(uow: UnitOfWork) -> tuple[int, Any]:
-        level = await warehouse.change_state(uow, warehouse.StateChange(**dict(change)))
+        level = await warehouse.change_state(uow, warehouse.StateMove(**dict(change)))
         return 200, {"change_id": change.change_id, "level": level_json(level)}
 
     return await write(request, action)
@@ -178,7 +178,7 @@ async def announce_receipt(expected: ExpectedReceipt, request: Request) -> JSONR
     receipt with the same `receipt_id` closes it."""
 
     async def action(uow: UnitOfWork) -> tuple[int, Any]:
-        await warehouse.announce_receipt(uow, warehouse.ExpectedReceipt(**dict(expected)))
+        await warehouse.announce_receipt(uow, warehouse.AnnouncedReceipt(**dict(expected)))
         return 201, expected.model_dump(mode="json")
 
     return await write(request, action)

@@ -209,19 +209,26 @@ def allocate_order(
             )
         )
     return Allocated(
-        tuple(
-            LineAllocation(
-                line.line_id,
-                line.sku,
-                line.quantity,
-                allocations=tuple(allocator.taken[line.line_id]),
-                backordered=allocator.need[line.line_id],
-                components=units[line.line_id] if line.sku in bundles else (),
-            )
-            if units[line.line_id]
-            else LineAllocation(line.line_id, line.sku, line.quantity, untracked=True)
-            for line in lines
-        )
+        tuple(_served(line, units[line.line_id], allocator, bundles) for line in lines)
+    )
+
+
+def _served(
+    line: LineToAllocate,
+    units: tuple[BundleComponent, ...],
+    allocator: _Allocator,
+    bundles: Mapping[str, Sequence[BundleComponent]],
+) -> LineAllocation:
+    """How `line` is served once the allocator is done (untracked when it takes no stock)."""
+    if not units:
+        return LineAllocation(line.line_id, line.sku, line.quantity, untracked=True)
+    return LineAllocation(
+        line.line_id,
+        line.sku,
+        line.quantity,
+        allocations=tuple(allocator.taken[line.line_id]),
+        backordered=allocator.need[line.line_id],
+        components=units if line.sku in bundles else (),
     )
 
 

@@ -27,7 +27,7 @@ HELD_FOR_TERMINAL_ORDER = "reservations_of_terminal_orders"
 
 
 @dataclass(frozen=True)
-class Correction:
+class CorrectiveMovement:
     """One corrective movement and the state it was proposed for (see the API's model)."""
 
     invariant: str
@@ -46,7 +46,7 @@ class Repair:
     repair_id: str
     operator: str
     note: str | None
-    corrections: Sequence[Correction]
+    corrections: Sequence[CorrectiveMovement]
 
 
 async def repair_reservations(uow: UnitOfWork, repair: Repair) -> dict[str, Any]:
@@ -100,7 +100,7 @@ async def repair_reservations(uow: UnitOfWork, repair: Repair) -> dict[str, Any]
 
 
 async def _check_drift(
-    uow: UnitOfWork, book: LevelBook, correction: Correction, where: str
+    uow: UnitOfWork, book: LevelBook, correction: CorrectiveMovement, where: str
 ) -> None:
     """The level's reserved (as this transaction changed it) minus its open reservations must
     still be the drift the checker saw."""
@@ -110,7 +110,7 @@ async def _check_drift(
         raise Conflict(f"{where}: stale, drift is {drift} now, not {correction.drift}")
 
 
-async def _release_line(uow: UnitOfWork, correction: Correction, where: str) -> None:
+async def _release_line(uow: UnitOfWork, correction: CorrectiveMovement, where: str) -> None:
     """Take the line's held units off its reservation row, if it still holds what was seen."""
     hold = HeldUnits(
         correction.line_id or "", correction.sku, correction.location, correction.held or 0

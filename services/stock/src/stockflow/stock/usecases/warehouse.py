@@ -259,7 +259,7 @@ STATE_MOVES: dict[tuple[str, str], tuple[MovementKind, ...]] = {
 
 
 @dataclass(frozen=True)
-class StateChange:
+class StateMove:
     """Move units of a sku at a location from one state to another (a pair in STATE_MOVES)."""
 
     change_id: str
@@ -271,7 +271,7 @@ class StateChange:
     reason: str
 
 
-async def change_state(uow: UnitOfWork, change: StateChange) -> Level:
+async def change_state(uow: UnitOfWork, change: StateMove) -> Level:
     """Move units between sellable, damaged and quality control, or write them off."""
     book = await LevelBook.load(uow.conn, [change.sku])
     cause = f"http:state:{change.change_id}"
@@ -368,7 +368,7 @@ async def set_reorder_point(uow: UnitOfWork, where: tuple[str, str], reorder_poi
 
 
 @dataclass(frozen=True)
-class ExpectedReceipt:
+class AnnouncedReceipt:
     receipt_id: str
     sku: str
     location: str
@@ -376,7 +376,7 @@ class ExpectedReceipt:
     expected_at: datetime
 
 
-async def announce_receipt(uow: UnitOfWork, expected: ExpectedReceipt) -> None:
+async def announce_receipt(uow: UnitOfWork, expected: AnnouncedReceipt) -> None:
     """Goods on their way from a supplier: backorders take their dates from them."""
     incoming = store.Incoming(
         expected.sku,
