@@ -152,18 +152,6 @@ async def set_reorder_point(conn: asyncpg.Connection, sku: str, location: str, p
 # ----------------------------------------------------------------------------- movements (reads)
 
 
-async def shipment_committed(conn: asyncpg.Connection, order_id: str, shipment_id: str) -> bool:
-    """True when the ledger already holds this shipment's movements."""
-    return bool(
-        await conn.fetchval(
-            "SELECT 1 FROM movements WHERE kind = 'shipment' AND order_id = $1 "
-            "AND reference_type = 'shipment' AND reference_id = $2 LIMIT 1",
-            order_id,
-            shipment_id,
-        )
-    )
-
-
 async def cause_applied(conn: asyncpg.Connection, cause: str) -> bool:
     """True when some movement was made with `cause` (an HTTP write applied before)."""
     return bool(await conn.fetchval("SELECT 1 FROM movements WHERE cause_event_id = $1", cause))
@@ -240,26 +228,6 @@ async def lock_answers(
     return {r["order_id"]: StoredAnswer(**dict(r)) for r in rows}
 
 
-async def insert_answers(conn: asyncpg.Connection, answers: Sequence[StoredAnswer]) -> None:
-    await conn.execute(
-        "INSERT INTO order_reservations (order_id, status, reply_type, reply) "
-        "SELECT o, s, t, r::jsonb FROM unnest($1::text[], $2::text[], $3::text[], "
-        "$4::text[]) AS u(o, s, t, r)",
-        [a.order_id for a in answers],
-        [a.status for a in answers],
-        [a.reply_type for a in answers],
-        [a.reply for a in answers],
-    )
-
-
-async def set_reservation_status(conn: asyncpg.Connection, order_id: str, status: str) -> None:
-    await conn.execute(
-        "UPDATE order_reservations SET status = $2, updated_at = now() WHERE order_id = $1",
-        order_id,
-        status,
-    )
-
-
 async def release_emptied_reservations(conn: asyncpg.Connection, order_ids: Sequence[str]) -> None:
     """Mark released every held order of `order_ids` whose lines hold nothing any more."""
     await conn.execute(
@@ -298,42 +266,6 @@ async def lock_held_lines(
             HeldUnits(r["line_id"], r["sku"], r["location"], r["quantity"])
         )
     return held
-
-
-async def add_holds(conn: asyncpg.Connection, holds: dict[HoldKey, int]) -> None:
-    """Hold more units per (order, line, sku, location), adding to what is held."""
-    keys = list(holds)
-    await conn.execute(
-        "INSERT INTO reservations (order_id, line_id, sku, location, quantity) "
-        "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[]) "
-        "ON CONFLICT (order_id, line_id, sku, location) "
-        "DO UPDATE SET quantity = reservations.quantity + EXCLUDED.quantity",
-        *(list(column) for column in zip(*keys, strict=True)),
-        [holds[key] for key in keys],
-    )
-
-
-async def release_holds(conn: asyncpg.Connection, order_id: str) -> None:
-    await conn.execute(
-        "UPDATE reservations SET released = released + quantity, quantity = 0 "
-        "WHERE order_id = $1 AND quantity > 0",
-        order_id,
-    )
-
-
-async def commit_hold(
-    conn: asyncpg.Connection, order_id: str, hold: HeldUnits, quantity: int
-) -> None:
-    """Turn `quantity` held units of the order's `hold` into committed ones."""
-    await conn.execute(
-        "UPDATE reservations SET quantity = quantity - $5, committed = committed + $5 "
-        "WHERE order_id = $1 AND line_id = $2 AND sku = $3 AND location = $4",
-        order_id,
-        hold.line_id,
-        hold.sku,
-        hold.location,
-        quantity,
-    )
 
 
 async def release_hold_if_unchanged(
@@ -395,85 +327,12 @@ class NewBackorder:
     priority: int
 
 
-async def insert_backorders(conn: asyncpg.Connection, backorders: Sequence[NewBackorder]) -> None:
-    await conn.execute(
-        "INSERT INTO backorders (order_id, line_id, sku, location, quantity, open, "
-        "priority) SELECT o, l, s, loc, q, q, p FROM unnest($1::text[], $2::text[], "
-        "$3::text[], $4::text[], $5::int[], $6::int[]) AS u(o, l, s, loc, q, p)",
-        [b.order_id for b in backorders],
-        [b.line_id for b in backorders],
-        [b.sku for b in backorders],
-        [b.location for b in backorders],
-        [b.quantity for b in backorders],
-        [b.priority for b in backorders],
-    )
-
-
-async def has_open_backorders(conn: asyncpg.Connection, order_id: str) -> bool:
-    return bool(
-        await conn.fetchval(
-            "SELECT 1 FROM backorders WHERE order_id = $1 AND open > 0 LIMIT 1", order_id
-        )
-    )
-
-
-async def close_backorders(conn: asyncpg.Connection, order_id: str) -> list[asyncpg.Record]:
-    """Close the order's open backorders; returns (sku, location, n) of each closed one."""
-    return await conn.fetch(
-        """WITH waiting AS (SELECT id, sku, location, open AS n FROM backorders
-                            WHERE order_id = $1 AND open > 0 FOR UPDATE),
-                closed AS (UPDATE backorders b SET open = 0 FROM waiting WHERE b.id = waiting.id)
-           SELECT sku, location, n FROM waiting""",
-        order_id,
-    )
-
-
 @dataclass(frozen=True)
 class WaitingBackorder:
     """An open backorder row: the domain's queue entry and where its units wait."""
 
     queued: Backorder
     location: str
-
-
-async def lock_backorder_queue(conn: asyncpg.Connection, sku: str) -> list[WaitingBackorder]:
-    """The open backorders of `sku`, locked, in queue order (priority, then first come)."""
-    rows = await conn.fetch(
-        "SELECT id, order_id, line_id, sku, location, open, priority FROM backorders "
-        "WHERE sku = $1 AND open > 0 ORDER BY priority DESC, id FOR UPDATE",
-        sku,
-    )
-    return [
-        WaitingBackorder(
-            Backorder(r["order_id"], r["line_id"], r["sku"], r["open"], r["id"], r["priority"]),
-            r["location"],
-        )
-        for r in rows
-    ]
-
-
-async def fill_backorders(
-    conn: asyncpg.Connection, location: str, fills: Sequence[BackorderFill]
-) -> None:
-    """Take the fills off their backorders and hold them for their orders at `location`."""
-    # (order, line, sku) is unique among backorders, so no reservation key repeats here.
-    await conn.execute(
-        "UPDATE backorders b SET open = b.open - u.q "
-        "FROM unnest($1::bigint[], $2::int[]) AS u(id, q) WHERE b.id = u.id",
-        [fill.backorder.sequence for fill in fills],
-        [fill.quantity for fill in fills],
-    )
-    await conn.execute(
-        "INSERT INTO reservations (order_id, line_id, sku, location, quantity) "
-        "SELECT o, l, s, $4, q FROM unnest($1::text[], $2::text[], $3::text[], $5::int[]) "
-        "AS u(o, l, s, q) ON CONFLICT (order_id, line_id, sku, location) "
-        "DO UPDATE SET quantity = reservations.quantity + EXCLUDED.quantity",
-        [fill.backorder.order_id for fill in fills],
-        [fill.backorder.line_id for fill in fills],
-        [fill.backorder.sku for fill in fills],
-        location,
-        [fill.quantity for fill in fills],
-    )
 
 
 async def backorder_queues(db: Db, skus: Iterable[str]) -> dict[str, list[Backorder]]:
@@ -633,6 +492,143 @@ async def list_transfers(db: Db, where: TransferFilter) -> list[asyncpg.Record]:
         where.in_transit,
         where.limit,
     )
+
+
+class ReservationStore:
+    """The rows a reservation changes: `order_reservations` (status and first answer), its held
+    lines in `reservations`, and `backorders`. The use cases get one per unit of work; tests of
+    the reservation rules use an in-memory one."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def insert_answers(self, answers: Sequence[StoredAnswer]) -> None:
+        await self.conn.execute(
+            "INSERT INTO order_reservations (order_id, status, reply_type, reply) "
+            "SELECT o, s, t, r::jsonb FROM unnest($1::text[], $2::text[], $3::text[], "
+            "$4::text[]) AS u(o, s, t, r)",
+            [a.order_id for a in answers],
+            [a.status for a in answers],
+            [a.reply_type for a in answers],
+            [a.reply for a in answers],
+        )
+
+    async def set_reservation_status(self, order_id: str, status: str) -> None:
+        await self.conn.execute(
+            "UPDATE order_reservations SET status = $2, updated_at = now() WHERE order_id = $1",
+            order_id,
+            status,
+        )
+
+    async def add_holds(self, holds: dict[HoldKey, int]) -> None:
+        """Hold more units per (order, line, sku, location), adding to what is held."""
+        keys = list(holds)
+        await self.conn.execute(
+            "INSERT INTO reservations (order_id, line_id, sku, location, quantity) "
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[]) "
+            "ON CONFLICT (order_id, line_id, sku, location) "
+            "DO UPDATE SET quantity = reservations.quantity + EXCLUDED.quantity",
+            *(list(column) for column in zip(*keys, strict=True)),
+            [holds[key] for key in keys],
+        )
+
+    async def release_holds(self, order_id: str) -> None:
+        await self.conn.execute(
+            "UPDATE reservations SET released = released + quantity, quantity = 0 "
+            "WHERE order_id = $1 AND quantity > 0",
+            order_id,
+        )
+
+    async def commit_hold(self, order_id: str, hold: HeldUnits, quantity: int) -> None:
+        """Turn `quantity` held units of the order's `hold` into committed ones."""
+        await self.conn.execute(
+            "UPDATE reservations SET quantity = quantity - $5, committed = committed + $5 "
+            "WHERE order_id = $1 AND line_id = $2 AND sku = $3 AND location = $4",
+            order_id,
+            hold.line_id,
+            hold.sku,
+            hold.location,
+            quantity,
+        )
+
+    async def insert_backorders(self, backorders: Sequence[NewBackorder]) -> None:
+        await self.conn.execute(
+            "INSERT INTO backorders (order_id, line_id, sku, location, quantity, open, "
+            "priority) SELECT o, l, s, loc, q, q, p FROM unnest($1::text[], $2::text[], "
+            "$3::text[], $4::text[], $5::int[], $6::int[]) AS u(o, l, s, loc, q, p)",
+            [b.order_id for b in backorders],
+            [b.line_id for b in backorders],
+            [b.sku for b in backorders],
+            [b.location for b in backorders],
+            [b.quantity for b in backorders],
+            [b.priority for b in backorders],
+        )
+
+    async def has_open_backorders(self, order_id: str) -> bool:
+        return bool(
+            await self.conn.fetchval(
+                "SELECT 1 FROM backorders WHERE order_id = $1 AND open > 0 LIMIT 1", order_id
+            )
+        )
+
+    async def close_backorders(self, order_id: str) -> list[tuple[str, str, int]]:
+        """Close the order's open backorders; returns (sku, location, units) of each."""
+        rows = await self.conn.fetch(
+            """WITH waiting AS (SELECT id, sku, location, open AS n FROM backorders
+                                WHERE order_id = $1 AND open > 0 FOR UPDATE),
+                    closed AS (UPDATE backorders b SET open = 0 FROM waiting
+                               WHERE b.id = waiting.id)
+               SELECT sku, location, n FROM waiting""",
+            order_id,
+        )
+        return [(r["sku"], r["location"], r["n"]) for r in rows]
+
+    async def lock_backorder_queue(self, sku: str) -> list[WaitingBackorder]:
+        """The open backorders of `sku`, locked, in queue order (priority, then first come)."""
+        rows = await self.conn.fetch(
+            "SELECT id, order_id, line_id, sku, location, open, priority FROM backorders "
+            "WHERE sku = $1 AND open > 0 ORDER BY priority DESC, id FOR UPDATE",
+            sku,
+        )
+        return [
+            WaitingBackorder(
+                Backorder(r["order_id"], r["line_id"], r["sku"], r["open"], r["id"], r["priority"]),
+                r["location"],
+            )
+            for r in rows
+        ]
+
+    async def fill_backorders(self, location: str, fills: Sequence[BackorderFill]) -> None:
+        """Take the fills off their backorders and hold them for their orders at `location`."""
+        # (order, line, sku) is unique among backorders, so no reservation key repeats here.
+        await self.conn.execute(
+            "UPDATE backorders b SET open = b.open - u.q "
+            "FROM unnest($1::bigint[], $2::int[]) AS u(id, q) WHERE b.id = u.id",
+            [fill.backorder.sequence for fill in fills],
+            [fill.quantity for fill in fills],
+        )
+        await self.conn.execute(
+            "INSERT INTO reservations (order_id, line_id, sku, location, quantity) "
+            "SELECT o, l, s, $4, q FROM unnest($1::text[], $2::text[], $3::text[], $5::int[]) "
+            "AS u(o, l, s, q) ON CONFLICT (order_id, line_id, sku, location) "
+            "DO UPDATE SET quantity = reservations.quantity + EXCLUDED.quantity",
+            [fill.backorder.order_id for fill in fills],
+            [fill.backorder.line_id for fill in fills],
+            [fill.backorder.sku for fill in fills],
+            location,
+            [fill.quantity for fill in fills],
+        )
+
+    async def shipment_committed(self, order_id: str, shipment_id: str) -> bool:
+        """True when the ledger already holds this shipment's movements."""
+        return bool(
+            await self.conn.fetchval(
+                "SELECT 1 FROM movements WHERE kind = 'shipment' AND order_id = $1 "
+                "AND reference_type = 'shipment' AND reference_id = $2 LIMIT 1",
+                order_id,
+                shipment_id,
+            )
+        )
 
 
 # ----------------------------------------------------------------------------- demand

@@ -19,7 +19,11 @@ from stockflow.stock.ledger import LevelBook
 
 
 async def serve_waiting_backorders(
-    uow: UnitOfWork, book: LevelBook, where: tuple[str, str], cause: str
+    uow: UnitOfWork,
+    book: LevelBook,
+    where: tuple[str, str],
+    cause: str,
+    rows: store.ReservationStore,
 ) -> None:
     """Give the units available at `where` (sku, location) to the sku's backorder queue.
 
@@ -27,7 +31,7 @@ async def serve_waiting_backorders(
     here), a hold for its order and a `stock.backorder.allocated.v1`.
     """
     sku, location = where
-    waiting = await store.lock_backorder_queue(uow.conn, sku)
+    waiting = await rows.lock_backorder_queue(sku)
     if not waiting:
         return
     waited_at = {w.queued.sequence: w.location for w in waiting}
@@ -60,7 +64,7 @@ async def serve_waiting_backorders(
             )
         )
     # One statement each for every fill: a receipt may serve hundreds of waiting lines.
-    await store.fill_backorders(uow.conn, location, fills)
+    await rows.fill_backorders(location, fills)
 
 
 class Arrivals:

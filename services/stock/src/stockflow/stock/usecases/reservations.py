@@ -64,13 +64,13 @@ class PendingRows:
     holds: dict[store.HoldKey, int] = field(default_factory=dict)
     backorders: list[store.NewBackorder] = field(default_factory=list)
 
-    async def write(self, uow: UnitOfWork) -> None:
+    async def write(self, rows: store.ReservationStore) -> None:
         if self.answers:
-            await store.insert_answers(uow.conn, self.answers)
+            await rows.insert_answers(self.answers)
         if self.holds:
-            await store.add_holds(uow.conn, self.holds)
+            await rows.add_holds(self.holds)
         if self.backorders:
-            await store.insert_backorders(uow.conn, self.backorders)
+            await rows.insert_backorders(self.backorders)
         self.answers.clear()
         self.holds.clear()
         self.backorders.clear()
@@ -102,18 +102,20 @@ class OrderHolds:
     answers: dict[str, store.StoredAnswer]
     held: dict[str, list[HeldUnits]]
     components: dict[str, tuple[BundleComponent, ...]]
+    rows: store.ReservationStore
 
     def status(self, order_id: str) -> ReservationStatus | None:
         answer = self.answers.get(order_id)
         return ReservationStatus(answer.status) if answer else None
 
     async def set_status(self, uow: UnitOfWork, order_id: str, status: ReservationStatus) -> None:
-        await store.set_reservation_status(uow.conn, order_id, status)
+        await self.rows.set_reservation_status(order_id, status)
         self.answers[order_id].status = status
 
     async def release(self, uow: UnitOfWork, order_id: str, cause: str) -> None:
         """Free what the order holds, close its backorders; freed units serve the queue first."""
-        lines = self.held.get(order_id, [])
+        # Holds a shipment of this batch emptied are gone, as a later batch would not load them.
+        lines = [line for line in self.held.get(order_id, []) if line.quantity]
         outcome = release_outcome(self.status(order_id), bool(lines))
         if outcome is ReleaseOutcome.RELEASED:
             for line in lines:
@@ -121,25 +123,22 @@ class OrderHolds:
                 self.book.move_for_order(
                     MovementKind.RELEASE, where, line.quantity, order_id, cause
                 )
-            await store.release_holds(uow.conn, order_id)
-            for row in await store.close_backorders(uow.conn, order_id):
+            await self.rows.release_holds(order_id)
+            for sku, location, units in await self.rows.close_backorders(order_id):
                 # The batch locked these levels: their skus are among the orders' skus.
-                where = (row["sku"], row["location"])
                 self.book.move_for_order(
-                    MovementKind.BACKORDER_CANCELLED, where, row["n"], order_id, cause
+                    MovementKind.BACKORDER_CANCELLED, (sku, location), units, order_id, cause
                 )
             await self.set_status(uow, order_id, ReservationStatus.RELEASED)
             self.held[order_id] = []
             for where in sorted({(line.sku, line.location) for line in lines}):
-                await serve_waiting_backorders(uow, self.book, where, cause)
+                await serve_waiting_backorders(uow, self.book, where, cause, self.rows)
         freed = lines if outcome is ReleaseOutcome.RELEASED else []
         uow.publish(wire.StockReleased(order_id=order_id, outcome=outcome, lines=_located(freed)))
 
     async def commit(self, uow: UnitOfWork, shipment: ShipmentCommit, cause: str) -> None:
         """Turn the shipped units the order holds into shipped stock (on hand and reserved -)."""
-        committed = await store.shipment_committed(
-            uow.conn, shipment.order_id, shipment.shipment_id
-        )
+        committed = await self.rows.shipment_committed(shipment.order_id, shipment.shipment_id)
         outcome = commit_outcome(self.status(shipment.order_id), committed)
         if outcome is CommitOutcome.COMMITTED:
             for line in shipment.lines:
@@ -148,7 +147,7 @@ class OrderHolds:
                     await self._ship_part(uow, shipment, (part, line), cause)
             order_id = shipment.order_id
             holds_units = any(h.quantity for h in self.held.get(order_id, []))
-            waits = not holds_units and await store.has_open_backorders(uow.conn, order_id)
+            waits = not holds_units and await self.rows.has_open_backorders(order_id)
             if status_after_commit(holds_units, waits) is ReservationStatus.COMMITTED:
                 await self.set_status(uow, order_id, ReservationStatus.COMMITTED)
         uow.publish(
@@ -180,7 +179,7 @@ class OrderHolds:
                 order_id=order_id,
                 reference_type="shipment",
             )
-            await store.commit_hold(uow.conn, order_id, hold, quantity)
+            await self.rows.commit_hold(order_id, hold, quantity)
         if take.missing:
             log.warning(
                 "shipment commits more than was held",
@@ -235,7 +234,7 @@ class CommandBatch:
         answers = await store.lock_answers(conn, order_ids)
         bundles = {s.sku: s.components for s in catalog.values() if s.components}
         return cls(
-            holds=OrderHolds(book, answers, held, bundles),
+            holds=OrderHolds(book, answers, held, bundles, store.ReservationStore(conn)),
             catalog=catalog,
             known={sku for sku, _ in book.levels},
             priority=await store.location_priority(conn),
@@ -247,7 +246,7 @@ class CommandBatch:
         return self.holds.book
 
     async def finish(self, uow: UnitOfWork) -> None:
-        await self.pending.write(uow)
+        await self.pending.write(self.holds.rows)
         await self.book.flush(uow)
         await self.demand.write(uow)
 
@@ -434,7 +433,9 @@ async def answer_commands(uow: UnitOfWork, messages: Sequence[Inbound]) -> None:
         if isinstance(event, wire.ReserveStock):
             batch.reserve(caused, event, message.event_id)
             continue
-        await batch.pending.write(uow)  # a release or commit below reads the rows reserves wrote
+        await batch.pending.write(
+            batch.holds.rows
+        )  # a release or commit below reads the rows reserves wrote
         if isinstance(event, wire.ReleaseReservation):
             await batch.holds.release(caused, event.order_id, message.event_id)
         else:
@@ -454,5 +455,6 @@ async def commit_shipment(uow: UnitOfWork, shipment: ShipmentCommit, cause: str)
     )
     answers = await store.lock_answers(uow.conn, [shipment.order_id])
     held = await store.lock_held_lines(uow.conn, [shipment.order_id])
-    await OrderHolds(book, answers, held, components).commit(uow, shipment, cause)
+    rows = store.ReservationStore(uow.conn)
+    await OrderHolds(book, answers, held, components, rows).commit(uow, shipment, cause)
     await book.flush(uow)

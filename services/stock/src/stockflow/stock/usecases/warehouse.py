@@ -71,7 +71,9 @@ async def receive_goods(uow: UnitOfWork, receipt: GoodsReceipt) -> Level:
     # The announced receipt (POST /incoming) has arrived: it no longer dates backorders.
     await store.close_announced_receipt(uow.conn, receipt.receipt_id)
     where = (receipt.sku, receipt.location)
-    await serve_waiting_backorders(uow, book, where, receipt.cause)
+    await serve_waiting_backorders(
+        uow, book, where, receipt.cause, store.ReservationStore(uow.conn)
+    )
     await book.flush(uow)
     return book.level(*where)
 
@@ -118,7 +120,9 @@ async def restock_return(uow: UnitOfWork, restock: ReturnRestock) -> None:
             order_id=restock.order_id,
             reference_type="rma",
         )
-        await serve_waiting_backorders(uow, book, (line.sku, line.location), restock.cause)
+        await serve_waiting_backorders(
+            uow, book, (line.sku, line.location), restock.cause, store.ReservationStore(uow.conn)
+        )
     await book.flush(uow)
 
 
@@ -227,7 +231,9 @@ async def receive_transfer(
     )
     updated = await store.add_transfer_received(conn, transfer_id, quantity)
     await store.reduce_incoming(conn, store.transfer_reference(transfer_id), quantity)
-    await serve_waiting_backorders(uow, book, (sku, destination), cause)
+    await serve_waiting_backorders(
+        uow, book, (sku, destination), cause, store.ReservationStore(uow.conn)
+    )
     await book.flush(uow)
     return transfer_json(updated)
 
@@ -288,7 +294,9 @@ async def change_state(uow: UnitOfWork, change: StateMove) -> Level:
         )
         _move_or_refuse(book, move, "quantity", cause_event_id=cause, reference_type="state_change")
     if change.to_state == "sellable":
-        await serve_waiting_backorders(uow, book, (change.sku, change.location), cause)
+        await serve_waiting_backorders(
+            uow, book, (change.sku, change.location), cause, store.ReservationStore(uow.conn)
+        )
     await book.flush(uow)
     return book.level(change.sku, change.location)
 
@@ -357,7 +365,7 @@ async def set_safety_stock(
             book, move, "safety_stock", cause_event_id=cause, reference_type="safety_stock"
         )
     if delta < 0:
-        await serve_waiting_backorders(uow, book, where, cause)
+        await serve_waiting_backorders(uow, book, where, cause, store.ReservationStore(uow.conn))
     await book.flush(uow)
     return delta, book.level(sku, location)
 

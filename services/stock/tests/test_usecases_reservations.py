@@ -1,0 +1,275 @@
+"""The reservation use cases (reserve, release, commit) against an in-memory store: the rules of
+the command batch, fast and without Kafka or PostgreSQL. The same rules run end to end in
+test_service.py."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from stockflow.contracts.events import stock as wire
+from stockflow.stock import store
+from stockflow.stock.domain import (
+    BUCKETS,
+    Backorder,
+    BackorderFill,
+    BundleComponent,
+    HeldUnits,
+    MovementKind,
+)
+from stockflow.stock.ledger import LevelBook
+from stockflow.stock.usecases.backorders import Arrivals
+from stockflow.stock.usecases.reservations import CommandBatch, OrderHolds, ShipmentCommit
+
+
+class RecordingUnitOfWork:
+    """Collects what a use case publishes; it has no connection (the store is in memory)."""
+
+    conn = None
+
+    def __init__(self) -> None:
+        self.published: list[Any] = []
+
+    def publish(self, event: Any, *, subject: str | None = None) -> None:
+        self.published.append(event)
+
+    def last(self, kind: type) -> Any:
+        return [event for event in self.published if isinstance(event, kind)][-1]
+
+
+class InMemoryReservations(store.ReservationStore):
+    """`ReservationStore` over dicts; the ledger it checks for shipments is the book's."""
+
+    def __init__(self, book: LevelBook) -> None:
+        super().__init__(conn=None)
+        self.book = book
+        self.status: dict[str, str] = {}
+        self.held: dict[store.HoldKey, int] = defaultdict(int)
+        self.backorders: list[dict[str, Any]] = []
+
+    async def insert_answers(self, answers: Sequence[store.StoredAnswer]) -> None:
+        self.status |= {answer.order_id: answer.status for answer in answers}
+
+    async def set_reservation_status(self, order_id: str, status: str) -> None:
+        self.status[order_id] = status
+
+    async def add_holds(self, holds: dict[store.HoldKey, int]) -> None:
+        for key, quantity in holds.items():
+            self.held[key] += quantity
+
+    async def release_holds(self, order_id: str) -> None:
+        for key in self.held:
+            if key[0] == order_id:
+                self.held[key] = 0
+
+    async def commit_hold(self, order_id: str, hold: HeldUnits, quantity: int) -> None:
+        self.held[(order_id, hold.line_id, hold.sku, hold.location)] -= quantity
+
+    async def insert_backorders(self, backorders: Sequence[store.NewBackorder]) -> None:
+        for new in backorders:
+            row = new.__dict__ | {"id": len(self.backorders) + 1, "open": new.quantity}
+            self.backorders.append(row)
+
+    async def has_open_backorders(self, order_id: str) -> bool:
+        return any(b["order_id"] == order_id and b["open"] for b in self.backorders)
+
+    async def close_backorders(self, order_id: str) -> list[tuple[str, str, int]]:
+        closed = [b for b in self.backorders if b["order_id"] == order_id and b["open"]]
+        result = [(b["sku"], b["location"], b["open"]) for b in closed]
+        for b in closed:
+            b["open"] = 0
+        return result
+
+    async def lock_backorder_queue(self, sku: str) -> list[store.WaitingBackorder]:
+        waiting = [b for b in self.backorders if b["sku"] == sku and b["open"]]
+        waiting.sort(key=lambda b: (-b["priority"], b["id"]))
+        return [
+            store.WaitingBackorder(
+                Backorder(b["order_id"], b["line_id"], sku, b["open"], b["id"], b["priority"]),
+                b["location"],
+            )
+            for b in waiting
+        ]
+
+    async def fill_backorders(self, location: str, fills: Sequence[BackorderFill]) -> None:
+        for fill in fills:
+            row = next(b for b in self.backorders if b["id"] == fill.backorder.sequence)
+            row["open"] -= fill.quantity
+            key = (row["order_id"], row["line_id"], row["sku"], location)
+            self.held[key] += fill.quantity
+
+    async def shipment_committed(self, order_id: str, shipment_id: str) -> bool:
+        return any(
+            r.movement.kind is MovementKind.SHIPMENT
+            and r.order_id == order_id
+            and r.movement.reference == shipment_id
+            for r in self.book.recorded
+        )
+
+
+def batch_over(
+    on_hand: dict[tuple[str, str], int], catalog: Sequence[store.CatalogSku] = ()
+) -> tuple[CommandBatch, InMemoryReservations]:
+    """A command batch over levels with `on_hand` units, and its in-memory store."""
+    book = LevelBook(
+        {"sku": sku, "location": location, **dict.fromkeys(BUCKETS, 0), "on_hand": units}
+        | {"reorder_point": None, "alert_state": "ok"}
+        for (sku, location), units in on_hand.items()
+    )
+    rows = InMemoryReservations(book)
+    skus = {sku.sku: sku for sku in catalog}
+    bundles = {sku.sku: sku.components for sku in catalog if sku.components}
+    batch = CommandBatch(
+        holds=OrderHolds(book, {}, {}, bundles, rows),
+        catalog=skus,
+        known={sku for sku, _ in on_hand},
+        priority=sorted({location for _, location in on_hand}),
+        arrivals=Arrivals({}, {}),
+    )
+    return batch, rows
+
+
+def reserve_command(order_id: str, *lines: tuple[str, int], **options: Any) -> wire.ReserveStock:
+    return wire.ReserveStock(
+        order_id=order_id,
+        lines=[
+            {"line_id": str(number), "sku": sku, "quantity": quantity}
+            for number, (sku, quantity) in enumerate(lines, 1)
+        ],
+        **options,
+    )
+
+
+async def reserve(batch: CommandBatch, uow: RecordingUnitOfWork, command: wire.ReserveStock):
+    batch.reserve(uow, command, f"reserve-{command.order_id}")
+    await batch.pending.write(batch.holds.rows)
+    return uow.published[-1]
+
+
+def shipment(order_id: str, shipment_id: str, *lines: tuple[str, str, int]) -> ShipmentCommit:
+    return ShipmentCommit(
+        order_id,
+        shipment_id,
+        tuple(
+            wire.LocatedLine(line_id=str(n), sku=sku, location=location, quantity=quantity)
+            for n, (sku, location, quantity) in enumerate(lines, 1)
+        ),
+    )
+
+
+async def test_a_reserve_holds_units_and_a_repeat_gets_the_first_answer_holding_nothing_more():
+    batch, rows = batch_over({("A", "WH-1"): 5})
+    uow = RecordingUnitOfWork()
+    first = await reserve(batch, uow, reserve_command("O1", ("A", 3)))
+    again = await reserve(batch, uow, reserve_command("O1", ("A", 3)))
+    assert isinstance(first, wire.StockReserved) and first.complete
+    assert again == first
+    assert batch.book.level("A", "WH-1").reserved == 3
+    assert rows.held == {("O1", "1", "A", "WH-1"): 3}
+
+
+async def test_an_unknown_sku_rejects_the_order_and_holds_nothing():
+    batch, rows = batch_over({("A", "WH-1"): 5})
+    uow = RecordingUnitOfWork()
+    answer = await reserve(batch, uow, reserve_command("O1", ("A", 1), ("NOPE", 1)))
+    assert isinstance(answer, wire.ReservationRejected) and answer.reason == "unknown_sku"
+    assert [line.sku for line in answer.lines] == ["NOPE"]
+    assert batch.book.level("A", "WH-1").reserved == 0
+    assert rows.status == {"O1": "rejected"}
+
+
+async def test_a_short_order_is_rejected_unless_it_may_wait_and_then_it_is_backordered():
+    batch, rows = batch_over({("A", "WH-1"): 2})
+    uow = RecordingUnitOfWork()
+    rejected = await reserve(batch, uow, reserve_command("O1", ("A", 5)))
+    assert isinstance(rejected, wire.ReservationRejected)
+    assert rejected.reason == "insufficient_stock" and rejected.lines[0].available == 2
+    waiting = await reserve(batch, uow, reserve_command("O2", ("A", 5), backorder_policy="allow"))
+    assert isinstance(waiting, wire.StockReserved) and not waiting.complete
+    assert (waiting.lines[0].reserved, waiting.lines[0].backordered) == (2, 3)
+    level = batch.book.level("A", "WH-1")
+    assert (level.reserved, level.backordered) == (2, 3)
+    assert [(b["order_id"], b["open"]) for b in rows.backorders] == [("O2", 3)]
+
+
+async def test_a_discontinued_sku_rejects_with_its_own_reason():
+    gone = store.CatalogSku("A", True, True, "discontinued", ())
+    batch, _ = batch_over({("A", "WH-1"): 1}, [gone])
+    answer = await reserve(batch, RecordingUnitOfWork(), reserve_command("O1", ("A", 2)))
+    assert isinstance(answer, wire.ReservationRejected) and answer.reason == "discontinued"
+
+
+async def test_release_frees_the_units_and_repeats_or_unknown_orders_change_nothing():
+    batch, rows = batch_over({("A", "WH-1"): 5})
+    uow = RecordingUnitOfWork()
+    await reserve(batch, uow, reserve_command("O1", ("A", 3)))
+    await batch.holds.release(uow, "O1", "cancel-1")
+    released = uow.last(wire.StockReleased)
+    assert released.outcome == "released" and released.lines[0].quantity == 3
+    assert batch.book.level("A", "WH-1").available == 5
+    assert rows.status["O1"] == "released" and rows.held[("O1", "1", "A", "WH-1")] == 0
+    await batch.holds.release(uow, "O1", "cancel-2")
+    assert uow.last(wire.StockReleased).outcome == "already_released"
+    await batch.holds.release(uow, "NEVER", "cancel-3")
+    assert uow.last(wire.StockReleased).outcome == "unknown_reservation"
+
+
+async def test_released_units_serve_a_waiting_backorder_before_anyone_else():
+    batch, rows = batch_over({("A", "WH-1"): 3})
+    uow = RecordingUnitOfWork()
+    await reserve(batch, uow, reserve_command("HOLDER", ("A", 3)))
+    await reserve(batch, uow, reserve_command("WAITER", ("A", 2), backorder_policy="allow"))
+    await batch.holds.release(uow, "HOLDER", "cancel-1")
+    allocated = uow.last(wire.BackorderAllocated)
+    assert (allocated.order_id, allocated.quantity, allocated.remaining_backordered) == (
+        "WAITER",
+        2,
+        0,
+    )
+    level = batch.book.level("A", "WH-1")
+    assert (level.reserved, level.backordered, level.available) == (2, 0, 1)
+    assert rows.held[("WAITER", "1", "A", "WH-1")] == 2
+
+
+async def test_commits_ship_held_units_until_the_order_is_committed_and_repeats_change_nothing():
+    batch, rows = batch_over({("A", "WH-1"): 5})
+    uow = RecordingUnitOfWork()
+    await reserve(batch, uow, reserve_command("O1", ("A", 3)))
+    await batch.holds.commit(uow, shipment("O1", "S1", ("A", "WH-1", 1)), "ship-1")
+    assert uow.last(wire.StockCommitted).outcome == "committed"
+    assert rows.status["O1"] == "held"  # two units still held
+    await batch.holds.commit(uow, shipment("O1", "S2", ("A", "WH-1", 2)), "ship-2")
+    assert rows.status["O1"] == "committed"
+    level = batch.book.level("A", "WH-1")
+    assert (level.on_hand, level.reserved) == (2, 0)
+    await batch.holds.commit(uow, shipment("O1", "S2", ("A", "WH-1", 2)), "ship-2-again")
+    assert uow.last(wire.StockCommitted).outcome == "already_committed"
+    assert batch.book.level("A", "WH-1").on_hand == 2
+    await batch.holds.release(uow, "O1", "late-cancel")
+    assert uow.last(wire.StockReleased).outcome == "already_committed"
+
+
+async def test_a_commit_after_release_or_without_reservation_ships_nothing():
+    batch, _ = batch_over({("A", "WH-1"): 5})
+    uow = RecordingUnitOfWork()
+    await reserve(batch, uow, reserve_command("O1", ("A", 3)))
+    await batch.holds.release(uow, "O1", "cancel-1")
+    await batch.holds.commit(uow, shipment("O1", "S1", ("A", "WH-1", 3)), "ship-1")
+    assert uow.last(wire.StockCommitted).outcome == "already_released"
+    await batch.holds.commit(uow, shipment("NEVER", "S2", ("A", "WH-1", 1)), "ship-2")
+    assert uow.last(wire.StockCommitted).outcome == "unknown_reservation"
+    assert batch.book.level("A", "WH-1").on_hand == 5
+
+
+async def test_a_bundle_holds_and_ships_as_its_components():
+    kit = store.CatalogSku("KIT", True, False, "active", (BundleComponent("A", 2),))
+    batch, rows = batch_over({("A", "WH-1"): 5}, [kit])
+    uow = RecordingUnitOfWork()
+    answer = await reserve(batch, uow, reserve_command("O1", ("KIT", 2)))
+    assert isinstance(answer, wire.StockReserved) and answer.lines[0].reserved == 2
+    assert batch.book.level("A", "WH-1").reserved == 4
+    await batch.holds.commit(uow, shipment("O1", "S1", ("KIT", "WH-1", 2)), "ship-1")
+    level = batch.book.level("A", "WH-1")
+    assert (level.on_hand, level.reserved) == (1, 0)
+    assert rows.status["O1"] == "committed"
