@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import cast
 
 from stockflow.contracts.events import stock as wire
@@ -36,6 +36,7 @@ from stockflow.stock.domain import (
     commit_outcome,
     release_outcome,
     status_after_commit,
+    status_after_reserve,
     take_for_shipment,
 )
 from stockflow.stock.ledger import LevelBook
@@ -81,9 +82,10 @@ class DemandTally:
     """Units asked for per (sku, location, day), and whether any went unserved."""
 
     totals: dict[store.DemandKey, tuple[int, bool]] = field(default_factory=dict)
+    day: date = field(default_factory=lambda: datetime.now(UTC).date())  # the batch's UTC day
 
     def add(self, where: tuple[str, str], quantity: int, stockout: bool) -> None:
-        key = (*where, datetime.now(UTC).date())
+        key = (*where, self.day)
         before, short = self.totals.get(key, (0, False))
         self.totals[key] = (before + quantity, short or stockout)
 
@@ -265,14 +267,16 @@ class CommandBatch:
             if line.sku not in self.catalog and line.sku not in self.known
         ]
         if unknown:
-            self._answer(uow, event.order_id, _unknown_skus(event.order_id, unknown))
+            rejected = _unknown_skus(event.order_id, unknown)
+            self._answer(uow, event.order_id, rejected, ReservationStatus.REJECTED)
             return
         result = self._allocate(event)
+        reply: wire.StockReserved | wire.ReservationRejected
         if isinstance(result, Rejection):
-            self._answer(uow, event.order_id, self._rejection(event.order_id, result))
+            reply = self._rejection(event.order_id, result)
         else:
-            dates = self._hold(event, result, cause)
-            self._answer(uow, event.order_id, _reserved(event.order_id, result, dates))
+            reply = _reserved(event.order_id, result, self._hold(event, result, cause))
+        self._answer(uow, event.order_id, reply, status_after_reserve(result))
         self._count_demand(event, result)
 
     def _allocate(self, event: wire.ReserveStock) -> AllocationResult:
@@ -360,14 +364,16 @@ class CommandBatch:
         )
 
     def _answer(
-        self, uow: UnitOfWork, order_id: str, reply: wire.StockReserved | wire.ReservationRejected
+        self,
+        uow: UnitOfWork,
+        order_id: str,
+        reply: wire.StockReserved | wire.ReservationRejected,
+        status: ReservationStatus,
     ) -> None:
+        """Publish the first answer to an order and keep it for repeats."""
         uow.publish(reply)
-        reserved = isinstance(reply, wire.StockReserved)
-        status = ReservationStatus.HELD if reserved else ReservationStatus.REJECTED
-        answer = store.StoredAnswer(
-            order_id, status, "reserved" if reserved else "rejected", reply.model_dump_json()
-        )
+        reply_type = "reserved" if status is ReservationStatus.HELD else "rejected"
+        answer = store.StoredAnswer(order_id, status, reply_type, reply.model_dump_json())
         self.pending.answers.append(answer)
         self.holds.answers[order_id] = answer
 
