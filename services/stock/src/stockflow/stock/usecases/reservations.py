@@ -110,7 +110,7 @@ class OrderHolds:
         answer = self.answers.get(order_id)
         return ReservationStatus(answer.status) if answer else None
 
-    async def set_status(self, uow: UnitOfWork, order_id: str, status: ReservationStatus) -> None:
+    async def set_status(self, order_id: str, status: ReservationStatus) -> None:
         await self.rows.set_reservation_status(order_id, status)
         self.answers[order_id].status = status
 
@@ -131,7 +131,7 @@ class OrderHolds:
                 self.book.move_for_order(
                     MovementKind.BACKORDER_CANCELLED, (sku, location), units, order_id, cause
                 )
-            await self.set_status(uow, order_id, ReservationStatus.RELEASED)
+            await self.set_status(order_id, ReservationStatus.RELEASED)
             self.held[order_id] = []
             for where in sorted({(line.sku, line.location) for line in lines}):
                 await serve_waiting_backorders(uow, self.book, where, cause, self.rows)
@@ -146,12 +146,12 @@ class OrderHolds:
             for line in shipment.lines:
                 parts = self.components.get(line.sku) or (BundleComponent(line.sku, 1),)
                 for part in parts:
-                    await self._ship_part(uow, shipment, (part, line), cause)
+                    await self._ship_part(shipment, (part, line), cause)
             order_id = shipment.order_id
             holds_units = any(h.quantity for h in self.held.get(order_id, []))
             waits = not holds_units and await self.rows.has_open_backorders(order_id)
             if status_after_commit(holds_units, waits) is ReservationStatus.COMMITTED:
-                await self.set_status(uow, order_id, ReservationStatus.COMMITTED)
+                await self.set_status(order_id, ReservationStatus.COMMITTED)
         uow.publish(
             wire.StockCommitted(
                 order_id=shipment.order_id,
@@ -163,11 +163,11 @@ class OrderHolds:
 
     async def _ship_part(
         self,
-        uow: UnitOfWork,
         shipment: ShipmentCommit,
         part_of: tuple[BundleComponent, wire.LocatedLine],
         cause: str,
     ) -> None:
+        """Ship one line's units of one sku (the line's own, or a component of its bundle)."""
         part, line = part_of
         order_id = shipment.order_id
         take = take_for_shipment(
