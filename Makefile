@@ -35,7 +35,7 @@ down: ## stop services, Kafka and PostgreSQL
 status: ## KEY=value lines for the environment, then what is up
 	@$(PYTHON) deploy/local/infra.py status
 
-run: up ## run the five services in the foreground (Ctrl-C stops them); logs in .state/dev/logs
+run: up ## run the five services and the replenishment worker in the foreground (Ctrl-C stops them); logs in .state/dev/logs
 	@$(INFRA) run
 
 demo: up ## the whole system plus a simulated checkout stream and a summary

@@ -36,13 +36,11 @@ STARTUP_TIMEOUT_S = 90
 
 
 @dataclass
-class ServiceContext:
-    """What a service's background tasks and routes can reach at run time."""
+class TaskContext:
+    """What a background task can reach at run time, in a service or in a worker."""
 
     settings: Settings
     pool: asyncpg.Pool
-    producer: AIOKafkaProducer
-    relay: OutboxRelay
 
     @property
     def source(self) -> str:
@@ -51,6 +49,15 @@ class ServiceContext:
     def unit_of_work(self, cause=None):
         """A transaction whose staged events reach the outbox when it commits."""
         return unit_of_work(self.pool, source=self.source, cause=cause)
+
+
+@dataclass
+class ServiceContext(TaskContext):
+    """What a service's background tasks and routes can reach: also its Kafka producer and
+    outbox relay."""
+
+    producer: AIOKafkaProducer
+    relay: OutboxRelay
 
 
 Background = Callable[[ServiceContext], Coroutine[Any, Any, None]]
@@ -293,14 +300,18 @@ def create_app(definition: ServiceDefinition, settings: Settings | None = None) 
     return app
 
 
-async def _readiness(app: FastAPI) -> dict[str, str]:
-    checks: dict[str, str] = {}
+async def database_check(pool: asyncpg.Pool) -> str:
+    """ "ok" when the database answers within 2 s, else why not (for /readyz)."""
     try:
-        async with app.state.pool.acquire(timeout=2) as conn:
+        async with pool.acquire(timeout=2) as conn:
             await conn.fetchval("SELECT 1")
-        checks["database"] = "ok"
     except Exception as exc:  # noqa: BLE001 — any failure means not ready
-        checks["database"] = f"unreachable: {exc!r}"[:200]
+        return f"unreachable: {exc!r}"[:200]
+    return "ok"
+
+
+async def _readiness(app: FastAPI) -> dict[str, str]:
+    checks = {"database": await database_check(app.state.pool)}
     try:
         producer: AIOKafkaProducer = app.state.context.producer
         await asyncio.wait_for(producer.client.fetch_all_metadata(), 2)

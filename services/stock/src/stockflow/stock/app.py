@@ -12,10 +12,9 @@ from stockflow.stock import (
     handlers,
     invariants,
     repair,
-    replenish_api,
-    replenish_run,
     warehouse_api,
 )
+from stockflow.stock.replenishment import api as replenishment_api
 
 service = ServiceDefinition(
     name="stock",
@@ -50,9 +49,8 @@ service = ServiceDefinition(
             event_types=handlers.FULFILLMENT_TYPES,
         ),
     ],
-    routers=[api.router, warehouse_api.router, repair.router, replenish_api.router],
+    routers=[api.router, warehouse_api.router, repair.router, replenishment_api.router],
     background=[
         watch(invariants.INVARIANTS, alert=invariants.alert),
-        replenish_run.replenish_periodically,
     ],
 )
