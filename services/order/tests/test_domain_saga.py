@@ -5,7 +5,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
+from stockflow.contracts.events.checkout import CheckoutOrderSubmitted
 from stockflow.order.domain import (
     ALREADY_SHIPPED,
     DEFAULT_POLICY,
@@ -21,6 +23,7 @@ from stockflow.order.domain import (
     Decision,
     Delivered,
     Effect,
+    InvalidSubmission,
     LineQuantity,
     LineReservation,
     OrderEventType,
@@ -45,7 +48,10 @@ from stockflow.order.domain import (
     StockReserved,
     TimerKind,
     decide,
+    reject_invalid,
+    submission_fingerprint,
     submit,
+    violations,
 )
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -64,17 +70,43 @@ def order_payload(**overrides: Any) -> dict[str, Any]:
             {"line_id": "L1", "sku": "SKU-A", "quantity": 3, "unit_price": "10.00"},
             {"line_id": "L2", "sku": "SKU-B", "quantity": 1, "unit_price": "4.50"},
         ],
+        "shipping_address": {
+            "name": "Ada",
+            "line1": "1 Main St",
+            "city": "Springfield",
+            "postal_code": "12345",
+            "country": "US",
+        },
         "payment": {"status": "authorized", "reference": "pay-1"},
     }
     payload.update(overrides)
     return payload
 
 
+def order(**overrides: Any) -> CheckoutOrderSubmitted:
+    """A valid submission as the consumer hands it to the saga: the contract model."""
+    return CheckoutOrderSubmitted.model_validate(order_payload(**overrides))
+
+
+def invalid(**overrides: Any) -> InvalidSubmission:
+    """A submission the contract refuses, as the use case hands it to the saga."""
+    payload = order_payload(**overrides)
+    with pytest.raises(ValidationError) as refused:
+        CheckoutOrderSubmitted.model_validate(payload)
+    return InvalidSubmission(
+        cause_id="evt-submit",
+        order_id=payload["order_id"],
+        fingerprint=submission_fingerprint(payload),
+        currency=payload["currency"],
+        violations=tuple(violations(refused.value.errors())),
+    )
+
+
 PENDING = {"status": "pending", "reference": "pay-1", "deadline": "2025-03-01T13:00:00Z"}
 
 
 def started(**overrides: Any) -> OrderSaga:
-    return submit(None, order_payload(**overrides), "evt-submit", T0).saga
+    return submit(None, order(**overrides), "evt-submit", T0).saga
 
 
 def held(line_id: str, quantity: int, location: str = "WH1") -> LineReservation:
@@ -197,7 +229,7 @@ def test_settled_and_terminal_states() -> None:
 
 
 def test_submit_starts_reserving() -> None:
-    decision = submit(None, order_payload(), "evt-submit", T0)
+    decision = submit(None, order(), "evt-submit", T0)
     saga = decision.saga
     assert (saga.order_id, saga.state, saga.version, saga.currency) == (
         "ord-1",
@@ -232,20 +264,20 @@ def test_submit_starts_reserving() -> None:
 
 
 def test_submit_with_pending_payment_also_arms_the_deadline() -> None:
-    decision = submit(None, order_payload(payment=PENDING), "evt-submit", T0)
+    decision = submit(None, order(payment=PENDING), "evt-submit", T0)
     assert decision.saga.payment is PaymentStatus.PENDING
     assert SetTimer(TimerKind.PAYMENT_DEADLINE, DEADLINE) in decision.effects
     assert any(isinstance(e, ReserveStock) for e in decision.effects)
 
 
 def test_submit_passes_the_backorder_policy_to_stock() -> None:
-    decision = submit(None, order_payload(backorder_policy="reject"), "evt-submit", T0)
+    decision = submit(None, order(backorder_policy="reject"), "evt-submit", T0)
     (reserve,) = [e for e in decision.effects if isinstance(e, ReserveStock)]
     assert reserve.backorder_policy is BackorderPolicy.REJECT
 
 
 def test_submit_of_an_invalid_order_rejects_it_with_the_fields_at_fault() -> None:
-    decision = submit(None, order_payload(lines=[], currency="XYZ"), "evt-submit", T0)
+    decision = reject_invalid(None, invalid(lines=[], currency="XYZ"), T0)
     assert decision.saga.state is OrderState.REJECTED
     assert decision.saga.reason == INVALID_ORDER
     assert decision.timeline.to_state is OrderState.REJECTED
@@ -259,29 +291,30 @@ def test_submit_of_an_invalid_order_rejects_it_with_the_fields_at_fault() -> Non
 
 def test_resubmitting_the_same_payload_is_a_duplicate() -> None:
     saga = started()
-    reordered = dict(reversed(list(order_payload().items())))
+    reordered = CheckoutOrderSubmitted.model_validate(dict(reversed(list(order_payload().items()))))
     decision = submit(saga, reordered, "evt-again", LATER)
     assert_unchanged(saga, decision, Outcome.IGNORED)
     assert decision.effects == ()
 
 
 def test_resubmitting_the_same_invalid_payload_is_a_duplicate() -> None:
-    saga = submit(None, order_payload(lines=[]), "evt-submit", T0).saga
-    assert_unchanged(saga, submit(saga, order_payload(lines=[]), "e2", LATER), Outcome.IGNORED)
+    saga = reject_invalid(None, invalid(lines=[]), T0).saga
+    assert_unchanged(saga, reject_invalid(saga, invalid(lines=[]), LATER), Outcome.IGNORED)
+
+
+def test_an_invalid_payload_under_a_known_order_id_is_refused() -> None:
+    saga = started()
+    decision = reject_invalid(saga, invalid(lines=[]), LATER)
+    assert_unchanged(saga, decision, Outcome.REFUSED)
+    assert decision.effects == ()
 
 
 def test_a_different_payload_under_the_same_id_is_refused() -> None:
     saga = confirmed()
-    decision = submit(saga, order_payload(currency="USD"), "evt-other", LATER)
+    decision = submit(saga, order(currency="USD"), "evt-other", LATER)
     assert_unchanged(saga, decision, Outcome.REFUSED)
     assert decision.effects == ()
     assert "different payload" in decision.timeline.note
-
-
-@pytest.mark.parametrize("payload", [{}, {"order_id": ""}, {"order_id": 7}])
-def test_submit_without_a_usable_order_id_raises(payload: dict[str, Any]) -> None:
-    with pytest.raises(ValueError, match="order id"):
-        submit(None, payload, "evt", T0)
 
 
 # --- RESERVING + StockReserved -------------------------------------------------------------
@@ -928,7 +961,7 @@ def test_no_input_moves_an_order_out_of_a_terminal_state_except_a_full_return(
 
 
 def test_a_whole_life_bumps_the_version_once_per_applied_input() -> None:
-    saga = submit(None, order_payload(payment=PENDING), "evt-submit", T0).saga
+    saga = submit(None, order(payment=PENDING), "evt-submit", T0).saga
     life: list[SagaInput] = [
         PaymentConfirmed("p1"),
         L1_SHORT,

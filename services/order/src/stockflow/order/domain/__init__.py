@@ -1,19 +1,19 @@
-"""The order service's pure domain: the reservation saga and the intake rules. No I/O.
+"""The order service's pure domain: the reservation saga and what intake adds to the contract.
 
-Use `submit` for a checkout submission and `decide` for every later input; store the returned
+No I/O. Use `submit` for a valid checkout submission (the contract model), `reject_invalid`
+for one the contract refused, and `decide` for every later input; store the returned
 saga (when `Decision.changed`), its timeline entry and its effects in one transaction.
 """
 
 from stockflow.order.domain.intake import (
     DEFAULT_BACKORDER_POLICY,
-    MAX_LINE_QUANTITY,
-    MAX_LINES,
     Violation,
-    parse_submission,
+    backorder_policy,
+    field_path,
+    fingerprint_of,
     same_submission,
     submission_fingerprint,
-    usable_order_id,
-    validate_order,
+    violations,
 )
 from stockflow.order.domain.messages import (
     BackorderAllocated,
@@ -22,9 +22,9 @@ from stockflow.order.domain.messages import (
     Decision,
     Delivered,
     Effect,
+    InvalidSubmission,
     LineReservation,
     OrderEventType,
-    OrderSubmitted,
     Outcome,
     PaymentConfirmed,
     PaymentDeadlinePassed,
@@ -62,6 +62,7 @@ from stockflow.order.domain.saga import (
     PAYMENT_TIMEOUT,
     SagaPolicy,
     decide,
+    reject_invalid,
     submit,
 )
 
@@ -70,8 +71,6 @@ __all__ = [
     "DEFAULT_BACKORDER_POLICY",
     "DEFAULT_POLICY",
     "INVALID_ORDER",
-    "MAX_LINES",
-    "MAX_LINE_QUANTITY",
     "PAYMENT_TIMEOUT",
     "SETTLED_STATES",
     "TERMINAL_STATES",
@@ -83,13 +82,13 @@ __all__ = [
     "Decision",
     "Delivered",
     "Effect",
+    "InvalidSubmission",
     "LineQuantity",
     "LineReservation",
     "OrderEventType",
     "OrderLine",
     "OrderSaga",
     "OrderState",
-    "OrderSubmitted",
     "Outcome",
     "PaymentConfirmed",
     "PaymentDeadlinePassed",
@@ -111,11 +110,13 @@ __all__ = [
     "TimelineEntry",
     "TimerKind",
     "Violation",
+    "backorder_policy",
     "decide",
-    "parse_submission",
+    "field_path",
+    "fingerprint_of",
+    "reject_invalid",
     "same_submission",
     "submission_fingerprint",
     "submit",
-    "usable_order_id",
-    "validate_order",
+    "violations",
 ]

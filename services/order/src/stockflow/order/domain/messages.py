@@ -12,31 +12,31 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from stockflow.order.domain.intake import Violation
 from stockflow.order.domain.model import (
     Allocation,
     BackorderPolicy,
     LineQuantity,
-    OrderLine,
     OrderSaga,
     OrderState,
-    PaymentStatus,
 )
 
 # Inputs -------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class OrderSubmitted:
-    """A valid checkout submission, parsed (see `submit`, which builds it from the payload)."""
+class InvalidSubmission:
+    """A checkout submission the contract refused that still names a usable order id.
+
+    `fingerprint` is of its JSON data, `currency` whatever it gave (for the record), and
+    `violations` the contract's errors in its order.
+    """
 
     cause_id: str
     order_id: str
-    currency: str
-    lines: tuple[OrderLine, ...]
-    payment: PaymentStatus
-    payment_deadline: datetime | None
-    backorder_policy: BackorderPolicy
     fingerprint: str
+    currency: str
+    violations: tuple[Violation, ...]
 
 
 @dataclass(frozen=True)

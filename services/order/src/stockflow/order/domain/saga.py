@@ -4,7 +4,8 @@ Both are pure and total: every (state, input) pair yields a `Decision` with exac
 timeline entry. The transitions (anything not listed changes nothing and is noted as ignored
 or refused):
 
-    RECEIVED          submit                 -> RESERVING (or REJECTED: invalid_order)
+    RECEIVED          submit                 -> RESERVING
+    RECEIVED          reject_invalid         -> REJECTED (invalid_order)
     RESERVING         StockReserved          -> CONFIRMED, or AWAITING_PAYMENT if still pending
     RESERVING         ReservationRejected    -> REJECTED
     RESERVING         StockReplyTimedOut     -> RESERVING (re-send; then order.stuck, no timer)
@@ -24,18 +25,13 @@ order.cancel_refused, and stock reserved for a cancelled or rejected order is re
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, assert_never
 
-from stockflow.order.domain.intake import (
-    Violation,
-    parse_submission,
-    submission_fingerprint,
-    usable_order_id,
-    validate_order,
-)
+from stockflow.contracts.events.checkout import CheckoutOrderSubmitted
+from stockflow.order.domain.intake import backorder_policy, fingerprint_of
 from stockflow.order.domain.messages import (
     BackorderAllocated,
     CancelRequested,
@@ -43,8 +39,8 @@ from stockflow.order.domain.messages import (
     Decision,
     Delivered,
     Effect,
+    InvalidSubmission,
     OrderEventType,
-    OrderSubmitted,
     Outcome,
     PaymentConfirmed,
     PaymentDeadlinePassed,
@@ -77,6 +73,8 @@ from stockflow.order.domain.model import (
 INVALID_ORDER = "invalid_order"
 PAYMENT_TIMEOUT = "payment_timeout"
 ALREADY_SHIPPED = "already_shipped"
+SUBMISSION = "OrderSubmitted"
+"""The timeline's name for a checkout submission, valid or not."""
 
 
 @dataclass(frozen=True)
@@ -92,53 +90,54 @@ DEFAULT_POLICY = SagaPolicy()
 
 def submit(
     existing: OrderSaga | None,
-    payload: Mapping[str, Any],
+    order: CheckoutOrderSubmitted,
     cause_id: str,
     now: datetime,
     policy: SagaPolicy = DEFAULT_POLICY,
-    schema_violations: Sequence[Violation] = (),
 ) -> Decision:
-    """Take a checkout submission (the event's `data`) for a new or already known order.
+    """Take a valid checkout submission (the contract model) for a new or known order.
 
-    New and valid: RESERVING, with order.accepted, ReserveStock and timers. New and invalid:
-    REJECTED with reason invalid_order and the violations. Known with the same payload: a
-    duplicate, ignored. Known with a different payload: refused, never merged.
-    `schema_violations` are problems the wire contract found that the intake rules do not
-    check (a missing customer_id, a malformed address); they reject the order too.
-    Raises ValueError when the payload has no usable order id (dead-letter it instead).
+    New: RESERVING, with order.accepted, the reservation request and timers. Known with the
+    same payload: a duplicate, ignored. Known with a different payload: refused, never merged.
     """
-    order_id = usable_order_id(payload)
-    if order_id is None:
-        raise ValueError("submission has no usable order id")
-    fingerprint = submission_fingerprint(payload)
+    fingerprint = fingerprint_of(order)
     if existing is not None:
-        step = _Step(existing, OrderSubmitted.__name__, cause_id, now, policy)
-        if existing.fingerprint == fingerprint:
-            return step.ignore("duplicate submission")
-        return step.refuse("a different payload was already submitted under this order id")
-    received = OrderSaga(order_id=order_id, fingerprint=fingerprint)
-    step = _Step(received, OrderSubmitted.__name__, cause_id, now, policy)
-    violations = validate_order(payload)
-    found = {v.field for v in violations}
-    violations += [v for v in schema_violations if v.field not in found]
-    if violations:
-        currency = payload.get("currency")
-        rejected = replace(
-            received,
-            state=OrderState.REJECTED,
-            reason=INVALID_ORDER,
-            currency=currency if isinstance(currency, str) else "",
-        )
-        event = _publish(
-            OrderEventType.REJECTED,
-            order_id,
-            reason=INVALID_ORDER,
-            lines=[],
-            violations=[v.to_dict() for v in violations],
-        )
-        note = "invalid order: " + "; ".join(f"{v.field} {v.message}" for v in violations)
-        return step.apply(rejected, note, event)
-    return _start(step, parse_submission(payload, cause_id))
+        return _resubmitted(_Step(existing, SUBMISSION, cause_id, now, policy), fingerprint)
+    received = OrderSaga(order_id=order.order_id, fingerprint=fingerprint)
+    return _start(_Step(received, SUBMISSION, cause_id, now, policy), order)
+
+
+def reject_invalid(
+    existing: OrderSaga | None,
+    submission: InvalidSubmission,
+    now: datetime,
+    policy: SagaPolicy = DEFAULT_POLICY,
+) -> Decision:
+    """Answer a submission the contract refused: REJECTED with reason invalid_order and every
+    violation, unless the order is known (then a duplicate or a conflict, as in `submit`)."""
+    if existing is not None:
+        step = _Step(existing, SUBMISSION, submission.cause_id, now, policy)
+        return _resubmitted(step, submission.fingerprint)
+    received = OrderSaga(order_id=submission.order_id, fingerprint=submission.fingerprint)
+    step = _Step(received, SUBMISSION, submission.cause_id, now, policy)
+    rejected = replace(
+        received, state=OrderState.REJECTED, reason=INVALID_ORDER, currency=submission.currency
+    )
+    event = _publish(
+        OrderEventType.REJECTED,
+        submission.order_id,
+        reason=INVALID_ORDER,
+        lines=[],
+        violations=[v.to_dict() for v in submission.violations],
+    )
+    note = "invalid order: " + "; ".join(f"{v.field} {v.message}" for v in submission.violations)
+    return step.apply(rejected, note, event)
+
+
+def _resubmitted(step: _Step, fingerprint: str) -> Decision:
+    if step.saga.fingerprint == fingerprint:
+        return step.ignore("duplicate submission")
+    return step.refuse("a different payload was already submitted under this order id")
 
 
 def decide(
@@ -210,24 +209,27 @@ class _Step:
         return Decision(saga=after, timeline=entry, effects=effects)
 
 
-def _start(step: _Step, order: OrderSubmitted) -> Decision:
+def _start(step: _Step, order: CheckoutOrderSubmitted) -> Decision:
+    lines = tuple(
+        OrderLine(line.line_id, line.sku, line.quantity, line.unit_price) for line in order.lines
+    )
     reserving = replace(
         step.saga,
         state=OrderState.RESERVING,
         currency=order.currency,
-        lines=order.lines,
-        payment=order.payment,
-        payment_deadline=order.payment_deadline,
-        backorder_policy=order.backorder_policy,
+        lines=lines,
+        payment=PaymentStatus(order.payment.status),
+        payment_deadline=order.payment.deadline,
+        backorder_policy=backorder_policy(order),
         reserve_attempts=1,
         stock_reply_due_at=step.now + step.policy.stock_reply_timeout,
     )
     accepted = _publish(
         OrderEventType.ACCEPTED,
         order.order_id,
-        currency=order.currency,
-        payment_status=order.payment.value,
-        backorder_policy=order.backorder_policy.wire,
+        currency=reserving.currency,
+        payment_status=reserving.payment.value,
+        backorder_policy=reserving.backorder_policy.wire,
         lines=[
             {
                 "line_id": line.line_id,
@@ -235,7 +237,7 @@ def _start(step: _Step, order: OrderSubmitted) -> Decision:
                 "quantity": line.quantity,
                 "unit_price": str(line.unit_price),
             }
-            for line in order.lines
+            for line in lines
         ],
     )
     return step.apply(reserving, "order accepted; reserving stock", accepted, _reserve(reserving))
