@@ -21,7 +21,7 @@ from stockflow.contracts import events as wire
 from stockflow.contracts.types import Identifier, Timestamp
 from stockflow.order import domain, store
 from stockflow.order.domain import Decision, SagaPolicy
-from stockflow.order.publications import to_wire
+from stockflow.order.publications import Context, contract_event
 from stockflow.order.store import OrderFacts, SagaWrite, StoredOrder
 from stockflow.runtime.consumer import Inbound
 from stockflow.runtime.logging import get_logger
@@ -247,8 +247,9 @@ class SagaBatch:
     ) -> None:
         saga = decision.saga
         # Build every outgoing event first: a failure leaves nothing half-recorded.
+        context = Context(facts, source, decision.timeline.note, now)
         outgoing = [
-            to_wire(effect, saga, facts, source, decision.timeline.note, now)
+            contract_event(effect, context)
             for effect in decision.effects
             if not isinstance(effect, domain.SetTimer | domain.CancelTimer)
         ]
@@ -323,13 +324,13 @@ def _valid(adapter: TypeAdapter[Any], value: Any) -> Any:
 
 def stock_input(event: Event, cause_id: str) -> domain.SagaInput:
     if isinstance(event, wire.StockReserved):
-        return domain.StockReserved(
+        return domain.StockHeld(
             cause_id,
             tuple(
                 domain.LineReservation(
                     line.line_id,
                     allocations=tuple(
-                        domain.Allocation(a.location, a.quantity) for a in line.allocations
+                        domain.HeldUnits(a.location, a.quantity) for a in line.allocations
                     ),
                     backordered=line.backordered,
                     untracked=line.untracked,
@@ -338,13 +339,13 @@ def stock_input(event: Event, cause_id: str) -> domain.SagaInput:
             ),
         )
     if isinstance(event, wire.ReservationRejected):
-        return domain.ReservationRejected(
+        return domain.StockRefused(
             cause_id,
             event.reason,
             tuple(domain.Shortfall(s.sku, s.requested, s.available) for s in event.lines),
         )
     if isinstance(event, wire.BackorderAllocated):
-        return domain.BackorderAllocated(cause_id, event.line_id, event.location, event.quantity)
+        return domain.BackorderFilled(cause_id, event.line_id, event.location, event.quantity)
     raise TypeError(f"not a stock event the saga takes: {event.event_type}")
 
 

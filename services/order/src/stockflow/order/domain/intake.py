@@ -3,7 +3,8 @@
 The rules of a submission are the contract model's (`CheckoutOrderSubmitted`, one rule set);
 here are only the parts the contract cannot express: the fingerprint that tells a re-delivery
 from a different order under the same id, the backorder policy an order that names none gets,
-and the contract's errors as the `Violation`s an invalid order is rejected with.
+and the contract's errors as the `Violation`s (the contract's, of order.rejected.v1) an invalid
+order is rejected with, named like fields (`lines[2].quantity`).
 """
 
 from __future__ import annotations
@@ -11,26 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from stockflow.contracts.events.checkout import CheckoutOrderSubmitted
+from stockflow.contracts.events.orders import Violation
 from stockflow.order.domain.model import BackorderPolicy
 
 DEFAULT_BACKORDER_POLICY = BackorderPolicy.PER_SKU
 MAX_VIOLATIONS = 20
 """Violations reported for one submission; a payload broken everywhere needs no longer list."""
-
-
-@dataclass(frozen=True)
-class Violation:
-    """One broken rule; `field` is a path such as `lines[2].quantity`."""
-
-    field: str
-    message: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"field": self.field, "message": self.message}
 
 
 def violations(errors: Iterable[Mapping[str, Any]]) -> list[Violation]:
@@ -39,7 +29,8 @@ def violations(errors: Iterable[Mapping[str, Any]]) -> list[Violation]:
     for error in errors:
         if len(found) == MAX_VIOLATIONS:
             break
-        found.append(Violation(field_path(error["loc"]) or "(root)", str(error["msg"])))
+        where = field_path(error["loc"]) or "(root)"
+        found.append(Violation(field=where[:200], message=str(error["msg"])[:2000]))
     return found
 
 
