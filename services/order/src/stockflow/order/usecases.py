@@ -1,6 +1,6 @@
 """Use cases of the order service: each runs inside the caller's unit of work (one transaction).
 
-Every consumer batch and every timer sweep goes through one `SagaBatch`: lock the batch's orders
+Every consumer batch and every timer sweep goes through one `LoadedOrders`: lock the batch's orders
 with one query, decide message by message in order (a later message for the same order sees the
 saga the earlier one left), then write sagas, timeline, timers and shipments with one statement
 each and stage the outgoing events (built by `publications`) in the unit of work's outbox. State,
@@ -19,10 +19,18 @@ from pydantic import TypeAdapter, ValidationError
 from stockflow.contracts import CloudEvent, Event
 from stockflow.contracts import events as wire
 from stockflow.contracts.types import Identifier, Timestamp
-from stockflow.order import domain, store
+from stockflow.order import domain
 from stockflow.order.domain import Decision, SagaPolicy
 from stockflow.order.publications import Context, contract_event
-from stockflow.order.store import OrderFacts, SagaWrite, StoredOrder
+from stockflow.order.store import (
+    ArmedTimer,
+    DueTimer,
+    OrderFacts,
+    SagaStore,
+    SagaWrite,
+    SqlSagaStore,
+    StoredOrder,
+)
 from stockflow.runtime.consumer import Inbound
 from stockflow.runtime.logging import get_logger
 from stockflow.runtime.outbox import UnitOfWork
@@ -42,10 +50,12 @@ _TIMESTAMP = TypeAdapter(Timestamp)
 _ADDRESS = TypeAdapter(wire.Address)
 
 
-async def take_checkout(uow: UnitOfWork, batch: Sequence[Inbound], policy: SagaPolicy) -> None:
+async def take_checkout(
+    uow: UnitOfWork, batch: Sequence[Inbound], policy: SagaPolicy, store: SagaStore | None = None
+) -> None:
     """Submissions, cancel requests and payment confirmations, in the order they came."""
-    sagas = await SagaBatch.open(
-        uow, policy, (cast(CheckoutEvent, i.event).order_id for i in batch)
+    sagas = await LoadedOrders.open(
+        uow, policy, store, (cast(CheckoutEvent, i.event).order_id for i in batch)
     )
     for item in batch:
         event, cause = item.event, item.cloud
@@ -55,11 +65,15 @@ async def take_checkout(uow: UnitOfWork, batch: Sequence[Inbound], policy: SagaP
             sagas.decide(cause, event.order_id, domain.CancelRequested(cause.id, event.reason))
         elif isinstance(event, wire.CheckoutPaymentConfirmed):
             sagas.decide(cause, event.order_id, domain.PaymentConfirmed(cause.id))
-    await sagas.flush()
+    await sagas.save()
 
 
 async def answer_invalid_submission(
-    uow: UnitOfWork, cause: CloudEvent, payload: Any, policy: SagaPolicy
+    uow: UnitOfWork,
+    cause: CloudEvent,
+    payload: Any,
+    policy: SagaPolicy,
+    store: SagaStore | None = None,
 ) -> bool:
     """Reject a submission the contract refused, if it names a usable order id.
 
@@ -69,7 +83,7 @@ async def answer_invalid_submission(
     order_id = usable_order_id(payload)
     if order_id is None:
         return False
-    sagas = await SagaBatch.open(uow, policy, [order_id])
+    sagas = await LoadedOrders.open(uow, policy, store, [order_id])
     try:
         order = wire.CheckoutOrderSubmitted.model_validate(payload)
     except ValidationError as exc:
@@ -85,41 +99,48 @@ async def answer_invalid_submission(
         sagas.reject_invalid(cause, invalid, loose_facts(payload))
     else:  # valid as JSON data after all (the record failed on something else): take it
         sagas.submit(cause, order)
-    await sagas.flush()
+    await sagas.save()
     return True
 
 
 async def apply_stock_replies(
-    uow: UnitOfWork, batch: Sequence[Inbound], policy: SagaPolicy
+    uow: UnitOfWork, batch: Sequence[Inbound], policy: SagaPolicy, store: SagaStore | None = None
 ) -> None:
     """Stock's answers to the reservation request and its backorder allocations."""
-    sagas = await SagaBatch.open(uow, policy, (cast(StockEvent, i.event).order_id for i in batch))
+    sagas = await LoadedOrders.open(
+        uow, policy, store, (cast(StockEvent, i.event).order_id for i in batch)
+    )
     for item in batch:
         event = cast(StockEvent, item.event)
         sagas.decide(item.cloud, event.order_id, stock_input(event, item.cloud.id))
-    await sagas.flush()
+    await sagas.save()
 
 
-async def apply_fulfillment(uow: UnitOfWork, batch: Sequence[Inbound], policy: SagaPolicy) -> None:
+async def apply_fulfillment(
+    uow: UnitOfWork, batch: Sequence[Inbound], policy: SagaPolicy, store: SagaStore | None = None
+) -> None:
     """Shipments leaving and arriving, and returns."""
     order_ids = (cast(FulfillmentEvent, i.event).order_id for i in batch)
-    sagas = await SagaBatch.open(uow, policy, order_ids)
+    sagas = await LoadedOrders.open(uow, policy, store, order_ids)
     for item in batch:
         event = cast(FulfillmentEvent, item.event)
         saga_input = fulfillment_input(event, item.cloud.id)
         decision = sagas.decide(item.cloud, event.order_id, saga_input, source=event)
         if decision is not None and decision.changed:
             sagas.note_shipment(event)
-    await sagas.flush()
+    await sagas.save()
 
 
-async def fire_due_timers(uow: UnitOfWork, limit: int, policy: SagaPolicy) -> int:
+async def fire_due_timers(
+    uow: UnitOfWork, limit: int, policy: SagaPolicy, store: SagaStore | None = None
+) -> int:
     """Fire up to `limit` due timers in this transaction; return how many were due."""
     now = datetime.now(UTC)
-    due = await store.claim_due_timers(uow.conn, now, limit)
+    store = store or SqlSagaStore(uow.conn)
+    due = await store.claim_due_timers(now, limit)
     if not due:
         return 0
-    sagas = await SagaBatch.open(uow, policy, (t.order_id for t in due))
+    sagas = await LoadedOrders.open(uow, policy, store, (t.order_id for t in due))
     for timer in due:
         try:
             sagas.decide(None, timer.order_id, timer_input(timer))
@@ -133,7 +154,7 @@ async def fire_due_timers(uow: UnitOfWork, limit: int, policy: SagaPolicy) -> in
                 domain.TimerKind(timer.kind), now + TIMER_RETRY_DELAY, timer.attempt
             )
             sagas.arm(timer.order_id, retry)
-    await sagas.flush()
+    await sagas.save()
     return len(due)
 
 
@@ -143,7 +164,7 @@ def usable_order_id(payload: Any) -> str | None:
     return order_id if _valid(_IDENTIFIER, order_id) is not None else None
 
 
-def timer_input(timer: store.DueTimer) -> domain.SagaInput:
+def timer_input(timer: DueTimer) -> domain.SagaInput:
     cause_id = f"timer:{timer.kind}:{timer.order_id}:{timer.attempt}"
     if timer.kind == domain.TimerKind.PAYMENT_DEADLINE:
         return domain.PaymentDeadlinePassed(cause_id)
@@ -151,24 +172,36 @@ def timer_input(timer: store.DueTimer) -> domain.SagaInput:
 
 
 @dataclass
-class SagaBatch:
-    """The orders of one batch: loaded once, decided in order, written once."""
+class LoadedOrders:
+    """The orders a batch touches, locked and loaded once, decided in order, saved once.
+
+    Not a transaction of its own: it works inside the caller's unit of work, and `save` writes
+    the batch's changes (one statement per table) before that commits.
+    """
 
     uow: UnitOfWork
     policy: SagaPolicy
+    store: SagaStore
     orders: dict[str, StoredOrder]
     loaded_versions: dict[str, int]
     changed: dict[str, datetime] = field(default_factory=dict)
     timeline: list[tuple[str, domain.TimelineEntry]] = field(default_factory=list)
     timers: dict[tuple[str, str], domain.SetTimer | None] = field(default_factory=dict)
-    shipped: list[dict[str, Any]] = field(default_factory=list)
-    delivered: list[dict[str, Any]] = field(default_factory=list)
+    shipped: list[wire.ShipmentShipped] = field(default_factory=list)
+    delivered: list[wire.ShipmentDelivered] = field(default_factory=list)
 
     @classmethod
-    async def open(cls, uow: UnitOfWork, policy: SagaPolicy, order_ids: Iterable[str]) -> SagaBatch:
-        orders = await store.lock_orders(uow.conn, sorted(set(order_ids)))
+    async def open(
+        cls,
+        uow: UnitOfWork,
+        policy: SagaPolicy,
+        store: SagaStore | None,
+        order_ids: Iterable[str],
+    ) -> LoadedOrders:
+        store = store or SqlSagaStore(uow.conn)
+        orders = await store.lock_orders(sorted(set(order_ids)))
         versions = {order_id: order.saga.version for order_id, order in orders.items()}
-        return cls(uow, policy, orders, versions)
+        return cls(uow, policy, store, orders, versions)
 
     def submit(self, cause: CloudEvent, order: wire.CheckoutOrderSubmitted) -> Decision:
         existing = self.orders.get(order.order_id)
@@ -216,26 +249,11 @@ class SagaBatch:
         self.timers[(order_id, timer.kind.value)] = timer
 
     def note_shipment(self, event: Event) -> None:
+        """Keep the carrier facts of a shipment the saga accepted, or its delivery time."""
         if isinstance(event, wire.ShipmentShipped):
-            self.shipped.append(
-                {
-                    "order_id": event.order_id,
-                    "shipment_id": event.shipment_id,
-                    "location": event.location,
-                    "carrier": event.carrier,
-                    "service_level": event.service_level,
-                    "tracking_number": event.tracking_number,
-                    "shipped_at": event.shipped_at,
-                }
-            )
+            self.shipped.append(event)
         elif isinstance(event, wire.ShipmentDelivered):
-            self.delivered.append(
-                {
-                    "order_id": event.order_id,
-                    "shipment_id": event.shipment_id,
-                    "delivered_at": event.delivered_at,
-                }
-            )
+            self.delivered.append(event)
 
     def _record(
         self,
@@ -266,10 +284,8 @@ class SagaBatch:
         for event in outgoing:
             publisher.publish(event)
 
-    async def flush(self) -> None:
-        conn = self.uow.conn
-        await store.save_sagas(
-            conn,
+    async def save(self) -> None:
+        await self.store.save_sagas(
             [
                 SagaWrite(
                     self.orders[order_id].saga,
@@ -280,17 +296,16 @@ class SagaBatch:
                 for order_id, at in self.changed.items()
             ],
         )
-        await store.append_timeline(conn, self.timeline)
-        await store.set_timers(
-            conn,
+        await self.store.append_timeline(self.timeline)
+        await self.store.set_timers(
             armed=[
-                (order_id, kind, timer.fire_at, timer.attempt)
+                ArmedTimer(order_id, kind, timer.fire_at, timer.attempt)
                 for (order_id, kind), timer in self.timers.items()
                 if timer is not None
             ],
             cancelled=[key for key, timer in self.timers.items() if timer is None],
         )
-        await store.record_shipments(conn, self.shipped, self.delivered)
+        await self.store.record_shipments(self.shipped, self.delivered)
 
 
 # Wire → saga --------------------------------------------------------------------------------
