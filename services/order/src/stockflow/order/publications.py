@@ -19,7 +19,7 @@ from stockflow.order.store import OrderFacts
 
 
 @dataclass(frozen=True)
-class Context:
+class PublicationContext:
     """What an outgoing event needs besides its effect."""
 
     facts: OrderFacts
@@ -29,7 +29,7 @@ class Context:
     now: datetime
 
 
-def contract_event(effect: domain.Effect, context: Context) -> Event:
+def contract_event(effect: domain.Effect, context: PublicationContext) -> Event:
     """The contract event for a command or announcement the saga asked for."""
     build = _BUILDERS.get(type(effect))
     if build is None:
@@ -37,7 +37,9 @@ def contract_event(effect: domain.Effect, context: Context) -> Event:
     return build(effect, context)
 
 
-def reserve_stock(effect: domain.RequestReservation, context: Context) -> wire.ReserveStock:
+def reserve_stock(
+    effect: domain.RequestReservation, context: PublicationContext
+) -> wire.ReserveStock:
     return wire.ReserveStock(
         order_id=effect.order_id,
         lines=[
@@ -51,12 +53,14 @@ def reserve_stock(effect: domain.RequestReservation, context: Context) -> wire.R
 
 
 def release_reservation(
-    effect: domain.RequestRelease, _context: Context
+    effect: domain.RequestRelease, _context: PublicationContext
 ) -> wire.ReleaseReservation:
     return wire.ReleaseReservation(order_id=effect.order_id, reason=effect.reason)
 
 
-def order_accepted(effect: domain.AnnounceAccepted, context: Context) -> wire.OrderAccepted:
+def order_accepted(
+    effect: domain.AnnounceAccepted, context: PublicationContext
+) -> wire.OrderAccepted:
     return wire.OrderAccepted(
         order_id=effect.order_id,
         customer_id=context.facts.customer_id,
@@ -76,7 +80,9 @@ def order_accepted(effect: domain.AnnounceAccepted, context: Context) -> wire.Or
     )
 
 
-def order_confirmed(effect: domain.AnnounceConfirmed, context: Context) -> wire.OrderConfirmed:
+def order_confirmed(
+    effect: domain.AnnounceConfirmed, context: PublicationContext
+) -> wire.OrderConfirmed:
     return wire.OrderConfirmed.model_validate(
         {
             "order_id": effect.order_id,
@@ -104,7 +110,9 @@ def _confirmed_line(line: domain.SagaLine) -> wire.ConfirmedLine:
     )
 
 
-def order_rejected(effect: domain.AnnounceRejected, context: Context) -> wire.OrderRejected:
+def order_rejected(
+    effect: domain.AnnounceRejected, context: PublicationContext
+) -> wire.OrderRejected:
     return wire.OrderRejected(
         order_id=effect.order_id,
         reason=effect.reason,
@@ -119,12 +127,14 @@ def order_rejected(effect: domain.AnnounceRejected, context: Context) -> wire.Or
     )
 
 
-def order_cancelled(effect: domain.AnnounceCancelled, _context: Context) -> wire.OrderCancelled:
+def order_cancelled(
+    effect: domain.AnnounceCancelled, _context: PublicationContext
+) -> wire.OrderCancelled:
     return wire.OrderCancelled(order_id=effect.order_id, reason=effect.reason)
 
 
 def cancel_refused(
-    effect: domain.AnnounceCancelRefused, _context: Context
+    effect: domain.AnnounceCancelRefused, _context: PublicationContext
 ) -> wire.OrderCancelRefused:
     return wire.OrderCancelRefused(
         order_id=effect.order_id, reason=effect.reason, requested_reason=effect.requested_reason
@@ -132,7 +142,7 @@ def cancel_refused(
 
 
 def backorder_allocated(
-    effect: domain.AnnounceBackorderFilled, _context: Context
+    effect: domain.AnnounceBackorderFilled, _context: PublicationContext
 ) -> wire.OrderBackorderAllocated:
     return wire.OrderBackorderAllocated(
         order_id=effect.order_id,
@@ -144,7 +154,7 @@ def backorder_allocated(
     )
 
 
-def order_shipped(effect: domain.AnnounceShipped, context: Context) -> wire.OrderShipped:
+def order_shipped(effect: domain.AnnounceShipped, context: PublicationContext) -> wire.OrderShipped:
     source = context.source
     assert isinstance(source, wire.ShipmentShipped), "a shipment is announced from its event"
     return wire.OrderShipped(
@@ -160,7 +170,9 @@ def order_shipped(effect: domain.AnnounceShipped, context: Context) -> wire.Orde
     )
 
 
-def order_delivered(effect: domain.AnnounceDelivered, context: Context) -> wire.OrderDelivered:
+def order_delivered(
+    effect: domain.AnnounceDelivered, context: PublicationContext
+) -> wire.OrderDelivered:
     source = context.source
     if not isinstance(source, wire.ShipmentDelivered):  # nothing to ship: delivered on confirm
         return wire.OrderDelivered(
@@ -174,7 +186,9 @@ def order_delivered(effect: domain.AnnounceDelivered, context: Context) -> wire.
     )
 
 
-def order_returned(effect: domain.AnnounceReturned, context: Context) -> wire.OrderReturned:
+def order_returned(
+    effect: domain.AnnounceReturned, context: PublicationContext
+) -> wire.OrderReturned:
     source = context.source
     assert isinstance(source, wire.ReturnReceived), "a return is announced from its event"
     # The return as fulfillment reported it: per location and condition, not summed per line.
@@ -186,7 +200,7 @@ def order_returned(effect: domain.AnnounceReturned, context: Context) -> wire.Or
     )
 
 
-def order_stuck(effect: domain.AnnounceStuck, context: Context) -> wire.OrderStuck:
+def order_stuck(effect: domain.AnnounceStuck, context: PublicationContext) -> wire.OrderStuck:
     return wire.OrderStuck(
         order_id=effect.order_id,
         state=effect.state.value,
@@ -196,7 +210,7 @@ def order_stuck(effect: domain.AnnounceStuck, context: Context) -> wire.OrderStu
     )
 
 
-_BUILDERS: dict[type[Any], Callable[[Any, Context], Event]] = {
+_BUILDERS: dict[type[Any], Callable[[Any, PublicationContext], Event]] = {
     domain.RequestReservation: reserve_stock,
     domain.RequestRelease: release_reservation,
     domain.AnnounceAccepted: order_accepted,

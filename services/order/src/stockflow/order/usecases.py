@@ -21,7 +21,7 @@ from stockflow.contracts import events as wire
 from stockflow.contracts.types import Identifier, Timestamp
 from stockflow.order import domain
 from stockflow.order.domain import Decision, SagaPolicy
-from stockflow.order.publications import Context, contract_event
+from stockflow.order.publications import PublicationContext, contract_event
 from stockflow.order.store import (
     ArmedTimer,
     DueTimer,
@@ -265,7 +265,7 @@ class LoadedOrders:
     ) -> None:
         saga = decision.saga
         # Build every outgoing event first: a failure leaves nothing half-recorded.
-        context = Context(facts, source, decision.timeline.note, now)
+        context = PublicationContext(facts, source, decision.timeline.note, now)
         outgoing = [
             contract_event(effect, context)
             for effect in decision.effects
