@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from stockflow.contracts.events.checkout import CheckoutOrderSubmitted
+from stockflow.contracts.events.orders import OrderRejected
 from stockflow.order.domain import (
     BackorderPolicy,
     Violation,
@@ -96,11 +97,16 @@ def test_a_payload_that_is_not_an_object_is_a_root_violation() -> None:
     assert [v.field for v in violations_of(["ord-1"])] == ["(root)"]  # type: ignore[arg-type]
 
 
-def test_at_most_twenty_violations_are_reported() -> None:
-    lines = [
-        {"line_id": f"L{i}", "sku": "SKU-A", "quantity": 0, "unit_price": "1.00"} for i in range(30)
-    ]
-    assert len(violations_of(valid_payload(lines=lines))) == MAX_VIOLATIONS == 20
+def test_every_violation_of_a_large_order_is_reported() -> None:
+    lines = [{"line_id": f"L{i}", "sku": "", "quantity": 0, "unit_price": "-1"} for i in range(100)]
+    assert len(violations_of(valid_payload(lines=lines))) == 300
+
+
+def test_violations_are_bounded_like_order_rejected() -> None:
+    errors = [{"loc": ("lines",), "msg": "m"}] * 600
+    assert len(violations(errors)) == MAX_VIOLATIONS
+    rejected = OrderRejected.model_fields["violations"].metadata
+    assert any(getattr(m, "max_length", None) == MAX_VIOLATIONS for m in rejected)
 
 
 def test_a_violation_is_the_contract_s_and_bounded_like_it() -> None:

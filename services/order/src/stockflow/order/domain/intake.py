@@ -14,13 +14,15 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from stockflow.contracts.events import MAX_LINES
 from stockflow.contracts.events.checkout import CheckoutOrderSubmitted
 from stockflow.contracts.events.orders import Violation
 from stockflow.order.domain.model import BackorderPolicy
 
 DEFAULT_BACKORDER_POLICY = BackorderPolicy.PER_SKU
-MAX_VIOLATIONS = 20
-"""Violations reported for one submission; a payload broken everywhere needs no longer list."""
+MAX_VIOLATIONS = MAX_LINES * 5
+"""As many violations as order.rejected.v1 carries (more than a submission of 100 lines can
+break: every one is reported)."""
 
 
 def violations(errors: Iterable[Mapping[str, Any]]) -> list[Violation]:
