@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INFRA := $(PY) deploy/local/infra.py
-PACKAGES := libs/contracts libs/runtime libs/cli services/catalog services/stock services/order services/fulfillment services/accounting
+PACKAGES := libs/contracts libs/runtime services/catalog services/stock services/order services/fulfillment services/accounting cli
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
