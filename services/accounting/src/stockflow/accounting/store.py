@@ -10,7 +10,6 @@ from uuid import UUID
 
 import asyncpg
 
-from stockflow.accounting.books import Books, Pending, Price, ShipmentCost
 from stockflow.accounting.domain import (
     Account,
     Cause,
@@ -21,6 +20,7 @@ from stockflow.accounting.domain import (
     PeriodCalendar,
     SkuValuation,
 )
+from stockflow.accounting.domain.books import Books, Pending, Price, ShipmentCost
 
 PERIODS_LOCK = "accounting:periods"
 

@@ -1,8 +1,9 @@
-"""The use cases: apply stock movements, learn prices, post revenue and returns.
+"""The books: apply stock movements, learn prices, post revenue and returns.
 
 `Books` is one transaction's working set — the period calendar, the valuations of the SKUs in
 play, the shipment costs and prices of the orders in play — loaded by the store, changed here
-with the pure domain, and written back by the store in the same transaction as the inbox rows.
+with the posting rules (no I/O), and written back by the store in the same transaction as the
+inbox rows.
 
 Cost legs follow the stock ledger (`stock.movements.v1`, key sku, so a SKU's receipts,
 shipments and returns arrive in order); price legs follow order and fulfilment events (key
