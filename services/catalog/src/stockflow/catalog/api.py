@@ -130,9 +130,7 @@ async def get_product(product_id: str, request: Request) -> JSONResponse:
     return JSONResponse(current.document, headers={"ETag": f'"{current.version}"'})
 
 
-@router.get("/products")
-async def list_products(
-    request: Request,
+def _product_filter(
     status: Literal["draft", "active", "discontinued"] | None = None,
     vendor: str | None = None,
     product_type: str | None = None,
@@ -141,6 +139,14 @@ async def list_products(
         str | None,
         Query(max_length=200, description="words of title/description, a SKU prefix or a barcode"),
     ] = None,
+) -> store.ProductFilter:
+    return store.ProductFilter(status, vendor, product_type, tag, (q or "").strip() or None)
+
+
+@router.get("/products")
+async def list_products(
+    request: Request,
+    where: Annotated[store.ProductFilter, Depends(_product_filter)],
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> dict[str, Any]:
@@ -151,7 +157,6 @@ async def list_products(
         raise RequestValidationError(
             [{"type": "cursor", "loc": ["query", "cursor"], "msg": "not a cursor"}]
         ) from bad
-    where = store.ProductFilter(status, vendor, product_type, tag, (q or "").strip() or None)
     async with request.app.state.pool.acquire() as conn:
         products = await store.search(conn, where, limit=limit, after=after)
     full = len(products) == limit
