@@ -42,6 +42,9 @@ from stockflow.contracts.events import ReturnReceived, ShipmentShipped, StockMov
 
 RETURN_REFERENCES = frozenset({"rma", "return"})
 
+PriceRow = tuple[str, str, str, Decimal, str]
+"""A learned unit price as the store keeps it: (order_id, line_id, sku, unit_price, currency)."""
+
 
 @dataclass
 class ShipmentCost:
@@ -219,9 +222,9 @@ class Books:
 
     # --- prices and the price legs -------------------------------------------------------
 
-    def learn_prices(self, order_id: str, currency: str, lines: Iterable[Any]) -> list[tuple]:
+    def learn_prices(self, order_id: str, currency: str, lines: Iterable[Any]) -> list[PriceRow]:
         """Remember unit prices of an order's lines; returns the rows for the store."""
-        rows = []
+        rows: list[PriceRow] = []
         for line in lines:
             self.prices.setdefault(
                 (order_id, line.line_id), Price(line.sku, line.unit_price, currency)
