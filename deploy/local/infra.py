@@ -495,6 +495,51 @@ def pg_owner_ids() -> tuple[int, int] | None:
     return entry.pw_uid, entry.pw_gid
 
 
+def pg_init_cluster(p: Profile, data: Path, run: Path, owner: tuple[int, int] | None) -> None:
+    """initdb a new cluster owned by `owner` and append the local settings to its config."""
+    data.mkdir(parents=True, exist_ok=True)
+    pwfile = run / "pgpass.init"
+    pwfile.write_text("postgres\n")
+    if owner:
+        os.chown(data, *owner)
+        os.chown(pwfile, *owner)
+    result = subprocess.run(
+        as_pg_user(
+            [
+                pg_bin("initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                f"--pwfile={pwfile}",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ]
+        ),
+        capture_output=True,
+        text=True,
+    )
+    pwfile.unlink(missing_ok=True)
+    if result.returncode != 0:
+        raise InfraError(f"initdb failed: {(result.stdout + result.stderr)[-300:]}")
+    with open(data / "postgresql.conf", "a") as conf:
+        conf.write(
+            "\n# stockflow local cluster\n"
+            "listen_addresses = '127.0.0.1'\n"
+            f"port = {p.pg_port}\n"
+            f"unix_socket_directories = '{run}'\n"
+            "max_connections = 300\n"
+            "shared_buffers = 512MB\n"
+            "wal_buffers = 16MB\n"
+            "max_wal_size = 2GB\n"
+            "checkpoint_timeout = 15min\n"
+            "log_min_duration_statement = 2000\n"
+        )
+
+
 def pg_up(p: Profile) -> None:
     data = p.state / "pg"
     run = p.state / "run"
@@ -521,47 +566,7 @@ def pg_up(p: Profile) -> None:
         for d in (p.state, run, logs):
             os.chown(d, *owner)
     if not (data / "PG_VERSION").exists():
-        data.mkdir(parents=True, exist_ok=True)
-        pwfile = run / "pgpass.init"
-        pwfile.write_text("postgres\n")
-        if owner:
-            os.chown(data, *owner)
-            os.chown(pwfile, *owner)
-        result = subprocess.run(
-            as_pg_user(
-                [
-                    pg_bin("initdb"),
-                    "-D",
-                    str(data),
-                    "-U",
-                    "postgres",
-                    f"--pwfile={pwfile}",
-                    "--auth-local=trust",
-                    "--auth-host=scram-sha-256",
-                    "-E",
-                    "UTF8",
-                    "--locale=C.UTF-8",
-                ]
-            ),
-            capture_output=True,
-            text=True,
-        )
-        pwfile.unlink(missing_ok=True)
-        if result.returncode != 0:
-            raise InfraError(f"initdb failed: {(result.stdout + result.stderr)[-300:]}")
-        with open(data / "postgresql.conf", "a") as conf:
-            conf.write(
-                "\n# stockflow local cluster\n"
-                "listen_addresses = '127.0.0.1'\n"
-                f"port = {p.pg_port}\n"
-                f"unix_socket_directories = '{run}'\n"
-                "max_connections = 300\n"
-                "shared_buffers = 512MB\n"
-                "wal_buffers = 16MB\n"
-                "max_wal_size = 2GB\n"
-                "checkpoint_timeout = 15min\n"
-                "log_min_duration_statement = 2000\n"
-            )
+        pg_init_cluster(p, data, run, owner)
     log_file = logs / "postgres.log"
     if owner and log_file.exists():
         os.chown(log_file, *owner)

@@ -747,11 +747,15 @@ def test_dockerfile_is_multi_stage_slim_and_non_root() -> None:
 
 def test_dockerfile_installs_every_package() -> None:
     text = DOCKERFILE.read_text()
-    packages = [
-        f"libs/{p.name}"
-        for p in sorted((ROOT / "libs").iterdir())
-        if (p / "pyproject.toml").exists()
-    ] + [f"services/{s}" for s in SERVICES]
+    packages = (
+        [
+            f"libs/{p.name}"
+            for p in sorted((ROOT / "libs").iterdir())
+            if (p / "pyproject.toml").exists()
+        ]
+        + [f"services/{s}" for s in SERVICES]
+        + ["cli"]
+    )
     for package in packages:
         assert f"COPY {package}/pyproject.toml {package}/pyproject.toml" in text, package
         installs = re.findall(r"pip wheel[^&]*", re.sub(r"\\\n", " ", text))
@@ -787,7 +791,7 @@ def test_dockerignore_keeps_what_the_build_copies() -> None:
     for source in sources:
         assert (ROOT / source).exists(), f"COPY source {source} missing"
         assert dockerignore_allows(source.rstrip("/")), f".dockerignore excludes {source}"
-    for secretish in (".state", ".venv", ".git", "services/stock/tests"):
+    for secretish in (".state", ".venv", ".git", "services/stock/tests", "cli/tests"):
         assert not dockerignore_allows(secretish), f".dockerignore lets {secretish} in"
 
 
@@ -828,9 +832,11 @@ def test_image_dependency_closure_is_complete_and_lean() -> None:
     """The image installs runtime-requirements.py's closure with --no-deps: it must hold every
     distribution the stockflow packages need (per the installed metadata), pinned as in the lock,
     and none of the dev tools."""
-    packages = [str(p.parent) for p in sorted(ROOT.glob("libs/*/pyproject.toml"))] + [
-        str(ROOT / "services" / s) for s in SERVICES
-    ]
+    packages = (
+        [str(p.parent) for p in sorted(ROOT.glob("libs/*/pyproject.toml"))]
+        + [str(ROOT / "services" / s) for s in SERVICES]
+        + [str(ROOT / "cli")]
+    )
     result = run([sys.executable, str(RUNTIME_REQS), str(LOCK), *packages])
     assert result.returncode == 0, result.stderr
     pins = dict(line.split("==") for line in result.stdout.split())

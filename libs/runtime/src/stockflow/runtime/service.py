@@ -27,7 +27,7 @@ from stockflow.runtime import metrics
 from stockflow.runtime.consumer import BatchProcessor, Consumer
 from stockflow.runtime.db import create_pool, migrate
 from stockflow.runtime.logging import configure_logging, get_logger
-from stockflow.runtime.outbox import OutboxRelay, build_producer, unit_of_work
+from stockflow.runtime.outbox import OutboxRelay, RelayLimits, build_producer, unit_of_work
 from stockflow.runtime.settings import Settings
 
 log = get_logger(__name__)
@@ -217,10 +217,12 @@ def create_app(definition: ServiceDefinition, settings: Settings | None = None) 
             settings.database_url,
             schema,
             producer,
-            batch_size=settings.outbox_batch_size,
             poll_interval_s=settings.outbox_poll_interval_s,
-            retention_s=settings.outbox_retention_s,
-            idempotency_retention_s=settings.idempotency_retention_s,
+            limits=RelayLimits(
+                batch_size=settings.outbox_batch_size,
+                retention_s=settings.outbox_retention_s,
+                idempotency_retention_s=settings.idempotency_retention_s,
+            ),
             service=definition.name,
         )
         context = ServiceContext(settings, pool, producer, relay)
@@ -264,6 +266,15 @@ def create_app(definition: ServiceDefinition, settings: Settings | None = None) 
         lifespan=lifespan,
     )
 
+    _add_ops_routes(app, definition)
+    for router in definition.routers:
+        app.include_router(router)
+    return app
+
+
+def _add_ops_routes(app: FastAPI, definition: ServiceDefinition) -> None:
+    """Request metrics, liveness, readiness, Prometheus and AsyncAPI: the same in every service."""
+
     @app.middleware("http")
     async def count_requests(request, call_next):
         started = time.perf_counter()
@@ -294,10 +305,6 @@ def create_app(definition: ServiceDefinition, settings: Settings | None = None) 
     async def asyncapi() -> dict[str, Any]:
         """The AsyncAPI document of this service's consumers."""
         return asyncapi_document(definition, app.state.broker)
-
-    for router in definition.routers:
-        app.include_router(router)
-    return app
 
 
 async def database_check(pool: asyncpg.Pool) -> str:

@@ -94,7 +94,7 @@ FILL_TOLERANCE = 0.02
 
 
 @app.command()
-def replenish(
+def replenish(  # noqa: PLR0913 -- typer: one parameter per command-line option
     sku: Annotated[
         list[str] | None, typer.Option("--sku", help="Only this SKU (repeatable).")
     ] = None,
