@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INFRA := $(PY) deploy/local/infra.py
-PACKAGES := libs/contracts libs/runtime libs/cli services/catalog services/stock services/order services/fulfillment services/accounting
+PACKAGES := libs/contracts libs/runtime services/catalog services/stock services/order services/fulfillment services/accounting cli
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -35,7 +35,7 @@ down: ## stop services, Kafka and PostgreSQL
 status: ## KEY=value lines for the environment, then what is up
 	@$(PYTHON) deploy/local/infra.py status
 
-run: up ## run the five services in the foreground (Ctrl-C stops them); logs in .state/dev/logs
+run: up ## run the five services and the replenishment worker in the foreground (Ctrl-C stops them); logs in .state/dev/logs
 	@$(INFRA) run
 
 demo: up ## the whole system plus a simulated checkout stream and a summary
@@ -58,10 +58,11 @@ test-unit: setup tools ## only the tests that need no infrastructure
 test-chaos: setup ## fault injection under load (tests/chaos), then the README reliability table
 	$(PY) -m pytest tests/chaos $(PYTEST_ARGS); status=$$?; $(PY) tests/chaos/report.py; exit $$status
 
-lint: setup ## ruff and mypy
+lint: setup ## ruff (rules, complexity, format), mypy (strict on every domain), import contracts
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy libs/*/src services/*/src
+	$(VENV)/bin/mypy libs/*/src services/*/src cli/src
+	$(VENV)/bin/lint-imports
 
 bench: setup ## full benchmark (~20 min): layer limits, saga ramp, stock reserve, py-spy profile, invariants → bench-results/
 	$(PY) tests/bench/run.py --profile all $(BENCH_ARGS)

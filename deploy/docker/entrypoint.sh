@@ -1,6 +1,6 @@
 #!/bin/sh
-# stockflow image entrypoint: run a service by name, the one-shot init, or the CLI.
-#   <service>      catalog | stock | order | fulfillment | accounting
+# stockflow image entrypoint: run a service or worker by name, the one-shot init, or the CLI.
+#   <service>      catalog | stock | order | fulfillment | accounting | replenishment (worker)
 #                  -> python -m stockflow.runtime.serve <service> --port $STOCKFLOW_HTTP_PORT
 #   init [FLAGS]   -> python -m stockflow.runtime.bootstrap   (roles, schemas, topics; idempotent;
 #                     --scram-users --acls: Kafka users and ACLs, as the Kafka super user)
@@ -11,6 +11,9 @@
 set -eu
 
 SERVICES="catalog stock order fulfillment accounting"
+# Workers run part of a service beside it (stockflow.runtime.worker): the serve module knows
+# which service's schema each one uses.
+WORKERS="replenishment"
 PORT="${STOCKFLOW_HTTP_PORT:-8080}"
 
 usage() {
@@ -25,6 +28,12 @@ for service in $SERVICES; do
         export STOCKFLOW_SERVICE="$service"
         export STOCKFLOW_HTTP_PORT="$PORT"
         exec python -m stockflow.runtime.serve "$service" --port "$PORT" "$@"
+    fi
+done
+for worker in $WORKERS; do
+    if [ "$cmd" = "$worker" ]; then
+        export STOCKFLOW_HTTP_PORT="$PORT"
+        exec python -m stockflow.runtime.serve "$worker" --port "$PORT" "$@"
     fi
 done
 
@@ -51,7 +60,7 @@ except Exception as exc:
         if command -v "$cmd" >/dev/null 2>&1; then
             exec "$cmd" "$@"
         fi
-        echo "stockflow: unknown command '$cmd' (services: $SERVICES; or init, cli, healthcheck, help)" >&2
+        echo "stockflow: unknown command '$cmd' (services: $SERVICES; workers: $WORKERS; or init, cli, healthcheck, help)" >&2
         exit 64
         ;;
 esac

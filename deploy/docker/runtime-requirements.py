@@ -2,16 +2,18 @@
 """Print the pinned runtime dependency closure of the given stockflow packages.
 
     runtime-requirements.py requirements/requirements.txt libs/runtime services/stock ...
+    runtime-requirements.py requirements/requirements.txt "services/stock[replenishment]"
     runtime-requirements.py requirements/requirements.txt hatchling     # a name works too
 
 requirements.txt is pip-compile output: one `name==version` pin per package followed by
 `# via` lines naming the packages that pull it in. Read backwards, those lines are the
 dependency graph of the lock, so the closure of the packages' declared dependencies
-(pyproject.toml [project].dependencies) is found without a resolver or the network, and the
-image gets exactly the lock's versions of what the services import and none of the dev tools
-(pytest, mypy, ruff, kubernetes-validate, ...). Standard library only: it runs in the image's
-build stage before anything is installed. Exits non-zero when a declared dependency is not
-pinned in the lock (re-run `make lock`).
+(pyproject.toml [project].dependencies, plus the [project.optional-dependencies] of an extra
+asked for as `dir[extra]` or by another package's `name[extra]`) is found without a resolver or
+the network, and the image gets exactly the lock's versions of what the services import and
+none of the dev tools (pytest, mypy, ruff, kubernetes-validate, ...). Standard library only:
+it runs in the image's build stage before anything is installed. Exits non-zero when a declared
+dependency is not pinned in the lock (re-run `make lock`).
 """
 
 from __future__ import annotations
@@ -59,21 +61,38 @@ def parse_lock(text: str) -> tuple[dict[str, str], dict[str, set[str]]]:
     return pins, children
 
 
+def split_extras(text: str) -> tuple[str, set[str]]:
+    """`stockflow-stock[replenishment]` (or `services/stock[replenishment]`) -> the rest and
+    the extras."""
+    base, _, rest = text.partition("[")
+    extras, _, after = rest.partition("]")
+    return (base + after).strip(), {norm(e) for e in extras.split(",") if e.strip()}
+
+
 def declared(package_dirs: list[str]) -> tuple[set[str], set[str]]:
     """(third-party dependency names, own project names) of the given packages (or names)."""
     deps: set[str] = set()
-    own: set[str] = set()
-    for d in package_dirs:
+    projects: dict[str, dict] = {}
+    extras_of: dict[str, set[str]] = defaultdict(set)
+    for arg in package_dirs:
+        d, extras = split_extras(arg)
         if not (Path(d) / "pyproject.toml").exists():
             deps.add(norm(d))
             continue
         project = tomllib.loads((Path(d) / "pyproject.toml").read_text())["project"]
-        own.add(norm(project["name"]))
+        projects[norm(project["name"])] = project
+        extras_of[norm(project["name"])] |= extras
         for spec in project.get("dependencies", []):
-            name = NAME.match(spec)
+            requirement, wanted = split_extras(spec)
+            name = NAME.match(requirement)
             if name:
                 deps.add(norm(name.group(1)))
-    return deps - own, own
+                extras_of[norm(name.group(1))] |= wanted
+    for own, project in projects.items():
+        optional = project.get("optional-dependencies", {})
+        for extra in extras_of[own]:
+            deps |= {norm(n.group(1)) for spec in optional[extra] if (n := NAME.match(spec))}
+    return deps - set(projects), set(projects)
 
 
 def closure(lock_text: str, package_dirs: list[str]) -> list[str]:

@@ -14,7 +14,7 @@ local use only; `status --profile secure` prints the operator CLI's (principal `
   infra.py up [--profile P]           start Kafka and PostgreSQL, then create roles/schemas/topics
   infra.py down [--profile P]         stop services, Kafka and PostgreSQL
   infra.py status [--profile P]       KEY=value lines (eval-able), then what is up as comments
-  infra.py run [--profile P]          run the five services in the foreground
+  infra.py run [--profile P]          run the five services and the workers in the foreground
   infra.py start-services / stop-services
 """
 
@@ -41,6 +41,10 @@ KAFKA_POM = ROOT / "deploy/local/kafka/pom.xml"
 KAFKA_LOG4J = ROOT / "deploy/local/kafka/log4j2.properties"
 KAFKA_VERSION = "4.1.1"
 SERVICES = ("catalog", "stock", "order", "fulfillment", "accounting")
+# Workers run part of a service beside it, on its schema with its app role and without Kafka
+# (stockflow.runtime.worker): worker -> service. They start after the services, which migrate.
+WORKERS = {"replenishment": "stock"}
+PROCESSES = (*SERVICES, *WORKERS)
 # Database schema per service: `order` is a reserved word, so the order service owns `orders`.
 SCHEMAS = {
     "catalog": "catalog",
@@ -97,8 +101,8 @@ class Profile:
         # STOCKFLOW_DATABASE_URL from a secret (see deploy/helm).
         return f"postgresql://{role}:{role}@{self.pg_address}/stockflow"
 
-    def http_port(self, service: str) -> int:
-        return self.http_base + 1 + SERVICES.index(service)
+    def http_port(self, process: str) -> int:
+        return self.http_base + 1 + PROCESSES.index(process)
 
     def env(self) -> dict[str, str]:
         values = {
@@ -491,6 +495,51 @@ def pg_owner_ids() -> tuple[int, int] | None:
     return entry.pw_uid, entry.pw_gid
 
 
+def pg_init_cluster(p: Profile, data: Path, run: Path, owner: tuple[int, int] | None) -> None:
+    """initdb a new cluster owned by `owner` and append the local settings to its config."""
+    data.mkdir(parents=True, exist_ok=True)
+    pwfile = run / "pgpass.init"
+    pwfile.write_text("postgres\n")
+    if owner:
+        os.chown(data, *owner)
+        os.chown(pwfile, *owner)
+    result = subprocess.run(
+        as_pg_user(
+            [
+                pg_bin("initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                f"--pwfile={pwfile}",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ]
+        ),
+        capture_output=True,
+        text=True,
+    )
+    pwfile.unlink(missing_ok=True)
+    if result.returncode != 0:
+        raise InfraError(f"initdb failed: {(result.stdout + result.stderr)[-300:]}")
+    with open(data / "postgresql.conf", "a") as conf:
+        conf.write(
+            "\n# stockflow local cluster\n"
+            "listen_addresses = '127.0.0.1'\n"
+            f"port = {p.pg_port}\n"
+            f"unix_socket_directories = '{run}'\n"
+            "max_connections = 300\n"
+            "shared_buffers = 512MB\n"
+            "wal_buffers = 16MB\n"
+            "max_wal_size = 2GB\n"
+            "checkpoint_timeout = 15min\n"
+            "log_min_duration_statement = 2000\n"
+        )
+
+
 def pg_up(p: Profile) -> None:
     data = p.state / "pg"
     run = p.state / "run"
@@ -517,47 +566,7 @@ def pg_up(p: Profile) -> None:
         for d in (p.state, run, logs):
             os.chown(d, *owner)
     if not (data / "PG_VERSION").exists():
-        data.mkdir(parents=True, exist_ok=True)
-        pwfile = run / "pgpass.init"
-        pwfile.write_text("postgres\n")
-        if owner:
-            os.chown(data, *owner)
-            os.chown(pwfile, *owner)
-        result = subprocess.run(
-            as_pg_user(
-                [
-                    pg_bin("initdb"),
-                    "-D",
-                    str(data),
-                    "-U",
-                    "postgres",
-                    f"--pwfile={pwfile}",
-                    "--auth-local=trust",
-                    "--auth-host=scram-sha-256",
-                    "-E",
-                    "UTF8",
-                    "--locale=C.UTF-8",
-                ]
-            ),
-            capture_output=True,
-            text=True,
-        )
-        pwfile.unlink(missing_ok=True)
-        if result.returncode != 0:
-            raise InfraError(f"initdb failed: {(result.stdout + result.stderr)[-300:]}")
-        with open(data / "postgresql.conf", "a") as conf:
-            conf.write(
-                "\n# stockflow local cluster\n"
-                "listen_addresses = '127.0.0.1'\n"
-                f"port = {p.pg_port}\n"
-                f"unix_socket_directories = '{run}'\n"
-                "max_connections = 300\n"
-                "shared_buffers = 512MB\n"
-                "wal_buffers = 16MB\n"
-                "max_wal_size = 2GB\n"
-                "checkpoint_timeout = 15min\n"
-                "log_min_duration_statement = 2000\n"
-            )
+        pg_init_cluster(p, data, run, owner)
     log_file = logs / "postgres.log"
     if owner and log_file.exists():
         os.chown(log_file, *owner)
@@ -669,19 +678,27 @@ def bootstrap(p: Profile) -> None:
         raise InfraError(f"bootstrap failed: {(result.stdout + result.stderr).strip()[-600:]}")
 
 
-def service_env(p: Profile, service: str) -> dict[str, str]:
-    schema = SCHEMAS[service]
+def service_env(p: Profile, process: str) -> dict[str, str]:
+    if process in WORKERS:  # the service's app role only: no migrations, no Kafka principal
+        schema = SCHEMAS[WORKERS[process]]
+        return {
+            **os.environ,
+            "STOCKFLOW_SERVICE": WORKERS[process],
+            "STOCKFLOW_DATABASE_URL": p.database_url(f"{schema}_app"),
+            "STOCKFLOW_HTTP_PORT": str(p.http_port(process)),
+        }
+    schema = SCHEMAS[process]
     return {
         **os.environ,
-        "STOCKFLOW_SERVICE": service,
+        "STOCKFLOW_SERVICE": process,
         "STOCKFLOW_KAFKA_BOOTSTRAP_SERVERS": p.kafka_bootstrap,
         "STOCKFLOW_DATABASE_URL": p.database_url(f"{schema}_app"),
         "STOCKFLOW_MIGRATION_DATABASE_URL": p.database_url(f"{schema}_owner"),
-        "STOCKFLOW_HTTP_PORT": str(p.http_port(service)),
+        "STOCKFLOW_HTTP_PORT": str(p.http_port(process)),
         "STOCKFLOW_STATE_DIR": str(p.state),
         "STOCKFLOW_API_TOKENS": LOCAL_API_TOKENS,
         **{k: v for k, v in p.env().items() if k.endswith("_URL") and k != "DATABASE_URL"},
-        **(kafka_credentials(service) if p.secure else {}),
+        **(kafka_credentials(process) if p.secure else {}),
     }
 
 
@@ -716,35 +733,44 @@ def service_ready(p: Profile, service: str) -> bool:
 
 
 def start_services(p: Profile) -> dict[str, subprocess.Popen]:
+    """The services, then (once they are ready, so their schemas are migrated) the workers."""
+    procs = start_processes(p, SERVICES)
+    return {**procs, **start_processes(p, tuple(WORKERS))}
+
+
+def start_processes(p: Profile, processes: tuple[str, ...]) -> dict[str, subprocess.Popen]:
     procs: dict[str, subprocess.Popen] = {}
-    for service in SERVICES:
-        if read_pid(p.state / "run" / f"{service}.pid") and service_ready(p, service):
+    for process in processes:
+        if read_pid(p.state / "run" / f"{process}.pid") and service_ready(p, process):
             continue
-        if port_open(p.http_port(service)):
+        if port_open(p.http_port(process)):
             raise InfraError(
-                f"port {p.http_port(service)} for {service} is taken by another process"
+                f"port {p.http_port(process)} for {process} is taken by another process"
             )
-        procs[service] = start_service(p, service)
-    for service, proc in procs.items():
+        procs[process] = start_service(p, process)
+    for process, proc in procs.items():
         wait_until(
-            f"{service} /readyz on port {p.http_port(service)}",
-            lambda s=service: service_ready(p, s),
+            f"{process} /readyz on port {p.http_port(process)}",
+            lambda s=process: service_ready(p, s),
             READY_TIMEOUT_S,
             proc_alive=lambda pr=proc: pr.poll() is None,
-            log_file=p.state / "logs" / f"{service}.log",
+            log_file=p.state / "logs" / f"{process}.log",
         )
-        log(f"{service} ready on http://127.0.0.1:{p.http_port(service)}")
+        log(f"{process} ready on http://127.0.0.1:{p.http_port(process)}")
     return procs
 
 
 def stop_services(p: Profile) -> None:
-    for service in SERVICES:
-        stop_pid(p.state / "run" / f"{service}.pid", service, timeout=15)
+    for process in PROCESSES:
+        stop_pid(p.state / "run" / f"{process}.pid", process, timeout=15)
 
 
 def run_foreground(p: Profile) -> None:
     procs = start_services(p)
-    log("all five services are up; Ctrl-C stops them (Kafka and PostgreSQL stay up: make down)")
+    log(
+        "all five services and the workers are up; Ctrl-C stops them "
+        "(Kafka and PostgreSQL stay up: make down)"
+    )
     try:
         while True:
             for service, proc in procs.items():
@@ -792,9 +818,9 @@ def status(p: Profile) -> None:
     kafka = read_pid(p.state / "run" / "kafka.pid") is not None and port_open(p.kafka_port)
     print(f"# kafka: {'up' if kafka else 'down'} ({p.kafka_bootstrap})")
     print(f"# postgres: {'up' if pg_running(p) else 'down'} (127.0.0.1:{p.pg_port})")
-    for service in SERVICES:
-        state = "up" if service_ready(p, service) else "down"
-        print(f"# {service}: {state} (http://127.0.0.1:{p.http_port(service)})")
+    for process in PROCESSES:
+        state = "up" if service_ready(p, process) else "down"
+        print(f"# {process}: {state} (http://127.0.0.1:{p.http_port(process)})")
 
 
 def main(argv: list[str] | None = None) -> int:

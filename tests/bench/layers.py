@@ -505,7 +505,7 @@ async def runtime_loop(
     """
     from stockflow.runtime.consumer import Consumer
     from stockflow.runtime.db import create_pool, migrate
-    from stockflow.runtime.outbox import OutboxRelay, build_producer
+    from stockflow.runtime.outbox import OutboxRelay, RelayLimits, build_producer
     from stockflow.runtime.service import ServiceDefinition, build_broker
     from stockflow.runtime.settings import Settings
 
@@ -552,8 +552,8 @@ async def runtime_loop(
         schema,
         producer,
         service="bench",
-        batch_size=settings.outbox_batch_size,
         poll_interval_s=settings.outbox_poll_interval_s,
+        limits=RelayLimits(batch_size=settings.outbox_batch_size),
     )
     relay_task = asyncio.create_task(relay.run())
     broker = build_broker(definition, settings, pool, schema)

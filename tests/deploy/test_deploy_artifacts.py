@@ -9,7 +9,8 @@
 - deploy/docker/Dockerfile: hadolint; multi-stage, python:3.11-slim, non-root; the entrypoint's
   dispatch run for real with a stand-in `python`; the image's pinned dependency closure.
 - deploy/grafana/stockflow-dashboard.json: variables, data source and the metrics it must chart.
-- Every service under services/ appears in compose, the Helm values and the Dockerfile.
+- Every service under services/ appears in compose, the Helm values and the Dockerfile; so does
+  every worker (a process beside a service, on its schema: deploy/local/infra.py WORKERS).
 
 helm and docker-compose come from `make tools` (deploy/tools/install-tools.sh); a missing or
 stale tool fails the test with that hint instead of skipping.
@@ -56,6 +57,7 @@ COMPOSE_HOST_PORTS = {
     "order": 8083,
     "fulfillment": 8084,
     "accounting": 8085,
+    "replenishment": 8086,
 }
 # What every service container must be given (pydantic-settings, prefix STOCKFLOW_).
 SERVICE_ENV = {
@@ -67,6 +69,13 @@ SERVICE_ENV = {
     "STOCKFLOW_HTTP_PORT",
     "STOCKFLOW_LOG_LEVEL",
     "STOCKFLOW_API_TOKENS",
+}
+# What a worker container must be given: no owner role (its service migrates), no API tokens (it
+# serves only the ops endpoints) and no Kafka (its service's relay publishes its outbox rows).
+WORKER_ENV = SERVICE_ENV - {
+    "STOCKFLOW_MIGRATION_DATABASE_URL",
+    "STOCKFLOW_API_TOKENS",
+    "STOCKFLOW_KAFKA_BOOTSTRAP_SERVERS",
 }
 # The runtime binds 127.0.0.1 unless told otherwise: unreachable from outside a container.
 HTTP_HOST = "0.0.0.0"
@@ -93,6 +102,12 @@ def _load_infra():
 INFRA = _load_infra()
 SERVICES = sorted(p.name for p in (ROOT / "services").iterdir() if (p / "pyproject.toml").exists())
 SCHEMAS: dict[str, str] = dict(INFRA.SCHEMAS)
+WORKERS: dict[str, str] = dict(INFRA.WORKERS)  # worker -> the service whose schema it uses
+PROCESSES = sorted([*SERVICES, *WORKERS])
+
+
+def schema_of(process: str) -> str:
+    return SCHEMAS[WORKERS.get(process, process)]
 
 
 def roles() -> list[str]:
@@ -146,7 +161,11 @@ def test_services_are_known_everywhere() -> None:
     assert sorted(INFRA.SERVICES) == SERVICES, (
         "deploy/local/infra.py SERVICES differs from services/"
     )
-    assert sorted(COMPOSE_HOST_PORTS) == SERVICES, "update COMPOSE_HOST_PORTS for a new service"
+    from stockflow.runtime.settings import WORKERS as RUNTIME_WORKERS
+
+    assert WORKERS == RUNTIME_WORKERS, "deploy/local/infra.py WORKERS differs from the runtime's"
+    assert set(WORKERS.values()) <= set(SERVICES)
+    assert sorted(COMPOSE_HOST_PORTS) == PROCESSES, "update COMPOSE_HOST_PORTS for a new process"
 
 
 # ----------------------------------------------------------------------------- tools
@@ -354,8 +373,9 @@ def test_chart_has_a_deployment_and_service_per_service() -> None:
     assert sorted(values["services"]) == SERVICES, "values.yaml services map != services/"
     for service in SERVICES:
         assert values["services"][service]["schema"] == SCHEMAS[service], service
-    assert sorted(by_component(docs, "Deployment")) == SERVICES
-    assert sorted(by_component(docs, "Service")) == SERVICES
+    assert {w: spec["service"] for w, spec in values["workers"].items()} == WORKERS
+    assert sorted(by_component(docs, "Deployment")) == PROCESSES
+    assert sorted(by_component(docs, "Service")) == PROCESSES
     names = [f"{d['kind']}/{d['metadata']['name']}" for d in docs]
     assert len(names) == len(set(names)), f"duplicate resources: {names}"
 
@@ -398,15 +418,13 @@ def test_deployment_env_matches_the_settings_contract() -> None:
         (container,) = deploy["spec"]["template"]["spec"]["containers"]
         env = env_map(container)
         names = set(env) | set(config["data"])
-        assert names >= SERVICE_ENV, f"{service}: missing {SERVICE_ENV - names}"
-        assert env["STOCKFLOW_SERVICE"]["value"] == service
+        required = WORKER_ENV if service in WORKERS else SERVICE_ENV
+        assert names >= required, f"{service}: missing {required - names}"
+        assert env["STOCKFLOW_SERVICE"]["value"] == WORKERS.get(service, service)
         stray = {n for n in names if n.startswith("STOCKFLOW_")} - settings_env_names()
         assert not stray, f"{service}: {stray} are no Settings fields (typo?)"
-        schema = SCHEMAS[service]
-        for var, role in (
-            ("STOCKFLOW_DATABASE_URL", f"{schema}_app"),
-            ("STOCKFLOW_MIGRATION_DATABASE_URL", f"{schema}_owner"),
-        ):
+        database_roles = process_database_roles(service)
+        for var, role in database_roles.items():
             url = env[var]["value"]
             match = re.fullmatch(r"postgresql://([a-z_]+):\$\(([A-Z_]+)\)@[^/]+/stockflow", url)
             assert match, f"{service} {var}={url}"
@@ -422,13 +440,21 @@ def test_deployment_env_matches_the_settings_contract() -> None:
             for e in env.values()
             if "secretKeyRef" in e.get("valueFrom", {})
         }
-        assert keys == {
-            password_env(f"{schema}_app"),
-            password_env(f"{schema}_owner"),
-            "STOCKFLOW_API_TOKENS",
-        }, service
+        tokens = set() if service in WORKERS else {"STOCKFLOW_API_TOKENS"}
+        assert keys == {password_env(r) for r in database_roles.values()} | tokens, service
         (source,) = container["envFrom"]
         assert source["configMapRef"]["name"] == config["metadata"]["name"]
+
+
+def process_database_roles(process: str) -> dict[str, str]:
+    """The database URL variables of a service or worker, and the role each must use."""
+    schema = schema_of(process)
+    if process in WORKERS:  # its service migrates: the runtime role only
+        return {"STOCKFLOW_DATABASE_URL": f"{schema}_app"}
+    return {
+        "STOCKFLOW_DATABASE_URL": f"{schema}_app",
+        "STOCKFLOW_MIGRATION_DATABASE_URL": f"{schema}_owner",
+    }
 
 
 def test_services_target_the_container_port() -> None:
@@ -514,7 +540,7 @@ def test_service_monitor() -> None:
     docs = render("servicemonitor")
     services = by_component(docs, "Service")
     monitors = by_component(docs, "ServiceMonitor")
-    assert sorted(monitors) == SERVICES
+    assert sorted(monitors) == PROCESSES
     for service, monitor in monitors.items():
         assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
         spec = monitor["spec"]
@@ -603,8 +629,8 @@ def test_compose_services() -> None:
     config = compose_config()
     services = config["services"]
     init_env = services["init"]["environment"]
-    images = {services[s]["image"] for s in [*SERVICES, "init"]}
-    assert len(images) == 1, f"one image for every service: {images}"
+    images = {services[s]["image"] for s in [*PROCESSES, "init"]}
+    assert len(images) == 1, f"one image for every service and worker: {images}"
     for service in SERVICES:
         spec = services[service]
         assert spec["command"] == [service], service
@@ -637,9 +663,34 @@ def test_compose_services() -> None:
             )
 
 
+def test_compose_workers() -> None:
+    services = compose_config()["services"]
+    init_env = services["init"]["environment"]
+    for worker, service in WORKERS.items():
+        spec = services[worker]
+        assert spec["command"] == [worker], worker
+        # After its service is healthy, i.e. has migrated the schema the worker uses.
+        assert spec["depends_on"][service]["condition"] == "service_healthy", worker
+        assert "healthcheck" in spec and not spec["healthcheck"].get("disable"), worker
+        ports = [(int(p["published"]), p["target"]) for p in spec["ports"]]
+        assert ports == [(COMPOSE_HOST_PORTS[worker], HTTP_PORT)], worker
+        env = spec["environment"]
+        assert set(env) >= WORKER_ENV, f"{worker}: missing {WORKER_ENV - set(env)}"
+        assert env["STOCKFLOW_SERVICE"] == service
+        assert env["STOCKFLOW_HTTP_HOST"] == HTTP_HOST
+        # Least privilege: no owner role, no API tokens, no Kafka.
+        assert not {n for n in env if n.startswith("STOCKFLOW_")} - WORKER_ENV, worker
+        role = f"{schema_of(worker)}_app"
+        match = re.fullmatch(
+            r"postgresql://([a-z_]+):([^@]+)@postgres:5432/stockflow", env["STOCKFLOW_DATABASE_URL"]
+        )
+        assert match and match.group(1) == role, f"{worker} must use role {role}"
+        assert match.group(2) == init_env[password_env(role)], worker
+
+
 def test_compose_references_the_dockerfile() -> None:
     services = compose()["services"]
-    for name in [*SERVICES, "init"]:
+    for name in [*PROCESSES, "init"]:
         build = services[name]["build"]
         assert (ROOT / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE, name
 
@@ -696,11 +747,15 @@ def test_dockerfile_is_multi_stage_slim_and_non_root() -> None:
 
 def test_dockerfile_installs_every_package() -> None:
     text = DOCKERFILE.read_text()
-    packages = [
-        f"libs/{p.name}"
-        for p in sorted((ROOT / "libs").iterdir())
-        if (p / "pyproject.toml").exists()
-    ] + [f"services/{s}" for s in SERVICES]
+    packages = (
+        [
+            f"libs/{p.name}"
+            for p in sorted((ROOT / "libs").iterdir())
+            if (p / "pyproject.toml").exists()
+        ]
+        + [f"services/{s}" for s in SERVICES]
+        + ["cli"]
+    )
     for package in packages:
         assert f"COPY {package}/pyproject.toml {package}/pyproject.toml" in text, package
         installs = re.findall(r"pip wheel[^&]*", re.sub(r"\\\n", " ", text))
@@ -736,7 +791,7 @@ def test_dockerignore_keeps_what_the_build_copies() -> None:
     for source in sources:
         assert (ROOT / source).exists(), f"COPY source {source} missing"
         assert dockerignore_allows(source.rstrip("/")), f".dockerignore excludes {source}"
-    for secretish in (".state", ".venv", ".git", "services/stock/tests"):
+    for secretish in (".state", ".venv", ".git", "services/stock/tests", "cli/tests"):
         assert not dockerignore_allows(secretish), f".dockerignore lets {secretish} in"
 
 
@@ -752,7 +807,7 @@ def fake_python(tmp_path: Path) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", PROCESSES)
 def test_entrypoint_runs_a_service_by_name(service: str, tmp_path: Path) -> None:
     result = run(["sh", str(ENTRYPOINT), service], env=fake_python(tmp_path))
     assert result.returncode == 0, result.stderr
@@ -777,9 +832,11 @@ def test_image_dependency_closure_is_complete_and_lean() -> None:
     """The image installs runtime-requirements.py's closure with --no-deps: it must hold every
     distribution the stockflow packages need (per the installed metadata), pinned as in the lock,
     and none of the dev tools."""
-    packages = [str(p.parent) for p in sorted(ROOT.glob("libs/*/pyproject.toml"))] + [
-        str(ROOT / "services" / s) for s in SERVICES
-    ]
+    packages = (
+        [str(p.parent) for p in sorted(ROOT.glob("libs/*/pyproject.toml"))]
+        + [str(ROOT / "services" / s) for s in SERVICES]
+        + [str(ROOT / "cli")]
+    )
     result = run([sys.executable, str(RUNTIME_REQS), str(LOCK), *packages])
     assert result.returncode == 0, result.stderr
     pins = dict(line.split("==") for line in result.stdout.split())
@@ -818,6 +875,7 @@ def test_image_dependency_closure_is_complete_and_lean() -> None:
                 todo.append((req.name, frozenset(req.extras)))
     missing = sorted(needed - set(pins))
     assert not missing, f"the image would lack {missing}"
+    assert "statsmodels" in needed, "the replenishment worker runs from the image too"
     for name in needed:
         assert importlib.metadata.version(name) == pins[name], f"{name}: venv and lock differ"
 
@@ -933,6 +991,9 @@ def test_sasl_gives_each_service_its_own_principal() -> None:
     for service, deploy in by_component(docs, "Deployment").items():
         (container,) = deploy["spec"]["template"]["spec"]["containers"]
         env = env_map(container)
+        if service in WORKERS:  # no Kafka client at all: no principal, no password
+            assert not {n for n in env if n.startswith("STOCKFLOW_KAFKA_")}, service
+            continue
         assert env["STOCKFLOW_KAFKA_USERNAME"]["value"] == service
         assert service in kafka_principals(), f"{service} is no principal of the access table"
         refs = secret_refs(container)

@@ -22,6 +22,7 @@ from stockflow.runtime.db import MigrationError, migrate
 from stockflow.runtime.http import idempotent_write
 from stockflow.runtime.outbox import (
     OutboxRelay,
+    RelayLimits,
     UnitOfWork,
     build_producer,
     partition_for,
@@ -73,7 +74,11 @@ async def run_relay(
     producer = build_producer(infra.kafka_bootstrap, client_id="test-relay")
     await producer.start()
     relay = OutboxRelay(
-        infra.admin_database_url, schema, producer, batch_size=batch_size, poll_interval_s=0.1
+        infra.admin_database_url,
+        schema,
+        producer,
+        poll_interval_s=0.1,
+        limits=RelayLimits(batch_size=batch_size),
     )
     relay.crash_before_mark = crash_before_mark
     task = asyncio.create_task(relay.run())

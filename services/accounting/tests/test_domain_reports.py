@@ -3,6 +3,7 @@ import io
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ from stockflow.accounting.domain import (
     CostMethod,
     InventoryValue,
     JournalEntry,
+    JournalFilter,
     Money,
     SkuValuation,
     SoldLine,
@@ -163,20 +165,15 @@ def test_cogs_and_gross_margin_by_sku_and_by_period(book) -> None:
 def test_journal_filters(book) -> None:
     entries, _ = book
 
-    def ids(selected: list[JournalEntry]) -> list[str]:
-        return [entry.cause.id for entry in selected]
+    def ids(**where: Any) -> list[str]:
+        return [entry.cause.id for entry in filter_journal(entries, JournalFilter(**where))]
 
-    assert ids(filter_journal(entries, order_id="o-2")) == ["s2", "s2", "ret-2", "ret-2"]
-    assert ids(filter_journal(entries, account=Account.INVENTORY_SHRINKAGE)) == ["ret-2", "wo-1"]
-    assert len(filter_journal(entries, period="2024-04")) == 5
-    assert ids(filter_journal(entries, since=at(3, 10), until=at(4, 3))) == [
-        "s2",
-        "s2",
-        "ret-1",
-        "ret-1",
-    ]
-    assert filter_journal(entries, sku="B") == []
-    assert filter_journal(entries, cause_type="test.event.v1") == entries
+    assert ids(order_id="o-2") == ["s2", "s2", "ret-2", "ret-2"]
+    assert ids(account=Account.INVENTORY_SHRINKAGE) == ["ret-2", "wo-1"]
+    assert len(ids(period="2024-04")) == 5
+    assert ids(since=at(3, 10), until=at(4, 3)) == ["s2", "s2", "ret-1", "ret-1"]
+    assert ids(sku="B") == []
+    assert filter_journal(entries, JournalFilter(cause_type="test.event.v1")) == entries
 
 
 def test_csv_export_has_a_header_and_one_row_per_line(book) -> None:

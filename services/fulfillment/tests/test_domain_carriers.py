@@ -11,6 +11,7 @@ import pytest
 from stockflow.fulfillment.domain import (
     Address,
     Carrier,
+    CarrierReach,
     Dimensions,
     Label,
     LabelContent,
@@ -100,7 +101,9 @@ def rendered(content: LabelContent) -> bytes:
 def stockflow_post(destinations: frozenset[str] | None = None) -> StockflowPost:
     serials = itertools.count(41)
     return StockflowPost(
-        next_serial=lambda: next(serials), render_label=rendered, destinations=destinations
+        next_serial=lambda: next(serials),
+        render_label=rendered,
+        reach=CarrierReach(destinations=destinations),
     )
 
 

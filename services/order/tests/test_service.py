@@ -30,9 +30,10 @@ import stockflow.order.app as order_app
 from stockflow.cli.order import render_order
 from stockflow.contracts import Event, decode, encode, parse
 from stockflow.contracts import events as wire
-from stockflow.order.config import OrderSettings
+from stockflow.order import usecases
 from stockflow.order.domain import SagaPolicy
 from stockflow.order.handlers import OrderHandlers
+from stockflow.order.settings import OrderSettings
 from stockflow.runtime.consumer import Inbound
 from stockflow.runtime.db import create_pool, migrate
 from stockflow.runtime.outbox import UnitOfWork
@@ -711,7 +712,8 @@ async def test_two_instances_never_fire_one_timer_twice(infra) -> None:
     )
     order_ids = [new_order_id() for _ in range(60)]
     # One attempt only: a timeout makes the order stuck instead of arming another timer.
-    handlers = OrderHandlers(SagaPolicy(max_reserve_attempts=1))
+    policy = SagaPolicy(max_reserve_attempts=1)
+    handlers = OrderHandlers(policy)
     try:
         async with pool.acquire() as conn, conn.transaction():
             uow = UnitOfWork(conn, source="stockflow/order")  # never flushed: no outbox rows
@@ -731,7 +733,7 @@ async def test_two_instances_never_fire_one_timer_twice(infra) -> None:
             fired = 0
             while True:
                 async with pool.acquire() as conn, conn.transaction():
-                    due = await handlers.fire_due_timers(UnitOfWork(conn, source="t"), 7)
+                    due = await usecases.fire_due_timers(UnitOfWork(conn, source="t"), 7, policy)
                     await asyncio.sleep(0.02)  # hold the claimed rows while the other looks
                 if not due:
                     return fired

@@ -102,3 +102,22 @@ app.kubernetes.io/component: {{ .service }}
 {{- define "stockflow.kafkaPasswordKey" -}}
 {{- printf "STOCKFLOW_KAFKA_PASSWORD_%s" (upper .) -}}
 {{- end -}}
+
+{{/* Every process that gets a Deployment and a Service, by name: the enabled services and the
+     enabled workers of enabled services. Each: service, schema, replicas, resources, env, and
+     worker (true for a worker). Read with (include "stockflow.processes" . | fromYaml). */}}
+{{- define "stockflow.processes" -}}
+{{- $processes := dict }}
+{{- range $name, $svc := .Values.services }}
+{{- if $svc.enabled }}
+{{- $_ := set $processes $name (dict "service" $name "schema" $svc.schema "replicas" $svc.replicas "resources" $svc.resources "env" $svc.env "worker" false) }}
+{{- end }}
+{{- end }}
+{{- range $name, $worker := .Values.workers }}
+{{- $svc := required (printf "workers.%s.service must name a service" $name) (get $.Values.services $worker.service) }}
+{{- if and $worker.enabled $svc.enabled }}
+{{- $_ := set $processes $name (dict "service" $worker.service "schema" $svc.schema "replicas" $worker.replicas "resources" $worker.resources "env" $worker.env "worker" true) }}
+{{- end }}
+{{- end }}
+{{- toYaml $processes }}
+{{- end -}}

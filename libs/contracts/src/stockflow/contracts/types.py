@@ -16,6 +16,7 @@ from pydantic import (
     StringConstraints,
     WithJsonSchema,
 )
+from pydantic_core import PydanticCustomError
 
 from stockflow.contracts.currencies import MINOR_UNITS
 
@@ -47,8 +48,11 @@ def _money_from_string(value: object) -> Decimal:
 
 
 def _check_currency(code: str) -> str:
+    # The table of known codes subsumes the pattern; one message names both mistakes.
     if code not in MINOR_UNITS:
-        raise ValueError(f"unknown ISO 4217 currency code {code!r}")
+        raise PydanticCustomError(
+            "currency", "unknown ISO 4217 currency {code}", {"code": repr(code)[:40]}
+        )
     return code
 
 
@@ -87,7 +91,12 @@ Money = Annotated[
 ]
 """A decimal amount written as a string ("12.50"); always paired with a currency."""
 
-Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$"), AfterValidator(_check_currency)]
+Currency = Annotated[
+    str,
+    AfterValidator(_check_currency),
+    WithJsonSchema({"type": "string", "pattern": r"^[A-Z]{3}$", "examples": ["EUR"]}),
+]
+"""An ISO 4217 code of the table in `currencies` ("EUR")."""
 Timestamp = Annotated[
     AwareDatetime,
     BeforeValidator(_refuse_epoch_numbers),

@@ -22,6 +22,7 @@ import os
 import secrets
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -274,25 +275,28 @@ async def ensure_scram_users(
     return sorted(user for user, *_ in response.results)
 
 
-async def bootstrap(
-    admin_url: str,
-    bootstrap_servers: str | None,
-    *,
-    local_passwords: bool,
-    replication_factor: int = 1,
-    acls: bool = False,
-    scram_users: Mapping[str, str] | None = None,
-    security: Mapping[str, Any] | None = None,
-) -> None:
+@dataclass(frozen=True)
+class KafkaSetup:
+    """What bootstrap creates in Kafka: the topics, and optionally SCRAM users and ACLs."""
+
+    bootstrap_servers: str
+    replication_factor: int = 1
+    acls: bool = False
+    scram_users: Mapping[str, str] | None = None
+    security: Mapping[str, Any] | None = None
+
+
+async def bootstrap(admin_url: str, kafka: KafkaSetup | None, *, local_passwords: bool) -> None:
+    """Roles and schemas in PostgreSQL; then, unless `kafka` is None, what `kafka` asks for."""
     await ensure_roles_and_schemas(admin_url, local_passwords=local_passwords)
-    if bootstrap_servers:
-        await ensure_topics(
-            bootstrap_servers, replication_factor=replication_factor, security=security
-        )
-        if scram_users:
-            await ensure_scram_users(bootstrap_servers, scram_users, security=security)
-        if acls:
-            await ensure_acls(bootstrap_servers, security=security)
+    if kafka is None:
+        return
+    servers, security = kafka.bootstrap_servers, kafka.security
+    await ensure_topics(servers, replication_factor=kafka.replication_factor, security=security)
+    if kafka.scram_users:
+        await ensure_scram_users(servers, kafka.scram_users, security=security)
+    if kafka.acls:
+        await ensure_acls(servers, security=security)
 
 
 def main() -> None:
@@ -323,17 +327,17 @@ def main() -> None:
         security = Settings().kafka_client_options()
     except ValueError as exc:
         sys.exit(f"error: {exc}")
-    asyncio.run(
-        bootstrap(
-            admin_url,
+    setup = None
+    if kafka:
+        scram_users = scram_passwords(local=args.local_passwords) if args.scram_users else None
+        setup = KafkaSetup(
             kafka,
-            local_passwords=args.local_passwords,
             replication_factor=replication,
             acls=args.acls,
-            scram_users=scram_passwords(local=args.local_passwords) if args.scram_users else None,
+            scram_users=scram_users,
             security=security,
         )
-    )
+    asyncio.run(bootstrap(admin_url, setup, local_passwords=args.local_passwords))
     done = ["roles", "schemas", "topics"] if kafka else ["roles", "schemas"]
     done += ["SCRAM users"] if args.scram_users else []
     done += ["ACLs"] if args.acls else []

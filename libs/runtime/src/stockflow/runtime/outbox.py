@@ -153,6 +153,15 @@ class RelayStats:
     leader: bool = False
 
 
+@dataclass(frozen=True)
+class RelayLimits:
+    """How much the relay publishes per round trip and how long it keeps what it is done with."""
+
+    batch_size: int = 2000
+    retention_s: float = 3600.0
+    idempotency_retention_s: float = 86400.0
+
+
 class OutboxRelay:
     """Publishes a schema's outbox to Kafka: LISTEN/NOTIFY wake-ups, polling as a fallback."""
 
@@ -162,19 +171,15 @@ class OutboxRelay:
         schema: str,
         producer: AIOKafkaProducer,
         *,
-        batch_size: int = 2000,
         poll_interval_s: float = 0.5,
-        retention_s: float = 3600.0,
-        idempotency_retention_s: float = 86400.0,
+        limits: RelayLimits = RelayLimits(),
         service: str = "",
     ) -> None:
         self.dsn = dsn
         self.schema = schema
         self.producer = producer
-        self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
-        self.retention_s = retention_s
-        self.idempotency_retention_s = idempotency_retention_s
+        self.limits = limits
         self.service = service or schema
         self.stats = RelayStats()
         self._wake = asyncio.Event()
@@ -219,7 +224,7 @@ class OutboxRelay:
                 if time.monotonic() - last_prune > 30:
                     await self._prune_and_measure(conn)
                     last_prune = time.monotonic()
-                if sent < self.batch_size:
+                if sent < self.limits.batch_size:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
         finally:
@@ -231,7 +236,7 @@ class OutboxRelay:
         rows = await conn.fetch(
             "SELECT id, topic, key, value, headers FROM outbox WHERE sent_at IS NULL "
             "ORDER BY id LIMIT $1",
-            self.batch_size,
+            self.limits.batch_size,
         )
         if not rows:
             self.stats.backlog = 0
@@ -259,12 +264,13 @@ class OutboxRelay:
 
     async def _prune_and_measure(self, conn: asyncpg.Connection) -> None:
         await conn.execute(
-            "DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1)", self.retention_s
+            "DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1)",
+            self.limits.retention_s,
         )
         # Past this window a retried HTTP write is a new request (clients retry within minutes).
         await conn.execute(
             "DELETE FROM http_idempotency WHERE created_at < now() - make_interval(secs => $1)",
-            self.idempotency_retention_s,
+            self.limits.idempotency_retention_s,
         )
         row = await conn.fetchrow(
             "SELECT count(*) AS backlog, min(created_at) AS oldest "

@@ -1,4 +1,5 @@
-"""Run one service process: `python -m stockflow.runtime.serve stock --port 8082`."""
+"""Run one service process, `python -m stockflow.runtime.serve stock --port 8082`, or a worker
+beside its service, `python -m stockflow.runtime.serve replenishment --port 8086`."""
 
 from __future__ import annotations
 
@@ -10,14 +11,28 @@ import signal
 import sys
 
 import uvicorn
+from fastapi import FastAPI
 
 from stockflow.runtime.service import ServiceDefinition, create_app
-from stockflow.runtime.settings import SCHEMAS, Settings
+from stockflow.runtime.settings import SCHEMAS, WORKERS, Settings
+from stockflow.runtime.worker import WorkerDefinition, create_worker_app
 
 
 def load_definition(service: str) -> ServiceDefinition:
     module = importlib.import_module(f"stockflow.{service}.app")
     return module.service
+
+
+def load_worker(worker: str) -> WorkerDefinition:
+    module = importlib.import_module(f"stockflow.{WORKERS[worker]}.{worker}.app")
+    return module.worker
+
+
+def build_app(process: str, settings: Settings) -> FastAPI:
+    """The app of a service or of a worker, by name."""
+    if process in WORKERS:
+        return create_worker_app(load_worker(process), settings)
+    return create_app(load_definition(process), settings)
 
 
 def dump_tasks() -> None:
@@ -30,18 +45,19 @@ def dump_tasks() -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Run a stockflow service")
-    parser.add_argument("service", choices=sorted(SCHEMAS))
+    parser = argparse.ArgumentParser(description="Run a stockflow service or worker")
+    parser.add_argument("process", choices=sorted([*SCHEMAS, *WORKERS]))
     parser.add_argument("--host", default=None)
     parser.add_argument("--port", type=int, default=None)
     args = parser.parse_args()
-    overrides = {"service": args.service}
+    # A worker works on its service's schema, as that service (CloudEvents source, roles).
+    overrides = {"service": WORKERS.get(args.process, args.process)}
     if args.port:
         overrides["http_port"] = args.port
     if args.host:
         overrides["http_host"] = args.host
     settings = Settings(**overrides)
-    app = create_app(load_definition(args.service), settings)
+    app = build_app(args.process, settings)
     signal.signal(signal.SIGUSR1, lambda *_: dump_tasks())
     uvicorn.run(
         app,

@@ -27,7 +27,7 @@ from stockflow.runtime import metrics
 from stockflow.runtime.consumer import BatchProcessor, Consumer
 from stockflow.runtime.db import create_pool, migrate
 from stockflow.runtime.logging import configure_logging, get_logger
-from stockflow.runtime.outbox import OutboxRelay, build_producer, unit_of_work
+from stockflow.runtime.outbox import OutboxRelay, RelayLimits, build_producer, unit_of_work
 from stockflow.runtime.settings import Settings
 
 log = get_logger(__name__)
@@ -36,13 +36,11 @@ STARTUP_TIMEOUT_S = 90
 
 
 @dataclass
-class ServiceContext:
-    """What a service's background tasks and routes can reach at run time."""
+class TaskContext:
+    """What a background task can reach at run time, in a service or in a worker."""
 
     settings: Settings
     pool: asyncpg.Pool
-    producer: AIOKafkaProducer
-    relay: OutboxRelay
 
     @property
     def source(self) -> str:
@@ -51,6 +49,15 @@ class ServiceContext:
     def unit_of_work(self, cause=None):
         """A transaction whose staged events reach the outbox when it commits."""
         return unit_of_work(self.pool, source=self.source, cause=cause)
+
+
+@dataclass
+class ServiceContext(TaskContext):
+    """What a service's background tasks and routes can reach: also its Kafka producer and
+    outbox relay."""
+
+    producer: AIOKafkaProducer
+    relay: OutboxRelay
 
 
 Background = Callable[[ServiceContext], Coroutine[Any, Any, None]]
@@ -210,10 +217,12 @@ def create_app(definition: ServiceDefinition, settings: Settings | None = None) 
             settings.database_url,
             schema,
             producer,
-            batch_size=settings.outbox_batch_size,
             poll_interval_s=settings.outbox_poll_interval_s,
-            retention_s=settings.outbox_retention_s,
-            idempotency_retention_s=settings.idempotency_retention_s,
+            limits=RelayLimits(
+                batch_size=settings.outbox_batch_size,
+                retention_s=settings.outbox_retention_s,
+                idempotency_retention_s=settings.idempotency_retention_s,
+            ),
             service=definition.name,
         )
         context = ServiceContext(settings, pool, producer, relay)
@@ -257,6 +266,15 @@ def create_app(definition: ServiceDefinition, settings: Settings | None = None) 
         lifespan=lifespan,
     )
 
+    _add_ops_routes(app, definition)
+    for router in definition.routers:
+        app.include_router(router)
+    return app
+
+
+def _add_ops_routes(app: FastAPI, definition: ServiceDefinition) -> None:
+    """Request metrics, liveness, readiness, Prometheus and AsyncAPI: the same in every service."""
+
     @app.middleware("http")
     async def count_requests(request, call_next):
         started = time.perf_counter()
@@ -288,19 +306,19 @@ def create_app(definition: ServiceDefinition, settings: Settings | None = None) 
         """The AsyncAPI document of this service's consumers."""
         return asyncapi_document(definition, app.state.broker)
 
-    for router in definition.routers:
-        app.include_router(router)
-    return app
+
+async def database_check(pool: asyncpg.Pool) -> str:
+    """ "ok" when the database answers within 2 s, else why not (for /readyz)."""
+    try:
+        async with pool.acquire(timeout=2) as conn:
+            await conn.fetchval("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 — any failure means not ready
+        return f"unreachable: {exc!r}"[:200]
+    return "ok"
 
 
 async def _readiness(app: FastAPI) -> dict[str, str]:
-    checks: dict[str, str] = {}
-    try:
-        async with app.state.pool.acquire(timeout=2) as conn:
-            await conn.fetchval("SELECT 1")
-        checks["database"] = "ok"
-    except Exception as exc:  # noqa: BLE001 — any failure means not ready
-        checks["database"] = f"unreachable: {exc!r}"[:200]
+    checks = {"database": await database_check(app.state.pool)}
     try:
         producer: AIOKafkaProducer = app.state.context.producer
         await asyncio.wait_for(producer.client.fetch_all_metadata(), 2)

@@ -14,6 +14,9 @@ SCHEMAS = {
     "fulfillment": "fulfillment",
     "accounting": "accounting",
 }
+# Workers: processes that run part of a service beside it, on that service's schema (see
+# stockflow.runtime.worker), by name -> service. Each is `worker` in stockflow.<service>.<name>.app.
+WORKERS = {"replenishment": "stock"}
 
 
 class Settings(BaseSettings):

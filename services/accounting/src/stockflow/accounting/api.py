@@ -154,11 +154,8 @@ async def profitability(
     return {"by": by, "rows": out}
 
 
-def _journal_filters(
+def _entry_filters(
     period: PeriodQuery = None,
-    sku: SkuQuery = None,
-    order_id: OrderQuery = None,
-    account: Account | None = None,
     cause_type: Annotated[str | None, Query(max_length=128)] = None,
     cause_id: Annotated[str | None, Query(max_length=128)] = None,
     since: datetime | None = None,
@@ -166,14 +163,25 @@ def _journal_filters(
 ) -> dict[str, Any]:
     return {
         "period": period,
-        "sku": sku,
-        "order_id": order_id,
-        "account": account.value if account else None,
         "cause_type": cause_type,
         "cause_id": cause_id,
         "since": since,
         "until": until,
     }
+
+
+def _line_filters(
+    sku: SkuQuery = None, order_id: OrderQuery = None, account: Account | None = None
+) -> dict[str, Any]:
+    return {"sku": sku, "order_id": order_id, "account": account.value if account else None}
+
+
+def _journal_filters(
+    entry: Annotated[dict[str, Any], Depends(_entry_filters)],
+    line: Annotated[dict[str, Any], Depends(_line_filters)],
+) -> dict[str, Any]:
+    """What an entry must be (store.ENTRY_FILTERS) and what one of its lines must hold."""
+    return {**entry, **line}
 
 
 JournalFilters = Annotated[dict[str, Any], Depends(_journal_filters)]

@@ -11,8 +11,8 @@ import contextlib
 from collections.abc import Iterator
 
 from stockflow.accounting import store
-from stockflow.accounting.books import Books
 from stockflow.accounting.domain import AccountingError, Cause, JournalEntry
+from stockflow.accounting.domain.books import Books
 from stockflow.contracts import InvalidMessage
 from stockflow.contracts.events import (
     JournalEntryPosted,

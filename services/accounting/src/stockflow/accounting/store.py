@@ -10,7 +10,6 @@ from uuid import UUID
 
 import asyncpg
 
-from stockflow.accounting.books import Books, Pending, Price, ShipmentCost
 from stockflow.accounting.domain import (
     Account,
     Cause,
@@ -21,6 +20,7 @@ from stockflow.accounting.domain import (
     PeriodCalendar,
     SkuValuation,
 )
+from stockflow.accounting.domain.books import Books, Pending, Price, PriceRow, ShipmentCost
 
 PERIODS_LOCK = "accounting:periods"
 
@@ -137,7 +137,7 @@ async def claim_movements(conn: asyncpg.Connection, movement_ids: Sequence[str])
     return {row["movement_id"] for row in rows}
 
 
-async def save_prices(conn: asyncpg.Connection, rows: Sequence[tuple]) -> None:
+async def save_prices(conn: asyncpg.Connection, rows: Sequence[PriceRow]) -> None:
     if not rows:
         return
     columns = list(zip(*rows, strict=True))

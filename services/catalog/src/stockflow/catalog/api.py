@@ -23,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
-from stockflow.catalog import store, use_cases
+from stockflow.catalog import store, usecases
 from stockflow.catalog.csv_io import (
     ImportedProduct,
     ImportFormatError,
@@ -115,7 +115,7 @@ async def create_product(product: Product, request: Request) -> JSONResponse:
 
     async def action(uow: UnitOfWork) -> tuple[int, Any]:
         with _as_http():
-            created = await use_cases.create_product(uow, product, request_key=key)
+            created = await usecases.create_product(uow, product, request_key=key)
         return 201, created.model_dump(mode="json")
 
     return await _write(request, action)
@@ -130,9 +130,7 @@ async def get_product(product_id: str, request: Request) -> JSONResponse:
     return JSONResponse(current.document, headers={"ETag": f'"{current.version}"'})
 
 
-@router.get("/products")
-async def list_products(
-    request: Request,
+def _product_filter(
     status: Literal["draft", "active", "discontinued"] | None = None,
     vendor: str | None = None,
     product_type: str | None = None,
@@ -141,6 +139,14 @@ async def list_products(
         str | None,
         Query(max_length=200, description="words of title/description, a SKU prefix or a barcode"),
     ] = None,
+) -> store.ProductFilter:
+    return store.ProductFilter(status, vendor, product_type, tag, (q or "").strip() or None)
+
+
+@router.get("/products")
+async def list_products(
+    request: Request,
+    where: Annotated[store.ProductFilter, Depends(_product_filter)],
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> dict[str, Any]:
@@ -151,7 +157,6 @@ async def list_products(
         raise RequestValidationError(
             [{"type": "cursor", "loc": ["query", "cursor"], "msg": "not a cursor"}]
         ) from bad
-    where = store.ProductFilter(status, vendor, product_type, tag, (q or "").strip() or None)
     async with request.app.state.pool.acquire() as conn:
         products = await store.search(conn, where, limit=limit, after=after)
     full = len(products) == limit
@@ -206,7 +211,7 @@ async def patch_product(
 
     async def action(uow: UnitOfWork) -> tuple[int, Any]:
         with _as_http():
-            product, _ = await use_cases.patch_product(
+            product, _ = await usecases.patch_product(
                 uow, product_id, patch, expected, request_key=key
             )
         return 200, product.model_dump(mode="json")
@@ -220,7 +225,7 @@ async def _change_status(request: Request, product_id: str, action_name, if_matc
 
     async def action(uow: UnitOfWork) -> tuple[int, Any]:
         with _as_http():
-            product = await use_cases.change_status(
+            product = await usecases.change_status(
                 uow, product_id, action_name, expected, request_key=key
             )
         return 200, product.model_dump(mode="json")
@@ -334,7 +339,7 @@ async def import_products(
     key = request.headers.get("idempotency-key")
 
     async def action(uow: UnitOfWork) -> tuple[int, Any]:
-        report = await use_cases.import_products(uow, items, request_key=key)
+        report = await usecases.import_products(uow, items, request_key=key)
         return 200, report.as_json()
 
     return await idempotent_write(request, action)

@@ -22,6 +22,7 @@ from stockflow.fulfillment.domain import (
     PickList,
     ReturnAuthorization,
     Shipment,
+    TrackingUpdate,
     VariantSpec,
 )
 
@@ -426,22 +427,16 @@ async def label_document(conn: asyncpg.Connection, shipment_id: str) -> asyncpg.
 
 
 async def record_tracking_event(
-    conn: asyncpg.Connection,
-    shipment_id: str,
-    tracking_number: str,
-    status: str,
-    occurred_at: datetime,
-    detail: str,
-    applied: bool,
+    conn: asyncpg.Connection, shipment_id: str, update: TrackingUpdate, *, applied: bool
 ) -> None:
     await conn.execute(
         "INSERT INTO tracking_events (shipment_id, tracking_number, status, occurred_at, detail, "
         "applied) VALUES ($1, $2, $3, $4, $5, $6)",
         shipment_id,
-        tracking_number,
-        status,
-        occurred_at,
-        detail,
+        update.tracking_number,
+        update.status.value,
+        update.occurred_at,
+        update.detail,
         applied,
     )
 

@@ -21,9 +21,11 @@ from stockflow.contracts.events.orders import OrderBackorderAllocated, OrderConf
 from stockflow.fulfillment import domain, store
 from stockflow.fulfillment.domain import (
     Address,
+    CarrierReach,
     Dimensions,
     FulfillmentError,
     PackingError,
+    ParcelLimits,
     Shipment,
     ShipmentStatus,
     StockflowPost,
@@ -75,15 +77,15 @@ def configured_carriers(settings: FulfillmentSettings, serial: int) -> list[Stoc
     lower price per kilogram and takes heavier, larger parcels.
     """
 
-    def carrier(name: str, **limits: Any) -> StockflowPost:
+    reach = CarrierReach(
+        country=settings.carrier_country,
+        currency=settings.carrier_currency,
+        destinations=frozenset(settings.destinations),
+    )
+
+    def carrier(name: str, **offer: Any) -> StockflowPost:
         return StockflowPost(
-            name=name,
-            next_serial=lambda: serial,
-            render_label=render_label,
-            country=settings.carrier_country,
-            currency=settings.carrier_currency,
-            destinations=frozenset(settings.destinations),
-            **limits,
+            name=name, next_serial=lambda: serial, render_label=render_label, reach=reach, **offer
         )
 
     freight_tariffs = {
@@ -94,8 +96,7 @@ def configured_carriers(settings: FulfillmentSettings, serial: int) -> list[Stoc
         carrier(
             "stockflow-freight",
             tariffs=freight_tariffs,
-            max_weight_grams=70_000,
-            max_side_mm=2_000,
+            limits=ParcelLimits(max_weight_grams=70_000, max_side_mm=2_000),
         ),
     ]
 
@@ -478,13 +479,7 @@ async def record_tracking(uow: UnitOfWork, update: TrackingUpdate) -> Shipment:
         raise NotFound(f"No shipment has tracking number {update.tracking_number}.")
     changed = shipment.apply_tracking(update)
     await store.record_tracking_event(
-        uow.conn,
-        shipment.shipment_id,
-        update.tracking_number,
-        update.status.value,
-        update.occurred_at,
-        update.detail,
-        changed is not None,
+        uow.conn, shipment.shipment_id, update, applied=changed is not None
     )
     await store.save_shipment(uow.conn, shipment)
     if changed is not None and changed.status is ShipmentStatus.DELIVERED:

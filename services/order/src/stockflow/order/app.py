@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from stockflow.order import api, invariants
-from stockflow.order.config import OrderSettings
 from stockflow.order.handlers import (
     CHECKOUT_EVENTS,
     FULFILLMENT_EVENTS,
     STOCK_EVENTS,
     OrderHandlers,
 )
+from stockflow.order.settings import OrderSettings
 from stockflow.order.timers import TimerTask
 from stockflow.runtime.consumer import Consumer
 from stockflow.runtime.invariants import watch
@@ -21,7 +21,8 @@ from stockflow.runtime.service import ServiceDefinition
 def build_service(settings: OrderSettings | None = None) -> ServiceDefinition:
     """The order service with `settings` (default: from STOCKFLOW_ORDER_* variables)."""
     settings = settings or OrderSettings()
-    handlers = OrderHandlers(settings.saga_policy())
+    policy = settings.saga_policy()
+    handlers = OrderHandlers(policy)
     return ServiceDefinition(
         name="order",
         description=(
@@ -52,7 +53,7 @@ def build_service(settings: OrderSettings | None = None) -> ServiceDefinition:
         ],
         routers=[api.router],
         background=[
-            TimerTask(handlers, settings).run,
+            TimerTask(policy, settings).run,
             watch(invariants.invariants(settings.settle_s)),
         ],
     )

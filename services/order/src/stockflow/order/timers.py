@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 
-from stockflow.order.config import OrderSettings
-from stockflow.order.handlers import OrderHandlers
+from stockflow.order import usecases
+from stockflow.order.domain import SagaPolicy
+from stockflow.order.settings import OrderSettings
 from stockflow.runtime.consumer import is_transient
 from stockflow.runtime.logging import get_logger
 from stockflow.runtime.service import ServiceContext
@@ -20,8 +21,8 @@ log = get_logger(__name__)
 class TimerTask:
     """A background task of the service: `ServiceDefinition(background=[TimerTask(...).run])`."""
 
-    def __init__(self, handlers: OrderHandlers, settings: OrderSettings) -> None:
-        self.handlers = handlers
+    def __init__(self, policy: SagaPolicy, settings: OrderSettings) -> None:
+        self.policy = policy
         self.poll_interval_s = settings.timer_poll_interval_s
         self.batch_size = settings.timer_batch_size
         self.fired = 0
@@ -32,7 +33,7 @@ class TimerTask:
         while True:
             try:
                 async with ctx.unit_of_work() as uow:
-                    due = await self.handlers.fire_due_timers(uow, self.batch_size)
+                    due = await usecases.fire_due_timers(uow, self.batch_size, self.policy)
                 self.fired += due
                 backoff = self.poll_interval_s
             except asyncio.CancelledError:

@@ -7,13 +7,8 @@ from pathlib import Path
 from stockflow.runtime.consumer import Consumer
 from stockflow.runtime.invariants import watch
 from stockflow.runtime.service import ServiceDefinition
-from stockflow.stock import (
-    api,
-    handlers,
-    invariants,
-    replenish_api,
-    replenish_run,
-)
+from stockflow.stock import api, handlers, invariants
+from stockflow.stock.replenishment import api as replenishment_api
 
 service = ServiceDefinition(
     name="stock",
@@ -48,9 +43,8 @@ service = ServiceDefinition(
             event_types=handlers.FULFILLMENT_TYPES,
         ),
     ],
-    routers=[*api.routers, replenish_api.router],
+    routers=[*api.routers, replenishment_api.router],
     background=[
         watch(invariants.INVARIANTS, alert=invariants.alert),
-        replenish_run.replenish_periodically,
     ],
 )

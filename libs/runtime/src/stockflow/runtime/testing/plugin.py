@@ -11,7 +11,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from stockflow.runtime.bootstrap import bootstrap
+from stockflow.runtime.bootstrap import KafkaSetup, bootstrap
 from stockflow.runtime.db import create_pool, migrate
 from stockflow.runtime.testing.infra import Infra, resolve_infra
 
@@ -21,7 +21,11 @@ def infra() -> Iterator[Infra]:
     """Real Kafka and PostgreSQL with stockflow's roles, schemas and topics in place."""
     resolved = resolve_infra()
     asyncio.run(
-        bootstrap(resolved.admin_database_url, resolved.kafka_bootstrap, local_passwords=True)
+        bootstrap(
+            resolved.admin_database_url,
+            KafkaSetup(resolved.kafka_bootstrap),
+            local_passwords=True,
+        )
     )
     yield resolved
     resolved.close()

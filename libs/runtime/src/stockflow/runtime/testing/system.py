@@ -1,4 +1,5 @@
-"""The five services as real processes for system tests (and chaos), on the test profile's ports."""
+"""The five services and the workers as real processes for system tests (and chaos), on the test
+profile's ports."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def _infra_module() -> ModuleType:
 
 
 class System:
-    """Start, stop, kill and restart service processes; their logs land in .state/test/logs."""
+    """Start, stop, kill and restart service and worker processes; their logs land in
+    .state/<profile>/logs."""
 
     def __init__(self, infra: Infra, env: dict[str, str] | None = None) -> None:
         self.local = _infra_module()
@@ -37,7 +39,8 @@ class System:
             kafka_endpoint=infra.kafka_bootstrap,
             pg_endpoint=f"{db.hostname}:{db.port}",
         )
-        self.services: tuple[str, ...] = self.local.SERVICES
+        # Services first: they migrate the schemas their workers use.
+        self.groups: tuple[tuple[str, ...], ...] = (self.local.SERVICES, tuple(self.local.WORKERS))
         self.procs: dict[str, subprocess.Popen] = {}
 
     @property
@@ -54,10 +57,11 @@ class System:
     def start_all(self) -> None:
         (self.profile.state / "run").mkdir(parents=True, exist_ok=True)
         self.local.stop_services(self.profile)  # never reuse processes running older code
-        for service in self.services:
-            self.procs[service] = self._spawn(service)
-        for service in self.services:
-            self.wait_ready(service)
+        for group in self.groups:
+            for process in group:
+                self.procs[process] = self._spawn(process)
+            for process in group:
+                self.wait_ready(process)
 
     def start(self, service: str) -> None:
         self.procs[service] = self._spawn(service)

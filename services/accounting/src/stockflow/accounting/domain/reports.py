@@ -162,35 +162,39 @@ def _balance(net_debits: dict[Account, Money], account: Account, currency: str) 
     return account.balance(net_debits.get(account, Money.zero(currency)))
 
 
-def filter_journal(
-    entries: Iterable[JournalEntry],
-    *,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    period: str | None = None,
-    cause_type: str | None = None,
-    account: Account | None = None,
-    sku: str | None = None,
-    order_id: str | None = None,
-) -> list[JournalEntry]:
-    """Entries posted in [since, until) and `period` whose cause and any line match the rest."""
+@dataclass(frozen=True)
+class JournalFilter:
+    """Which entries a journal read wants: posted in [since, until) and `period`, with this cause,
+    and (account, sku, order_id) matched by any one of the entry's lines. None matches anything."""
 
-    def line_matches(line: JournalLine) -> bool:
+    since: datetime | None = None
+    until: datetime | None = None
+    period: str | None = None
+    cause_type: str | None = None
+    account: Account | None = None
+    sku: str | None = None
+    order_id: str | None = None
+
+    def matches(self, entry: JournalEntry) -> bool:
         return (
-            (account is None or line.account is account)
-            and (sku is None or line.sku == sku)
-            and (order_id is None or line.order_id == order_id)
+            (self.since is None or entry.posted_at >= self.since)
+            and (self.until is None or entry.posted_at < self.until)
+            and (self.period is None or entry.period == self.period)
+            and (self.cause_type is None or entry.cause.type == self.cause_type)
+            and any(self._line_matches(line) for line in entry.lines)
         )
 
-    return [
-        entry
-        for entry in entries
-        if (since is None or entry.posted_at >= since)
-        and (until is None or entry.posted_at < until)
-        and (period is None or entry.period == period)
-        and (cause_type is None or entry.cause.type == cause_type)
-        and any(line_matches(line) for line in entry.lines)
-    ]
+    def _line_matches(self, line: JournalLine) -> bool:
+        return (
+            (self.account is None or line.account is self.account)
+            and (self.sku is None or line.sku == self.sku)
+            and (self.order_id is None or line.order_id == self.order_id)
+        )
+
+
+def filter_journal(entries: Iterable[JournalEntry], where: JournalFilter) -> list[JournalEntry]:
+    """The entries `where` matches, in their order."""
+    return [entry for entry in entries if where.matches(entry)]
 
 
 JOURNAL_CSV_HEADER = (

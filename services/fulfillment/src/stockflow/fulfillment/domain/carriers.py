@@ -179,6 +179,28 @@ _SERVICE_INDICATORS = {ServiceLevel.STANDARD: "CP", ServiceLevel.EXPRESS: "EE"}
 LabelRenderer = Callable[[LabelContent], bytes]
 
 
+@dataclass(frozen=True)
+class CarrierReach:
+    """Where a carrier issues tracking numbers from, the currency it bills in, where it delivers
+    (none given: its own country only)."""
+
+    country: str = "GB"
+    currency: str = "GBP"
+    destinations: frozenset[str] | None = None
+
+    def delivers_to(self, country: str) -> bool:
+        return country in (self.destinations if self.destinations is not None else {self.country})
+
+
+@dataclass(frozen=True)
+class ParcelLimits:
+    """The largest parcel a carrier takes, and how it turns size into billable weight."""
+
+    max_weight_grams: int = 30_000
+    max_side_mm: int = 1_200
+    dim_divisor: int = DEFAULT_DIM_DIVISOR
+
+
 class StockflowPost:
     """The built-in carrier: table rates by billable weight and S10 tracking numbers.
 
@@ -193,36 +215,28 @@ class StockflowPost:
         name: str = "stockflow-post",
         next_serial: Callable[[], int],
         render_label: LabelRenderer,
-        country: str = "GB",
-        currency: str = "GBP",
-        destinations: frozenset[str] | None = None,
+        reach: CarrierReach = CarrierReach(),
         tariffs: Mapping[ServiceLevel, Tariff] = STOCKFLOW_POST_TARIFFS,
-        max_weight_grams: int = 30_000,
-        max_side_mm: int = 1_200,
-        dim_divisor: int = DEFAULT_DIM_DIVISOR,
+        limits: ParcelLimits = ParcelLimits(),
     ) -> None:
         self.name = name
         self._next_serial = next_serial
         self._render_label = render_label
-        self.country = country
-        self.currency = currency
-        self.destinations = destinations if destinations is not None else frozenset({country})
+        self.reach = reach
         self.tariffs = tariffs
-        self.max_weight_grams = max_weight_grams
-        self.max_side_mm = max_side_mm
-        self.dim_divisor = dim_divisor
+        self.limits = limits
 
     def quote(
         self, package: Package, service_level: ServiceLevel, destination: Address
     ) -> Rate | None:
         """Base price plus per started kg of billable weight; None outside the carrier's limits."""
         tariff = self.tariffs.get(service_level)
-        billable_grams = package.billable_weight_grams(self.dim_divisor)
+        billable_grams = package.billable_weight_grams(self.limits.dim_divisor)
         if (
             tariff is None
-            or destination.country not in self.destinations
-            or billable_grams > self.max_weight_grams
-            or package.dimensions.longest_side_mm > self.max_side_mm
+            or not self.reach.delivers_to(destination.country)
+            or billable_grams > self.limits.max_weight_grams
+            or package.dimensions.longest_side_mm > self.limits.max_side_mm
         ):
             return None
         started_kg = math.ceil(billable_grams / 1000)
@@ -230,14 +244,14 @@ class StockflowPost:
             carrier=self.name,
             service_level=service_level,
             amount=tariff.base + tariff.per_kg * started_kg,
-            currency=self.currency,
+            currency=self.reach.currency,
             transit_days=tariff.transit_days,
         )
 
     def create_label(self, request: LabelRequest) -> Label:
         """Allocate an S10 tracking number and render the 4x6-inch label PDF."""
         tracking_number = format_s10(
-            _SERVICE_INDICATORS[request.service_level], self._next_serial(), self.country
+            _SERVICE_INDICATORS[request.service_level], self._next_serial(), self.reach.country
         )
         content = LabelContent(request=request, carrier=self.name, tracking_number=tracking_number)
         return Label(

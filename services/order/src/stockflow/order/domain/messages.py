@@ -1,8 +1,9 @@
 """What the saga hears (inputs), what it asks for (effects) and how it explains itself (timeline).
 
-Every input carries `cause_id`: the id of the event (or timer) that caused it, so the timeline
-can name it. Handlers translate wire messages into inputs and effects into outbox rows and
-timer rows; nothing here knows about Kafka or SQL.
+Every input carries `cause_id`: the id of the event (or timer) that caused it, and
+`cause_type`: the name the timeline records for it (kept when a class is renamed, since the
+timeline is what operators read). The use cases translate contract events into inputs, and
+effects into outbox rows and timer rows; nothing here knows about Kafka or SQL.
 """
 
 from __future__ import annotations
@@ -10,33 +11,35 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
+from stockflow.contracts.events.orders import Violation
 from stockflow.order.domain.model import (
-    Allocation,
     BackorderPolicy,
+    HeldUnits,
     LineQuantity,
-    OrderLine,
     OrderSaga,
     OrderState,
     PaymentStatus,
+    SagaLine,
 )
 
 # Inputs -------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class OrderSubmitted:
-    """A valid checkout submission, parsed (see `submit`, which builds it from the payload)."""
+class InvalidSubmission:
+    """A checkout submission the contract refused that still names a usable order id.
+
+    `fingerprint` is of its JSON data, `currency` whatever it gave (for the record), and
+    `violations` the contract's errors in its order.
+    """
 
     cause_id: str
     order_id: str
-    currency: str
-    lines: tuple[OrderLine, ...]
-    payment: PaymentStatus
-    payment_deadline: datetime | None
-    backorder_policy: BackorderPolicy
     fingerprint: str
+    currency: str
+    violations: tuple[Violation, ...]
 
 
 @dataclass(frozen=True)
@@ -47,13 +50,14 @@ class LineReservation:
     """
 
     line_id: str
-    allocations: tuple[Allocation, ...] = ()
+    allocations: tuple[HeldUnits, ...] = ()
     backordered: int = 0
     untracked: bool = False
 
 
 @dataclass(frozen=True)
-class StockReserved:
+class StockHeld:
+    cause_type: ClassVar[str] = "StockReserved"
     cause_id: str
     lines: tuple[LineReservation, ...]
 
@@ -66,9 +70,10 @@ class Shortfall:
 
 
 @dataclass(frozen=True)
-class ReservationRejected:
+class StockRefused:
     """Stock held nothing; `reason` is insufficient_stock, unknown_sku or discontinued."""
 
+    cause_type: ClassVar[str] = "ReservationRejected"
     cause_id: str
     reason: str
     lines: tuple[Shortfall, ...] = ()
@@ -76,12 +81,14 @@ class ReservationRejected:
 
 @dataclass(frozen=True)
 class CancelRequested:
+    cause_type: ClassVar[str] = "CancelRequested"
     cause_id: str
     reason: str
 
 
 @dataclass(frozen=True)
 class PaymentConfirmed:
+    cause_type: ClassVar[str] = "PaymentConfirmed"
     cause_id: str
 
 
@@ -89,6 +96,7 @@ class PaymentConfirmed:
 class PaymentDeadlinePassed:
     """The payment-deadline timer fired."""
 
+    cause_type: ClassVar[str] = "PaymentDeadlinePassed"
     cause_id: str
 
 
@@ -97,12 +105,14 @@ class StockReplyTimedOut:
     """The stock-reply timer fired; `attempt` echoes `SetTimer.attempt` so stale timers are
     recognised."""
 
+    cause_type: ClassVar[str] = "StockReplyTimedOut"
     cause_id: str
     attempt: int
 
 
 @dataclass(frozen=True)
-class BackorderAllocated:
+class BackorderFilled:
+    cause_type: ClassVar[str] = "BackorderAllocated"
     cause_id: str
     line_id: str
     location: str
@@ -111,6 +121,7 @@ class BackorderAllocated:
 
 @dataclass(frozen=True)
 class Shipped:
+    cause_type: ClassVar[str] = "Shipped"
     cause_id: str
     shipment_id: str
     lines: tuple[LineQuantity, ...]
@@ -118,6 +129,7 @@ class Shipped:
 
 @dataclass(frozen=True)
 class Delivered:
+    cause_type: ClassVar[str] = "Delivered"
     cause_id: str
     shipment_id: str
 
@@ -126,19 +138,20 @@ class Delivered:
 class Returned:
     """A return (RMA) received by fulfillment."""
 
+    cause_type: ClassVar[str] = "Returned"
     cause_id: str
     rma_id: str
     lines: tuple[LineQuantity, ...]
 
 
 SagaInput = (
-    StockReserved
-    | ReservationRejected
+    StockHeld
+    | StockRefused
     | CancelRequested
     | PaymentConfirmed
     | PaymentDeadlinePassed
     | StockReplyTimedOut
-    | BackorderAllocated
+    | BackorderFilled
     | Shipped
     | Delivered
     | Returned
@@ -148,55 +161,157 @@ SagaInput = (
 
 
 @dataclass(frozen=True)
-class ReserveLine:
+class ReservationLine:
     line_id: str
     sku: str
     quantity: int
 
 
 @dataclass(frozen=True)
-class ReserveStock:
+class RequestReservation:
     """Command to stock: hold every line (all or nothing, unless backorders are allowed).
 
     Re-sent on timeout with the same content; stock must treat it idempotently per order.
     """
 
     order_id: str
-    lines: tuple[ReserveLine, ...]
+    lines: tuple[ReservationLine, ...]
     backorder_policy: BackorderPolicy
     attempt: int
 
 
 @dataclass(frozen=True)
-class ReleaseReservation:
+class RequestRelease:
     """Command to stock: release whatever is held (or queued on backorder) for the order."""
 
     order_id: str
     reason: str
 
 
-class OrderEventType(StrEnum):
-    ACCEPTED = "order.accepted.v1"
-    CONFIRMED = "order.confirmed.v1"
-    REJECTED = "order.rejected.v1"
-    CANCELLED = "order.cancelled.v1"
-    CANCEL_REFUSED = "order.cancel_refused.v1"
-    BACKORDER_ALLOCATED = "order.backorder.allocated.v1"
-    SHIPPED = "order.shipped.v1"
-    DELIVERED = "order.delivered.v1"
-    RETURNED = "order.returned.v1"
-    STUCK = "order.stuck.v1"
+# What the order publishes on orders.events.v1 (key order_id); `publications` builds each
+# contract event from one of these and the facts the saga does not keep.
 
 
 @dataclass(frozen=True)
-class PublishEvent:
-    """An integration event for orders.events.v1, keyed by `data["order_id"]`.
+class AnnounceAccepted:
+    """order.accepted.v1: the submission passed the contract; stock is being asked."""
 
-    `data` is JSON-ready (decimal strings, integers) and always contains `order_id`.
-    """
+    order_id: str
+    currency: str
+    payment: PaymentStatus
+    backorder_policy: BackorderPolicy
+    lines: tuple[SagaLine, ...]
 
-    type: OrderEventType
-    data: dict[str, Any]
+
+@dataclass(frozen=True)
+class AnnounceConfirmed:
+    """order.confirmed.v1: every line held or backordered, payment authorized."""
+
+    order_id: str
+    currency: str
+    lines: tuple[SagaLine, ...]
+
+
+@dataclass(frozen=True)
+class AnnounceRejected:
+    """order.rejected.v1: stock refused (`shortfalls`) or the submission was invalid
+    (`violations`, reason invalid_order)."""
+
+    order_id: str
+    reason: str
+    shortfalls: tuple[Shortfall, ...] = ()
+    violations: tuple[Violation, ...] = ()
+
+
+@dataclass(frozen=True)
+class AnnounceCancelled:
+    """order.cancelled.v1."""
+
+    order_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class AnnounceCancelRefused:
+    """order.cancel_refused.v1: too late to cancel (`reason`); `requested_reason` is the
+    customer's."""
+
+    order_id: str
+    reason: str
+    requested_reason: str
+
+
+@dataclass(frozen=True)
+class AnnounceBackorderFilled:
+    """order.backorder.allocated.v1: `quantity` units of a backordered line are held at
+    `location`; `backordered` still wait."""
+
+    order_id: str
+    line_id: str
+    sku: str
+    location: str
+    quantity: int
+    backordered: int
+
+
+@dataclass(frozen=True)
+class ShippedUnits:
+    """Units of one line in a shipment."""
+
+    line_id: str
+    sku: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class AnnounceShipped:
+    """order.shipped.v1 (the location comes from fulfillment's event)."""
+
+    order_id: str
+    shipment_id: str
+    lines: tuple[ShippedUnits, ...]
+    fully_shipped: bool
+
+
+@dataclass(frozen=True)
+class AnnounceDelivered:
+    """order.delivered.v1: every shipment arrived (none, for an order of untracked goods)."""
+
+    order_id: str
+    shipment_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AnnounceReturned:
+    """order.returned.v1 (the returned lines as fulfillment reported them)."""
+
+    order_id: str
+    rma_id: str
+    fully_returned: bool
+
+
+@dataclass(frozen=True)
+class AnnounceStuck:
+    """order.stuck.v1: the saga gave up waiting; an operator must look."""
+
+    order_id: str
+    state: OrderState
+    attempts: int
+    reason: str
+
+
+Announcement = (
+    AnnounceAccepted
+    | AnnounceConfirmed
+    | AnnounceRejected
+    | AnnounceCancelled
+    | AnnounceCancelRefused
+    | AnnounceBackorderFilled
+    | AnnounceShipped
+    | AnnounceDelivered
+    | AnnounceReturned
+    | AnnounceStuck
+)
 
 
 class TimerKind(StrEnum):
@@ -208,7 +323,7 @@ class TimerKind(StrEnum):
 class SetTimer:
     """Arm (or re-arm, replacing) the order's timer of this kind.
 
-    `attempt` is the ReserveStock attempt a stock-reply timer guards (0 for the payment
+    `attempt` is the RequestReservation attempt a stock-reply timer guards (0 for the payment
     deadline); hand it back in `StockReplyTimedOut`.
     """
 
@@ -222,7 +337,7 @@ class CancelTimer:
     kind: TimerKind
 
 
-Effect = ReserveStock | ReleaseReservation | PublishEvent | SetTimer | CancelTimer
+Effect = RequestReservation | RequestRelease | Announcement | SetTimer | CancelTimer
 
 # Outcome ------------------------------------------------------------------------------------
 

@@ -72,7 +72,7 @@ class BackorderPolicy(StrEnum):
 
 
 @dataclass(frozen=True)
-class Allocation:
+class HeldUnits:
     """Units of a line held at one stock location."""
 
     location: str
@@ -88,14 +88,14 @@ class LineQuantity:
 
 
 @dataclass(frozen=True)
-class OrderLine:
+class SagaLine:
     """An ordered line and its progress: held stock, outstanding backorder, shipped, returned."""
 
     line_id: str
     sku: str
     quantity: int
     unit_price: Decimal
-    allocations: tuple[Allocation, ...] = ()
+    allocations: tuple[HeldUnits, ...] = ()
     backordered: int = 0
     untracked: bool = False
     shipped: int = 0
@@ -110,7 +110,7 @@ class OrderLine:
 
 
 @dataclass(frozen=True)
-class Shipment:
+class SagaShipment:
     shipment_id: str
     lines: tuple[LineQuantity, ...]
     delivered: bool = False
@@ -122,7 +122,7 @@ class OrderSaga:
 
     `fingerprint` identifies the submitted payload (see `submission_fingerprint`).
     `reason` says why a rejected or cancelled order ended. `stock_reply_due_at` is when the
-    current ReserveStock attempt times out; `stuck` is set once the attempts are used up.
+    current RequestReservation attempt times out; `stuck` is set once the attempts are used up.
     """
 
     order_id: str
@@ -130,7 +130,7 @@ class OrderSaga:
     state: OrderState = OrderState.RECEIVED
     version: int = 0
     currency: str = ""
-    lines: tuple[OrderLine, ...] = ()
+    lines: tuple[SagaLine, ...] = ()
     payment: PaymentStatus = PaymentStatus.AUTHORIZED
     payment_deadline: datetime | None = None
     backorder_policy: BackorderPolicy = BackorderPolicy.ALLOW
@@ -138,13 +138,13 @@ class OrderSaga:
     stock_reply_due_at: datetime | None = None
     stuck: bool = False
     reason: str | None = None
-    shipments: tuple[Shipment, ...] = ()
+    shipments: tuple[SagaShipment, ...] = ()
     return_ids: tuple[str, ...] = ()
 
-    def line(self, line_id: str) -> OrderLine | None:
+    def line(self, line_id: str) -> SagaLine | None:
         return next((line for line in self.lines if line.line_id == line_id), None)
 
-    def shipment(self, shipment_id: str) -> Shipment | None:
+    def shipment(self, shipment_id: str) -> SagaShipment | None:
         return next((s for s in self.shipments if s.shipment_id == shipment_id), None)
 
     def to_dict(self) -> dict[str, Any]:
@@ -199,13 +199,13 @@ class OrderSaga:
             version=data["version"],
             currency=data["currency"],
             lines=tuple(
-                OrderLine(
+                SagaLine(
                     line_id=line["line_id"],
                     sku=line["sku"],
                     quantity=line["quantity"],
                     unit_price=Decimal(line["unit_price"]),
                     allocations=tuple(
-                        Allocation(a["location"], a["quantity"]) for a in line["allocations"]
+                        HeldUnits(a["location"], a["quantity"]) for a in line["allocations"]
                     ),
                     backordered=line["backordered"],
                     untracked=line["untracked"],
@@ -222,7 +222,7 @@ class OrderSaga:
             stuck=data["stuck"],
             reason=data["reason"],
             shipments=tuple(
-                Shipment(
+                SagaShipment(
                     shipment_id=s["shipment_id"],
                     lines=tuple(LineQuantity(q["line_id"], q["quantity"]) for q in s["lines"]),
                     delivered=s["delivered"],

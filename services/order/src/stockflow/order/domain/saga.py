@@ -1,18 +1,20 @@
-"""The reservation saga as an explicit state machine: `submit` starts it, `decide` moves it.
+"""The reservation saga as an explicit state machine: `submit` (or `reject_invalid`) starts
+it, `decide` moves it.
 
 Both are pure and total: every (state, input) pair yields a `Decision` with exactly one
 timeline entry. The transitions (anything not listed changes nothing and is noted as ignored
 or refused):
 
-    RECEIVED          submit                 -> RESERVING (or REJECTED: invalid_order)
-    RESERVING         StockReserved          -> CONFIRMED, or AWAITING_PAYMENT if still pending
-    RESERVING         ReservationRejected    -> REJECTED
+    RECEIVED          submit                 -> RESERVING
+    RECEIVED          reject_invalid         -> REJECTED (invalid_order)
+    RESERVING         StockHeld              -> CONFIRMED, or AWAITING_PAYMENT if still pending
+    RESERVING         StockRefused           -> REJECTED
     RESERVING         StockReplyTimedOut     -> RESERVING (re-send; then order.stuck, no timer)
     RESERVING         PaymentConfirmed       -> RESERVING (remembered)
     AWAITING_PAYMENT  PaymentConfirmed       -> CONFIRMED
     RESERVING, AWAITING_PAYMENT  PaymentDeadlinePassed -> CANCELLED (payment_timeout, release)
     RESERVING, AWAITING_PAYMENT, CONFIRMED  CancelRequested -> CANCELLED (release)
-    AWAITING_PAYMENT, CONFIRMED, PARTIALLY_SHIPPED  BackorderAllocated -> same state
+    AWAITING_PAYMENT, CONFIRMED, PARTIALLY_SHIPPED  BackorderFilled -> same state
     CONFIRMED, PARTIALLY_SHIPPED  Shipped    -> PARTIALLY_SHIPPED, or SHIPPED once all units left
     PARTIALLY_SHIPPED, SHIPPED    Delivered  -> same, or DELIVERED once every shipment arrived
     PARTIALLY_SHIPPED, SHIPPED, DELIVERED  Returned -> same, or RETURNED once all came back
@@ -24,64 +26,71 @@ order.cancel_refused, and stock reserved for a cancelled or rejected order is re
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, assert_never
+from typing import assert_never
 
-from stockflow.order.domain.intake import (
-    Violation,
-    parse_submission,
-    submission_fingerprint,
-    usable_order_id,
-    validate_order,
-)
+from stockflow.contracts.events.checkout import CheckoutOrderSubmitted
+from stockflow.order.domain.intake import backorder_policy, fingerprint_of
 from stockflow.order.domain.messages import (
-    BackorderAllocated,
+    AnnounceAccepted,
+    AnnounceBackorderFilled,
+    AnnounceCancelled,
+    AnnounceCancelRefused,
+    AnnounceConfirmed,
+    AnnounceDelivered,
+    AnnounceRejected,
+    AnnounceReturned,
+    AnnounceShipped,
+    AnnounceStuck,
+    BackorderFilled,
     CancelRequested,
     CancelTimer,
     Decision,
     Delivered,
     Effect,
-    OrderEventType,
-    OrderSubmitted,
+    InvalidSubmission,
     Outcome,
     PaymentConfirmed,
     PaymentDeadlinePassed,
-    PublishEvent,
-    ReleaseReservation,
-    ReservationRejected,
-    ReserveLine,
-    ReserveStock,
+    RequestRelease,
+    RequestReservation,
+    ReservationLine,
     Returned,
     SagaInput,
     SetTimer,
     Shipped,
+    ShippedUnits,
+    StockHeld,
+    StockRefused,
     StockReplyTimedOut,
-    StockReserved,
     TimelineEntry,
     TimerKind,
 )
 from stockflow.order.domain.model import (
     SHIPPING_STARTED,
-    Allocation,
     BackorderPolicy,
+    HeldUnits,
     LineQuantity,
-    OrderLine,
     OrderSaga,
     OrderState,
     PaymentStatus,
-    Shipment,
+    SagaLine,
+    SagaShipment,
 )
 
 INVALID_ORDER = "invalid_order"
 PAYMENT_TIMEOUT = "payment_timeout"
 ALREADY_SHIPPED = "already_shipped"
+NO_STOCK_REPLY = "no_stock_reply"
+SUBMISSION = "OrderSubmitted"
+"""The timeline's name for a checkout submission, valid or not."""
 
 
 @dataclass(frozen=True)
 class SagaPolicy:
-    """Tunables: how long to wait for stock and how many ReserveStock attempts to make."""
+    """Tunables: how long to wait for stock and how many reservation requests to make."""
 
     stock_reply_timeout: timedelta = timedelta(seconds=30)
     max_reserve_attempts: int = 3
@@ -92,64 +101,59 @@ DEFAULT_POLICY = SagaPolicy()
 
 def submit(
     existing: OrderSaga | None,
-    payload: Mapping[str, Any],
+    order: CheckoutOrderSubmitted,
     cause_id: str,
     now: datetime,
     policy: SagaPolicy = DEFAULT_POLICY,
-    schema_violations: Sequence[Violation] = (),
 ) -> Decision:
-    """Take a checkout submission (the event's `data`) for a new or already known order.
+    """Take a valid checkout submission (the contract model) for a new or known order.
 
-    New and valid: RESERVING, with order.accepted, ReserveStock and timers. New and invalid:
-    REJECTED with reason invalid_order and the violations. Known with the same payload: a
-    duplicate, ignored. Known with a different payload: refused, never merged.
-    `schema_violations` are problems the wire contract found that the intake rules do not
-    check (a missing customer_id, a malformed address); they reject the order too.
-    Raises ValueError when the payload has no usable order id (dead-letter it instead).
+    New: RESERVING, with order.accepted, the reservation request and timers. Known with the
+    same payload: a duplicate, ignored. Known with a different payload: refused, never merged.
     """
-    order_id = usable_order_id(payload)
-    if order_id is None:
-        raise ValueError("submission has no usable order id")
-    fingerprint = submission_fingerprint(payload)
+    fingerprint = fingerprint_of(order)
     if existing is not None:
-        step = _Step(existing, OrderSubmitted.__name__, cause_id, now, policy)
-        if existing.fingerprint == fingerprint:
-            return step.ignore("duplicate submission")
-        return step.refuse("a different payload was already submitted under this order id")
-    received = OrderSaga(order_id=order_id, fingerprint=fingerprint)
-    step = _Step(received, OrderSubmitted.__name__, cause_id, now, policy)
-    violations = validate_order(payload)
-    found = {v.field for v in violations}
-    violations += [v for v in schema_violations if v.field not in found]
-    if violations:
-        currency = payload.get("currency")
-        rejected = replace(
-            received,
-            state=OrderState.REJECTED,
-            reason=INVALID_ORDER,
-            currency=currency if isinstance(currency, str) else "",
-        )
-        event = _publish(
-            OrderEventType.REJECTED,
-            order_id,
-            reason=INVALID_ORDER,
-            lines=[],
-            violations=[v.to_dict() for v in violations],
-        )
-        note = "invalid order: " + "; ".join(f"{v.field} {v.message}" for v in violations)
-        return step.apply(rejected, note, event)
-    return _start(step, parse_submission(payload, cause_id))
+        return _resubmitted(_Step(existing, SUBMISSION, cause_id, now, policy), fingerprint)
+    received = OrderSaga(order_id=order.order_id, fingerprint=fingerprint)
+    return _start(_Step(received, SUBMISSION, cause_id, now, policy), order)
+
+
+def reject_invalid(
+    existing: OrderSaga | None,
+    submission: InvalidSubmission,
+    now: datetime,
+    policy: SagaPolicy = DEFAULT_POLICY,
+) -> Decision:
+    """Answer a submission the contract refused: REJECTED with reason invalid_order and every
+    violation, unless the order is known (then a duplicate or a conflict, as in `submit`)."""
+    if existing is not None:
+        step = _Step(existing, SUBMISSION, submission.cause_id, now, policy)
+        return _resubmitted(step, submission.fingerprint)
+    received = OrderSaga(order_id=submission.order_id, fingerprint=submission.fingerprint)
+    step = _Step(received, SUBMISSION, submission.cause_id, now, policy)
+    rejected = replace(
+        received, state=OrderState.REJECTED, reason=INVALID_ORDER, currency=submission.currency
+    )
+    event = AnnounceRejected(submission.order_id, INVALID_ORDER, violations=submission.violations)
+    note = "invalid order: " + "; ".join(f"{v.field} {v.message}" for v in submission.violations)
+    return step.apply(rejected, note, event)
+
+
+def _resubmitted(step: _Step, fingerprint: str) -> Decision:
+    if step.saga.fingerprint == fingerprint:
+        return step.ignore("duplicate submission")
+    return step.refuse("a different payload was already submitted under this order id")
 
 
 def decide(
     saga: OrderSaga, event: SagaInput, now: datetime, policy: SagaPolicy = DEFAULT_POLICY
 ) -> Decision:
     """Apply one input to a saga that `submit` started."""
-    step = _Step(saga, type(event).__name__, event.cause_id, now, policy)
+    step = _Step(saga, event.cause_type, event.cause_id, now, policy)
     match event:
-        case StockReserved():
+        case StockHeld():
             return _on_stock_reserved(step, event)
-        case ReservationRejected():
+        case StockRefused():
             return _on_reservation_rejected(step, event)
         case CancelRequested():
             return _on_cancel_requested(step, event)
@@ -159,7 +163,7 @@ def decide(
             return _on_payment_deadline_passed(step)
         case StockReplyTimedOut():
             return _on_stock_reply_timed_out(step, event)
-        case BackorderAllocated():
+        case BackorderFilled():
             return _on_backorder_allocated(step, event)
         case Shipped():
             return _on_shipped(step, event)
@@ -210,38 +214,28 @@ class _Step:
         return Decision(saga=after, timeline=entry, effects=effects)
 
 
-def _start(step: _Step, order: OrderSubmitted) -> Decision:
+def _start(step: _Step, order: CheckoutOrderSubmitted) -> Decision:
+    lines = tuple(
+        SagaLine(line.line_id, line.sku, line.quantity, line.unit_price) for line in order.lines
+    )
     reserving = replace(
         step.saga,
         state=OrderState.RESERVING,
         currency=order.currency,
-        lines=order.lines,
-        payment=order.payment,
-        payment_deadline=order.payment_deadline,
-        backorder_policy=order.backorder_policy,
+        lines=lines,
+        payment=PaymentStatus(order.payment.status),
+        payment_deadline=order.payment.deadline,
+        backorder_policy=backorder_policy(order),
         reserve_attempts=1,
         stock_reply_due_at=step.now + step.policy.stock_reply_timeout,
     )
-    accepted = _publish(
-        OrderEventType.ACCEPTED,
-        order.order_id,
-        currency=order.currency,
-        payment_status=order.payment.value,
-        backorder_policy=order.backorder_policy.wire,
-        lines=[
-            {
-                "line_id": line.line_id,
-                "sku": line.sku,
-                "quantity": line.quantity,
-                "unit_price": str(line.unit_price),
-            }
-            for line in order.lines
-        ],
+    accepted = AnnounceAccepted(
+        order.order_id, reserving.currency, reserving.payment, reserving.backorder_policy, lines
     )
     return step.apply(reserving, "order accepted; reserving stock", accepted, _reserve(reserving))
 
 
-def _on_stock_reserved(step: _Step, event: StockReserved) -> Decision:
+def _on_stock_reserved(step: _Step, event: StockHeld) -> Decision:
     saga = step.saga
     if saga.state is OrderState.RESERVING:
         mismatch = _reservation_mismatch(saga, event)
@@ -267,25 +261,17 @@ def _on_stock_reserved(step: _Step, event: StockReserved) -> Decision:
         return _confirm(step, reserved, note)
     if saga.state in (OrderState.CANCELLED, OrderState.REJECTED):
         # Stock held units for an order that has ended: give them back.
-        release = ReleaseReservation(saga.order_id, reason=saga.reason or saga.state.value)
+        release = RequestRelease(saga.order_id, reason=saga.reason or saga.state.value)
         return step.ignore(f"stock reserved after the order was {saga.state}; released", release)
     return step.ignore(f"duplicate stock reply ignored in state {saga.state}")
 
 
-def _on_reservation_rejected(step: _Step, event: ReservationRejected) -> Decision:
+def _on_reservation_rejected(step: _Step, event: StockRefused) -> Decision:
     saga = step.saga
     if saga.state is not OrderState.RESERVING:
         return step.ignore(f"late stock rejection ({event.reason}) ignored in state {saga.state}")
     rejected = replace(saga, state=OrderState.REJECTED, reason=event.reason)
-    published = _publish(
-        OrderEventType.REJECTED,
-        saga.order_id,
-        reason=event.reason,
-        lines=[
-            {"sku": s.sku, "requested": s.requested, "available": s.available} for s in event.lines
-        ],
-        violations=[],
-    )
+    published = AnnounceRejected(saga.order_id, event.reason, shortfalls=event.lines)
     return step.apply(rejected, f"stock rejected the order: {event.reason}", published)
 
 
@@ -294,12 +280,7 @@ def _on_cancel_requested(step: _Step, event: CancelRequested) -> Decision:
     if saga.state in (OrderState.RESERVING, OrderState.AWAITING_PAYMENT, OrderState.CONFIRMED):
         return _cancel(step, event.reason)
     if saga.state in SHIPPING_STARTED:
-        refused = _publish(
-            OrderEventType.CANCEL_REFUSED,
-            saga.order_id,
-            reason=ALREADY_SHIPPED,
-            requested_reason=event.reason,
-        )
+        refused = AnnounceCancelRefused(saga.order_id, ALREADY_SHIPPED, event.reason)
         return step.refuse("cancel refused: already shipped", refused)
     return step.ignore(f"cancel ignored: order is {saga.state}")
 
@@ -343,17 +324,11 @@ def _on_stock_reply_timed_out(step: _Step, event: StockReplyTimedOut) -> Decisio
         note = f"no stock reply; ReserveStock re-sent (attempt {retry.reserve_attempts})"
         return step.apply(retry, note, _reserve(retry))
     stuck = replace(saga, stuck=True, stock_reply_due_at=None)
-    alert = _publish(
-        OrderEventType.STUCK,
-        saga.order_id,
-        state=saga.state.value,
-        attempts=saga.reserve_attempts,
-        reason="no_stock_reply",
-    )
+    alert = AnnounceStuck(saga.order_id, saga.state, saga.reserve_attempts, NO_STOCK_REPLY)
     return step.apply(stuck, f"no stock reply after {saga.reserve_attempts} attempts", alert)
 
 
-def _on_backorder_allocated(step: _Step, event: BackorderAllocated) -> Decision:
+def _on_backorder_allocated(step: _Step, event: BackorderFilled) -> Decision:
     saga = step.saga
     allowed = (OrderState.AWAITING_PAYMENT, OrderState.CONFIRMED, OrderState.PARTIALLY_SHIPPED)
     if saga.state not in allowed:
@@ -376,14 +351,8 @@ def _on_backorder_allocated(step: _Step, event: BackorderAllocated) -> Decision:
     if saga.state is OrderState.AWAITING_PAYMENT:
         # order.confirmed will carry the allocation once payment arrives.
         return step.apply(after, note)
-    published = _publish(
-        OrderEventType.BACKORDER_ALLOCATED,
-        saga.order_id,
-        line_id=line.line_id,
-        sku=line.sku,
-        location=event.location,
-        quantity=event.quantity,
-        backordered=allocated.backordered,
+    published = AnnounceBackorderFilled(
+        saga.order_id, line.line_id, line.sku, event.location, event.quantity, allocated.backordered
     )
     return step.apply(after, note, published)
 
@@ -408,15 +377,14 @@ def _on_shipped(step: _Step, event: Shipped) -> Decision:
     after = replace(
         saga,
         lines=lines,
-        shipments=(*saga.shipments, Shipment(event.shipment_id, _as_line_quantities(quantities))),
+        shipments=(
+            *saga.shipments,
+            SagaShipment(event.shipment_id, _as_line_quantities(quantities)),
+        ),
         state=OrderState.SHIPPED if fully_shipped else OrderState.PARTIALLY_SHIPPED,
     )
-    published = _publish(
-        OrderEventType.SHIPPED,
-        saga.order_id,
-        shipment_id=event.shipment_id,
-        lines=_line_quantities_data(saga, quantities),
-        fully_shipped=fully_shipped,
+    published = AnnounceShipped(
+        saga.order_id, event.shipment_id, _shipped_units(saga, quantities), fully_shipped
     )
     return step.apply(after, f"shipment {event.shipment_id} shipped", published)
 
@@ -437,11 +405,7 @@ def _on_delivered(step: _Step, event: Delivered) -> Decision:
     after = replace(saga, shipments=shipments)
     note = f"shipment {event.shipment_id} delivered"
     if saga.state is OrderState.SHIPPED and all(s.delivered for s in shipments):
-        published = _publish(
-            OrderEventType.DELIVERED,
-            saga.order_id,
-            shipment_ids=[s.shipment_id for s in shipments],
-        )
+        published = AnnounceDelivered(saga.order_id, tuple(s.shipment_id for s in shipments))
         return step.apply(replace(after, state=OrderState.DELIVERED), note, published)
     return step.apply(after, note)
 
@@ -470,41 +434,16 @@ def _on_returned(step: _Step, event: Returned) -> Decision:
         return_ids=(*saga.return_ids, event.rma_id),
         state=OrderState.RETURNED if fully_returned else saga.state,
     )
-    published = _publish(
-        OrderEventType.RETURNED,
-        saga.order_id,
-        rma_id=event.rma_id,
-        lines=_line_quantities_data(saga, quantities),
-        fully_returned=fully_returned,
-    )
+    published = AnnounceReturned(saga.order_id, event.rma_id, fully_returned)
     return step.apply(after, f"return {event.rma_id} received", published)
 
 
 def _confirm(step: _Step, reserved: OrderSaga, note: str) -> Decision:
     confirmed = replace(reserved, state=OrderState.CONFIRMED)
-    published = _publish(
-        OrderEventType.CONFIRMED,
-        confirmed.order_id,
-        currency=confirmed.currency,
-        lines=[
-            {
-                "line_id": line.line_id,
-                "sku": line.sku,
-                "quantity": line.quantity,
-                "unit_price": str(line.unit_price),
-                "reserved": line.reserved,
-                "backordered": line.backordered,
-                "untracked": line.untracked,
-                "allocations": [
-                    {"location": a.location, "quantity": a.quantity} for a in line.allocations
-                ],
-            }
-            for line in confirmed.lines
-        ],
-    )
+    published = AnnounceConfirmed(confirmed.order_id, confirmed.currency, confirmed.lines)
     if all(line.untracked for line in confirmed.lines):
         # Digital goods and services only: nothing will ever be shipped, so it is delivered.
-        delivered = _publish(OrderEventType.DELIVERED, confirmed.order_id, shipment_ids=[])
+        delivered = AnnounceDelivered(confirmed.order_id, shipment_ids=())
         return step.apply(
             replace(confirmed, state=OrderState.DELIVERED),
             f"{note}; order confirmed and delivered (nothing to ship)",
@@ -520,22 +459,18 @@ def _cancel(step: _Step, reason: str) -> Decision:
     return step.apply(
         cancelled,
         f"cancelled: {reason}",
-        ReleaseReservation(saga.order_id, reason=reason),
-        _publish(OrderEventType.CANCELLED, saga.order_id, reason=reason),
+        RequestRelease(saga.order_id, reason=reason),
+        AnnounceCancelled(saga.order_id, reason),
     )
 
 
-def _reserve(saga: OrderSaga) -> ReserveStock:
-    return ReserveStock(
+def _reserve(saga: OrderSaga) -> RequestReservation:
+    return RequestReservation(
         order_id=saga.order_id,
-        lines=tuple(ReserveLine(line.line_id, line.sku, line.quantity) for line in saga.lines),
+        lines=tuple(ReservationLine(line.line_id, line.sku, line.quantity) for line in saga.lines),
         backorder_policy=saga.backorder_policy,
         attempt=saga.reserve_attempts,
     )
-
-
-def _publish(event_type: OrderEventType, order_id: str, **data: Any) -> PublishEvent:
-    return PublishEvent(event_type, {"order_id": order_id, **data})
 
 
 def _armed_timers(saga: OrderSaga) -> dict[TimerKind, SetTimer]:
@@ -561,7 +496,7 @@ def _timer_changes(
     return changes
 
 
-def _reservation_mismatch(saga: OrderSaga, event: StockReserved) -> str | None:
+def _reservation_mismatch(saga: OrderSaga, event: StockHeld) -> str | None:
     answered = Counter(answer.line_id for answer in event.lines)
     expected = {line.line_id for line in saga.lines}
     if set(answered) != expected or any(count > 1 for count in answered.values()):
@@ -585,17 +520,17 @@ def _backorder_note(saga: OrderSaga) -> str:
 
 
 def _add_allocation(
-    allocations: tuple[Allocation, ...], location: str, quantity: int
-) -> tuple[Allocation, ...]:
+    allocations: tuple[HeldUnits, ...], location: str, quantity: int
+) -> tuple[HeldUnits, ...]:
     if any(a.location == location for a in allocations):
         return tuple(
-            Allocation(a.location, a.quantity + quantity) if a.location == location else a
+            HeldUnits(a.location, a.quantity + quantity) if a.location == location else a
             for a in allocations
         )
-    return (*allocations, Allocation(location, quantity))
+    return (*allocations, HeldUnits(location, quantity))
 
 
-def _with_line(saga: OrderSaga, changed: OrderLine) -> OrderSaga:
+def _with_line(saga: OrderSaga, changed: SagaLine) -> OrderSaga:
     return replace(
         saga,
         lines=tuple(changed if line.line_id == changed.line_id else line for line in saga.lines),
@@ -610,7 +545,7 @@ def _sum_by_line(lines: tuple[LineQuantity, ...]) -> dict[str, int]:
 
 
 def _quantity_problem(
-    saga: OrderSaga, quantities: dict[str, int], room: Callable[[OrderLine], int]
+    saga: OrderSaga, quantities: dict[str, int], room: Callable[[SagaLine], int]
 ) -> str | None:
     """Why these per-line quantities do not fit; `room(line)` is how many units still fit."""
     if not quantities:
@@ -630,9 +565,9 @@ def _as_line_quantities(quantities: dict[str, int]) -> tuple[LineQuantity, ...]:
     return tuple(LineQuantity(line_id, quantity) for line_id, quantity in quantities.items())
 
 
-def _line_quantities_data(saga: OrderSaga, quantities: dict[str, int]) -> list[dict[str, Any]]:
-    return [
-        {"line_id": line.line_id, "sku": line.sku, "quantity": quantities[line.line_id]}
+def _shipped_units(saga: OrderSaga, quantities: dict[str, int]) -> tuple[ShippedUnits, ...]:
+    return tuple(
+        ShippedUnits(line.line_id, line.sku, quantities[line.line_id])
         for line in saga.lines
         if line.line_id in quantities
-    ]
+    )

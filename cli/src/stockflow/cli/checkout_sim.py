@@ -12,7 +12,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -156,9 +156,8 @@ class OrderFactory:
             prices=self.catalog.prices,
             customer_id=f"cust-{self.random.randint(1, 5000)}",
             currency=self.currency,
-            placed_at=now,
             payment=payment,
-        )
+        ) | {"placed_at": now.isoformat()}
         if scenario is Scenario.INVALID:
             payload["lines"][0]["quantity"] = 0
             record = raw_record(CheckoutOrderSubmitted, order_id, payload)
@@ -185,17 +184,17 @@ def order_payload(
     prices: Mapping[str, Decimal] | None = None,
     customer_id: str = "cust-sim",
     currency: str = "USD",
-    placed_at: datetime | None = None,
     payment: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A checkout.order.submitted.v1 payload, not validated (callers break it on purpose).
+    """A checkout.order.submitted.v1 payload placed now, not validated (callers break it on
+    purpose).
 
     `lines` are (sku, quantity); a sku without a price in `prices` sells at 10.00."""
     return {
         "order_id": order_id,
         "customer_id": customer_id,
         "currency": currency,
-        "placed_at": (placed_at or datetime.now(UTC)).isoformat(),
+        "placed_at": datetime.now(UTC).isoformat(),
         "lines": [
             {
                 "line_id": f"L{index}",
@@ -323,7 +322,6 @@ async def send_orders(
     rate_per_s: float,
     outcomes: Outcomes,
     *,
-    on_sent: Callable[[PlannedOrder], None] | None = None,
     duplicate_every: int = 0,
 ) -> list[PlannedOrder]:
     """Send `count` orders at a constant arrival rate; follow-ups (payments, cancels) on time."""
@@ -344,8 +342,6 @@ async def send_orders(
         for follow_up in order.follow_ups:
             follow_ups.append(asyncio.create_task(_later(producer, follow_up)))
         planned.append(order)
-        if on_sent:
-            on_sent(order)
         if len(pending_acks) >= 500:
             await asyncio.gather(*pending_acks)
             pending_acks.clear()

@@ -10,18 +10,19 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from stockflow.stock.charts import render_chart
-from stockflow.stock.forecasting import ForecastResult, ModelScore
-from stockflow.stock.replenishment import (
+from stockflow.stock.replenishment.charts import render_chart
+from stockflow.stock.replenishment.forecasting import ForecastResult, ModelScore
+from stockflow.stock.replenishment.policy import (
     MAX_SAFETY_FACTOR,
-    ReplenishmentSettings,
     StockPolicy,
+    StockPosition,
     economic_order_quantity,
     lead_time_sigma,
     round_order,
     safety_factor,
     suggest,
 )
+from stockflow.stock.replenishment.settings import ReplenishmentSettings
 
 
 def _forecast(daily: float = 10.0, sigma: float = 3.0, days: int = 28) -> ForecastResult:
@@ -96,12 +97,14 @@ def test_settings_are_validated() -> None:
 def test_a_slow_movers_lot_is_capped_and_its_safety_takes_the_cycle_factor() -> None:
     slow = dataclasses.replace(_forecast(daily=0.5, sigma=1.5), demand_class="intermittent")
     fill = ReplenishmentSettings(service_level_type="fill_rate", max_cover_days=30)
-    capped = suggest("SLOW", slow, fill, available=0)
+    capped = suggest("SLOW", slow, fill, stock=StockPosition(available=0))
     assert capped.economic_order_qty == pytest.approx(math.sqrt(2 * 182.5 * 50 / 2.5))  # ≈ 85
     assert capped.policy.lot_size == 15  # 30 days of 0.5 a day, not EOQ's ~170 days
     sigma = 1.5 * math.sqrt(7)
     assert capped.safety_stock == pytest.approx(norm.ppf(0.95) * sigma)  # not the loss function
-    smooth = suggest("FAST", _forecast(daily=0.5, sigma=1.5), fill, available=0)
+    smooth = suggest(
+        "FAST", _forecast(daily=0.5, sigma=1.5), fill, stock=StockPosition(available=0)
+    )
     assert smooth.policy.lot_size == 86  # a smooth SKU keeps its EOQ
     with pytest.raises(ValueError, match="max_cover_days"):
         ReplenishmentSettings(max_cover_days=0)
@@ -109,7 +112,7 @@ def test_a_slow_movers_lot_is_capped_and_its_safety_takes_the_cycle_factor() -> 
 
 def test_suggest_eoq_with_the_reasoning() -> None:
     settings = ReplenishmentSettings(pack_size=12, lead_time_days=7)
-    s = suggest("SKU-1", _forecast(), settings, available=80, incoming=20, backordered=5)
+    s = suggest("SKU-1", _forecast(), settings, stock=StockPosition(80, incoming=20, backordered=5))
     sigma = 3 * math.sqrt(7)
     assert s.lead_time_demand == pytest.approx(70)
     assert s.safety_stock == pytest.approx(norm.ppf(0.95) * sigma)
@@ -119,7 +122,7 @@ def test_suggest_eoq_with_the_reasoning() -> None:
     assert s.days_of_cover == pytest.approx(9.5)
     assert (s.model, s.wape, s.mase) == ("holt_winters", 0.2, 0.7)
 
-    low = suggest("SKU-1", _forecast(), settings, available=50)
+    low = suggest("SKU-1", _forecast(), settings, stock=StockPosition(available=50))
     assert low.economic_order_qty == pytest.approx(math.sqrt(146_000))  # ≈ 382.1
     assert low.order_qty == 384  # rounded up to 32 packs of 12
     data = low.to_event_data()
@@ -131,7 +134,7 @@ def test_suggest_eoq_with_the_reasoning() -> None:
 
 def test_suggest_min_max_and_lead_time_variability() -> None:
     settings = ReplenishmentSettings(method="minmax", order_cycle_days=30, lead_time_std_days=2)
-    s = suggest("SKU-2", _forecast(), settings, available=40)
+    s = suggest("SKU-2", _forecast(), settings, stock=StockPosition(available=40))
     assert s.lead_time_sigma == pytest.approx(math.sqrt(7 * 9 + 400))
     assert s.policy.order_up_to == pytest.approx(s.reorder_point + 300)
     assert s.order_qty == math.ceil(s.reorder_point + 300 - 40)
@@ -147,7 +150,7 @@ def test_fill_rate_target_needs_less_safety_stock_than_cycle_target() -> None:
 def test_chart_is_a_png_and_can_be_written(tmp_path) -> None:
     forecast = _forecast()
     forecast.imputed[-3:] = True
-    suggestion = suggest("SKU-1", forecast, available=200)
+    suggestion = suggest("SKU-1", forecast, stock=StockPosition(available=200))
     target = tmp_path / "sku.png"
     png = render_chart(forecast, suggestion, path=target)
     assert png.startswith(b"\x89PNG\r\n\x1a\n")

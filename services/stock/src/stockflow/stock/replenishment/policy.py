@@ -15,7 +15,8 @@ from typing import Any, Literal
 from scipy.optimize import brentq
 from scipy.stats import norm
 
-from stockflow.stock.forecasting import ForecastResult
+from stockflow.stock.replenishment.forecasting import ForecastResult
+from stockflow.stock.replenishment.settings import ReplenishmentSettings
 
 DAYS_PER_YEAR = 365
 # Cap on the safety factor (≈ 99.997% cycle service): beyond it the normal model means nothing.
@@ -25,46 +26,17 @@ EVENT_TYPE = "stock.reorder.suggested.v1"
 
 
 @dataclass(frozen=True)
-class ReplenishmentSettings:
-    """Per-SKU replenishment parameters; the defaults suit a typical fast-moving SKU.
+class StockPosition:
+    """The stock figures of one (sku, location) that decide whether to order now."""
 
-    ``service_level_type`` picks what ``service_level`` means: ``"cycle"`` — probability of no
-    stockout in a replenishment cycle (z = Φ⁻¹(level)); ``"fill_rate"`` — share of demanded units
-    served from stock (z solved from the normal loss function, so larger lots need less safety).
-    """
-
-    service_level: float = 0.95
-    service_level_type: Literal["cycle", "fill_rate"] = "cycle"
-    lead_time_days: float = 7.0
-    lead_time_std_days: float = 0.0
-    method: Literal["eoq", "minmax"] = "eoq"
-    ordering_cost: float = 50.0  # per purchase order
-    unit_cost: float = 10.0
-    holding_cost_rate: float = 0.25  # of unit cost, per year
-    order_cycle_days: float = 30.0  # min/max only: max level = reorder point + this much demand
-    # EOQ, intermittent demand only: buy at most this many days of demand at once. EOQ's square
-    # root buys a slow mover months ahead: fewer orders, but stock that ages, takes space and
-    # may never sell. The cap trades ordering cost for stock (see the simulation's figures).
-    max_cover_days: float = 30.0
-    pack_size: int = 1
-    min_order_qty: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0.5 <= self.service_level < 1:
-            raise ValueError("service_level must be in [0.5, 1)")
-        if self.max_cover_days <= 0:
-            raise ValueError("max_cover_days must be positive")
-        if self.lead_time_days <= 0 or self.lead_time_std_days < 0:
-            raise ValueError("lead time must be positive and its std non-negative")
-        if self.pack_size < 1 or self.min_order_qty < 0:
-            raise ValueError("pack_size must be ≥ 1 and min_order_qty ≥ 0")
-        if self.unit_cost <= 0 or self.holding_cost_rate <= 0 or self.ordering_cost < 0:
-            raise ValueError("costs must be positive")
+    available: float = 0.0
+    incoming: float = 0.0
+    backordered: float = 0.0
 
     @property
-    def holding_cost_per_unit_year(self) -> float:
-        """Cost of keeping one unit in stock for a year."""
-        return self.unit_cost * self.holding_cost_rate
+    def inventory_position(self) -> float:
+        """Available + incoming - backordered: what the reorder point is compared with."""
+        return self.available + self.incoming - self.backordered
 
 
 def round_order(quantity: float, pack_size: int = 1, min_order_qty: int = 0) -> int:
@@ -219,9 +191,7 @@ def suggest(
     forecast: ForecastResult,
     settings: ReplenishmentSettings | None = None,
     *,
-    available: float = 0.0,
-    incoming: float = 0.0,
-    backordered: float = 0.0,
+    stock: StockPosition | None = None,
     location: str | None = None,
 ) -> Suggestion:
     """Compute the reorder point and what to order now for one SKU (and location).
@@ -277,7 +247,7 @@ def suggest(
             min_order_qty=settings.min_order_qty,
         )
 
-    position = available + incoming - backordered
+    position = (stock or StockPosition()).inventory_position
     chosen = forecast.chosen_score
     return Suggestion(
         sku=sku,

@@ -1,6 +1,6 @@
 """Evidence for the forecasting and replenishment logic on synthetic demand.
 
-``python -m stockflow.stock.replenishment_report [--seed N] [--seeds N] [--charts DIR]`` prints,
+``python -m stockflow.stock.replenishment.evidence [--seed N] [--seeds N] [--charts DIR]`` prints,
 per scenario, the chosen model and its backtest WAPE/MASE next to the naive seasonal baseline, and
 a simulated year under the suggested policy next to a naive min/max policy; then how often each
 model wins over several seeds, so one lucky or unlucky history does not tell the story.
@@ -22,10 +22,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from stockflow.stock.charts import render_chart
-from stockflow.stock.forecasting import BASELINE, ForecastResult, forecast_demand
-from stockflow.stock.replenishment import ReplenishmentSettings, StockPolicy, suggest
-from stockflow.stock.simulation import (
+from stockflow.stock.replenishment.charts import render_chart
+from stockflow.stock.replenishment.forecasting import BASELINE, ForecastResult, forecast_demand
+from stockflow.stock.replenishment.policy import StockPolicy, StockPosition, suggest
+from stockflow.stock.replenishment.settings import ReplenishmentSettings
+from stockflow.stock.replenishment.simulation import (
     SCENARIOS,
     SimulationResult,
     generate_demand,
@@ -216,7 +217,12 @@ def main(argv: list[str] | None = None) -> None:
             on_hand = round(14 * result.forecast.mean_daily)
             render_chart(
                 result.forecast,
-                suggest(scenario, result.forecast, result.settings, available=on_hand),
+                suggest(
+                    scenario,
+                    result.forecast,
+                    result.settings,
+                    stock=StockPosition(available=on_hand),
+                ),
                 title=f"{scenario} ({policy_label(result.settings)})",
                 path=args.charts / f"{scenario}.png",
             )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stockflow.stock.replenishment import StockPolicy
+from stockflow.stock.replenishment.policy import StockPolicy
 
 # Weekday demand multipliers (Mon..Sun), mean 1: a storefront busier on Friday-Sunday.
 WEEKLY_PROFILE = np.array([0.85, 0.8, 0.85, 0.95, 1.15, 1.35, 1.05])

@@ -11,6 +11,7 @@ import asyncio
 import time
 import uuid
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -29,6 +30,7 @@ from stockflow.cli.checkout_sim import (
     OrderFactory,
     Outcomes,
     OutcomeTracker,
+    PlannedOrder,
     percentile,
     send_orders,
 )
@@ -126,7 +128,7 @@ async def run_demo(count: int, rate: float, timeout_s: float, seed: int) -> bool
         await tracker.stop()
         after = await stock_snapshot(http)
         stats = (await http.get(f"{service_url('order')}/orders/stats")).json()
-    report(planned, outcomes, before, after, started, finished, stats)
+    report(DemoRun(planned, outcomes, before, after, started, finished, stats))
     ok = outcomes.terminal([p.order_id for p in planned]) == len(planned)
     console.print(
         "\n[bold]The system is still running.[/] Look around:\n"
@@ -307,15 +309,15 @@ async def emit_with_progress(producer, factory, count, rate, outcomes):
     )
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("orders", total=count, settled=0)
-        sent: list[str] = []
-
-        def on_sent(order) -> None:
-            sent.append(order.order_id)
-            progress.update(task, advance=1, settled=outcomes.settled(sent[-200:]))
-
-        return await send_orders(
-            producer, factory, count, rate, outcomes, on_sent=on_sent, duplicate_every=25
+        sending = asyncio.create_task(
+            send_orders(producer, factory, count, rate, outcomes, duplicate_every=25)
         )
+        while True:
+            done, _ = await asyncio.wait({sending}, timeout=0.2)
+            sent = list(outcomes.submitted_at)
+            progress.update(task, completed=len(sent), settled=outcomes.settled(sent[-200:]))
+            if done:
+                return sending.result()
 
 
 async def wait_until_terminal(outcomes: Outcomes, ids: list[str], timeout_s: float) -> float:
@@ -346,7 +348,23 @@ async def wait_until(probe, timeout_s: float, what: str) -> None:
     raise typer.BadParameter(f"timed out after {timeout_s:.0f}s waiting for {what}")
 
 
-def report(planned, outcomes: Outcomes, before, after, started, finished, stats) -> None:
+@dataclass(frozen=True)
+class DemoRun:
+    """What one demo sent and saw: the orders and their outcomes, stock per SKU before and
+    after, its start and end (seconds since the epoch) and the order service's statistics."""
+
+    planned: list[PlannedOrder]
+    outcomes: Outcomes
+    before: dict[str, dict[str, int]]
+    after: dict[str, dict[str, int]]
+    started: float
+    finished: float
+    stats: dict[str, Any]
+
+
+def report(run: DemoRun) -> None:
+    planned, outcomes, before, after = run.planned, run.outcomes, run.before, run.after
+    started, finished, stats = run.started, run.finished, run.stats
     ids = [p.order_id for p in planned]
     finals = outcomes.final_states(ids)
     table = Table(title="Orders by final state")

@@ -7,6 +7,7 @@ import getpass
 import json
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -80,7 +81,7 @@ def topics_list(
 
 
 @topics_app.command("tail")
-def topics_tail(
+def topics_tail(  # noqa: PLR0913 -- typer: one parameter per command-line option
     topic: str,
     types: Annotated[
         list[str] | None,
@@ -112,37 +113,47 @@ def topics_tail(
     """Decoded CloudEvents of a topic (binary or structured mode); bad records say why."""
     console = Console()
     filters = {"types": types or (), "key": key, "order": order}
-    kt.run_command(_tail(console, topic, filters, from_beginning, limit, follow, as_json))
+    kt.run_command(_tail(console, _Tail(topic, filters, from_beginning, limit, follow, as_json)))
 
 
-async def _tail(
-    console: Console,
-    topic: str,
-    filters: dict[str, Any],
-    from_beginning: bool,
-    limit: int,
-    follow: bool,
-    as_json: bool,
-) -> None:
-    window = None if from_beginning else limit
-    if not follow:
+@dataclass(frozen=True)
+class _Tail:
+    """What `topics tail` reads and how it prints it."""
+
+    topic: str
+    filters: dict[str, Any]
+    from_beginning: bool
+    limit: int
+    follow: bool
+    as_json: bool
+
+    def wanted(self, batch: list[Any]) -> list[kt.Shown]:
+        return [s for s in map(kt.describe, batch) if s.matches(**self.filters)]
+
+
+def _by_time(shown: list[kt.Shown]) -> list[kt.Shown]:
+    return sorted(shown, key=lambda s: (s.timestamp is None, s.timestamp, s.partition, s.offset))
+
+
+async def _tail(console: Console, tail: _Tail) -> None:
+    window = None if tail.from_beginning else tail.limit
+    if not tail.follow:
         shown: list[kt.Shown] = []
-        async for batch in kt.scan(_bootstrap(), topic, last=window):
-            shown.extend(s for s in map(kt.describe, batch) if s.matches(**filters))
-            if from_beginning and len(shown) >= limit:
+        async for batch in kt.scan(_bootstrap(), tail.topic, last=window):
+            shown.extend(tail.wanted(batch))
+            if tail.from_beginning and len(shown) >= tail.limit:
                 break
-        shown.sort(key=lambda s: (s.timestamp is None, s.timestamp, s.partition, s.offset))
-        shown = shown[:limit] if from_beginning else shown[-limit:]
-        _print_records(console, shown, as_json, header=True)
-        if not as_json and not shown:
-            console.print(f"[dim]no matching records in {topic}[/]")
+        shown = _by_time(shown)
+        shown = shown[: tail.limit] if tail.from_beginning else shown[-tail.limit :]
+        _print_records(console, shown, tail.as_json, header=True)
+        if not tail.as_json and not shown:
+            console.print(f"[dim]no matching records in {tail.topic}[/]")
         return
     first = True
-    async for batch in kt.scan(_bootstrap(), topic, last=window, follow=True):
-        shown = [s for s in map(kt.describe, batch) if s.matches(**filters)]
+    async for batch in kt.scan(_bootstrap(), tail.topic, last=window, follow=True):
+        shown = tail.wanted(batch)
         if shown:
-            shown.sort(key=lambda s: (s.timestamp is None, s.timestamp, s.partition, s.offset))
-            _print_records(console, shown, as_json, header=first)
+            _print_records(console, _by_time(shown), tail.as_json, header=first)
             first = False
 
 
@@ -297,7 +308,7 @@ def dlq_show(
 
 
 @dlq_app.command("replay")
-def dlq_replay(
+def dlq_replay(  # noqa: PLR0913 -- typer: one parameter per command-line option
     service: Annotated[str, typer.Argument(help="catalog, stock, order(s), fulfillment, ...")],
     offsets: Annotated[
         list[int] | None, typer.Option("--offset", min=0, help="Replay this offset (repeatable).")
@@ -362,7 +373,8 @@ def dlq_replay(
     if not yes:
         typer.confirm(f"Replay {len(chosen)} record(s)?", abort=True)
     who = os.environ.get("STOCKFLOW_OPERATOR") or f"{getpass.getuser()}@{socket.gethostname()}"
-    done = kt.run_command(kt.replay(bootstrap, chosen, who=who, note=note, forced=force))
+    request = kt.ReplayRequest(who, note=note, forced=force)
+    done = kt.run_command(kt.replay(bootstrap, chosen, request))
     for replay in done:
         console.print(f"[green]replayed[/] {replay.position} → {replay.target}")
     console.print(f"{len(done)} replayed by {escape(who)}, recorded in {kt.AUDIT_TOPIC}")

@@ -10,8 +10,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from stockflow.stock.forecasting import ForecastResult
-from stockflow.stock.replenishment import Suggestion
+from stockflow.stock.replenishment.forecasting import ForecastResult
+from stockflow.stock.replenishment.policy import Suggestion
 
 
 def render_chart(

@@ -513,6 +513,15 @@ class Replay:
     note: str | None = None
 
 
+@dataclass(frozen=True)
+class ReplayRequest:
+    """Who replays, why, and whether a dead letter replayed before may go again."""
+
+    who: str
+    note: str | None = None
+    forced: bool = False
+
+
 async def topic_exists(bootstrap: str, topic: str) -> bool:
     async with _admin(bootstrap) as admin:
         return topic in await admin.list_topics()
@@ -544,7 +553,7 @@ async def replays(bootstrap: str, audit_topic: str = AUDIT_TOPIC) -> dict[str, l
 
 
 def _audit_record(
-    letter: DeadLetter, target: str, *, who: str, note: str | None, forced: bool
+    letter: DeadLetter, target: str, request: ReplayRequest
 ) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
     moment = now_text()
     data = {
@@ -559,10 +568,10 @@ def _audit_record(
         "event_type": letter.event_type,
         "reason": letter.reason,
         "consumer_group": letter.header("dlq_consumer_group"),
-        "replayed_by": who,
+        "replayed_by": request.who,
         "replayed_at": moment,
-        "forced": forced,
-        "note": note,
+        "forced": request.forced,
+        "note": request.note,
     }
     headers = [
         ("ce_specversion", SPEC_VERSION.encode()),
@@ -604,10 +613,8 @@ async def writer(bootstrap: str, *, linger_ms: int = 0) -> AsyncIterator[AIOKafk
 async def replay(
     bootstrap: str,
     letters: list[DeadLetter],
+    request: ReplayRequest,
     *,
-    who: str,
-    note: str | None = None,
-    forced: bool = False,
     audit_topic: str = AUDIT_TOPIC,
     chunk: int = 500,
 ) -> list[Replay]:
@@ -640,7 +647,7 @@ async def replay(
             metadata = await asyncio.gather(*sent)
             targets = [f"{m.topic}/{m.partition}/{m.offset}" for m in metadata]
             audits = [
-                _audit_record(letter, target, who=who, note=note, forced=forced)
+                _audit_record(letter, target, request)
                 for letter, target in zip(part, targets, strict=True)
             ]
             try:
@@ -662,8 +669,8 @@ async def replay(
                         data["replayed_at"],
                         data["replayed_by"],
                         target,
-                        forced,
-                        note,
+                        request.forced,
+                        request.note,
                     )
                 )
     return done

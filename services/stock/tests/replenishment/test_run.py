@@ -21,14 +21,16 @@ from stockflow.contracts import decode, encode, parse
 from stockflow.contracts.events.stock import ReorderSuggested, ReserveStock
 from stockflow.runtime.db import migrate
 from stockflow.runtime.outbox import OutboxRelay, build_producer
-from stockflow.runtime.service import ServiceContext
+from stockflow.runtime.service import TaskContext
 from stockflow.runtime.settings import Settings
 from stockflow.runtime.testing.factories import goods_received, variant
 from stockflow.runtime.testing.plugin import ADMIN
 from stockflow.stock import app as stock_app
-from stockflow.stock.forecasting import INTERMITTENT_MODELS
-from stockflow.stock.replenish_run import ReplenishDefaults, run_if_due, run_replenishment
-from stockflow.stock.simulation import SCENARIOS, generate_demand
+from stockflow.stock.replenishment.forecasting import INTERMITTENT_MODELS
+from stockflow.stock.replenishment.run import RunRequest, run_replenishment
+from stockflow.stock.replenishment.schedule import run_if_due
+from stockflow.stock.replenishment.settings import ReplenishDefaults
+from stockflow.stock.replenishment.simulation import SCENARIOS, generate_demand
 
 pytestmark = pytest.mark.integration
 
@@ -141,15 +143,18 @@ async def test_run_forecasts_publishes_sets_reorder_points_and_writes_the_report
     try:
         await alerts_end_offsets(consumer, producer)
         seen: list[tuple[int, int]] = []
-        run = await run_replenishment(
-            pool,
-            source="stockflow/stock",
-            trigger="cli",
-            defaults=ReplenishDefaults(interval_s=0),
+        request = RunRequest(
+            "cli",
             skus=[weekly, sparse, plenty, bundle, young],
             apply_reorder_points=True,
             report_dir=tmp_path / "report",
             today=today,
+        )
+        run = await run_replenishment(
+            pool,
+            request,
+            source="stockflow/stock",
+            defaults=ReplenishDefaults(interval_s=0),
             progress=lambda done, total: seen.append((done, total)),
         )
         assert seen[-1] == (3, 3)
@@ -241,7 +246,7 @@ async def test_publish_off_stages_nothing_and_keeps_reorder_points(stock_schema)
         )
         await seed_demand(conn, sku, "WH1", history.demand, history.stockout, today)
     run = await run_replenishment(
-        pool, source="stockflow/stock", trigger="cli", publish=False, today=today
+        pool, RunRequest("cli", publish=False, today=today), source="stockflow/stock"
     )
     assert len(run.suggestions) == 1 and run.published == 0 and run.report is None
     async with pool.acquire() as conn:
@@ -251,7 +256,7 @@ async def test_publish_off_stages_nothing_and_keeps_reorder_points(stock_schema)
 
 async def test_the_schedule_runs_once_per_interval_and_only_on_the_lock_holder(infra, stock_schema):
     _, pool = stock_schema
-    context = ServiceContext(Settings(service="stock"), pool, producer=None, relay=None)
+    context = TaskContext(Settings(service="stock"), pool)
     defaults = ReplenishDefaults(interval_s=3600)
     lock = "replenish:stock"  # what run_if_due takes for the stock schema
     other = await asyncpg.connect(infra.admin_database_url)

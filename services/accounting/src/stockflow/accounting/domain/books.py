@@ -1,8 +1,9 @@
-"""The use cases: apply stock movements, learn prices, post revenue and returns.
+"""The books: apply stock movements, learn prices, post revenue and returns.
 
 `Books` is one transaction's working set — the period calendar, the valuations of the SKUs in
 play, the shipment costs and prices of the orders in play — loaded by the store, changed here
-with the pure domain, and written back by the store in the same transaction as the inbox rows.
+with the posting rules (no I/O), and written back by the store in the same transaction as the
+inbox rows.
 
 Cost legs follow the stock ledger (`stock.movements.v1`, key sku, so a SKU's receipts,
 shipments and returns arrive in order); price legs follow order and fulfilment events (key
@@ -40,6 +41,9 @@ from stockflow.accounting.domain import (
 from stockflow.contracts.events import ReturnReceived, ShipmentShipped, StockMovementRecorded
 
 RETURN_REFERENCES = frozenset({"rma", "return"})
+
+PriceRow = tuple[str, str, str, Decimal, str]
+"""A learned unit price as the store keeps it: (order_id, line_id, sku, unit_price, currency)."""
 
 
 @dataclass
@@ -218,9 +222,9 @@ class Books:
 
     # --- prices and the price legs -------------------------------------------------------
 
-    def learn_prices(self, order_id: str, currency: str, lines: Iterable[Any]) -> list[tuple]:
+    def learn_prices(self, order_id: str, currency: str, lines: Iterable[Any]) -> list[PriceRow]:
         """Remember unit prices of an order's lines; returns the rows for the store."""
-        rows = []
+        rows: list[PriceRow] = []
         for line in lines:
             self.prices.setdefault(
                 (order_id, line.line_id), Price(line.sku, line.unit_price, currency)

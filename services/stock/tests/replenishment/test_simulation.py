@@ -8,9 +8,10 @@ from typing import Literal
 import numpy as np
 import pytest
 
-from stockflow.stock.replenishment import ReplenishmentSettings, StockPolicy
-from stockflow.stock.replenishment_report import evaluate_scenario
-from stockflow.stock.simulation import (
+from stockflow.stock.replenishment.evidence import evaluate_scenario
+from stockflow.stock.replenishment.policy import StockPolicy
+from stockflow.stock.replenishment.settings import ReplenishmentSettings
+from stockflow.stock.replenishment.simulation import (
     SCENARIOS,
     WEEKLY_PROFILE,
     DemandSpec,

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from stockflow.contracts.types import Sku
 from stockflow.runtime.http import idempotent_write, require_role
-from stockflow.stock.replenish_run import SETTING_COLUMNS, ReplenishDefaults, load_settings
+from stockflow.stock.replenishment.settings import SETTING_COLUMNS, ReplenishDefaults, load_settings
 
 router = APIRouter(tags=["replenishment"])
 

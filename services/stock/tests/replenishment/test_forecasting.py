@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stockflow.stock.forecasting import (
+from stockflow.stock.replenishment.forecasting import (
     BASELINE,
     ForecastResult,
     ModelScore,
@@ -19,7 +19,7 @@ from stockflow.stock.forecasting import (
     sba_forecast,
     wape,
 )
-from stockflow.stock.simulation import SCENARIOS, DemandSpec, generate_demand
+from stockflow.stock.replenishment.simulation import SCENARIOS, DemandSpec, generate_demand
 
 SEEDS = range(5)
 

@@ -94,7 +94,7 @@ FILL_TOLERANCE = 0.02
 
 
 @app.command()
-def replenish(
+def replenish(  # noqa: PLR0913 -- typer: one parameter per command-line option
     sku: Annotated[
         list[str] | None, typer.Option("--sku", help="Only this SKU (repeatable).")
     ] = None,
@@ -137,7 +137,7 @@ def replenish(
         return
     from stockflow.runtime.db import create_pool
     from stockflow.runtime.settings import SCHEMAS
-    from stockflow.stock.replenish_run import run_replenishment
+    from stockflow.stock.replenishment.run import RunRequest, run_replenishment
 
     async def run():
         pool = await create_pool(
@@ -150,12 +150,8 @@ def replenish(
                 task = bar.add_task("forecasting", total=None)
                 return await run_replenishment(
                     pool,
+                    RunRequest("cli", sku or None, publish, apply_reorder_points, report_dir),
                     source="stockflow/stock",
-                    trigger="cli",
-                    skus=sku or None,
-                    publish=publish,
-                    apply_reorder_points=apply_reorder_points,
-                    report_dir=report_dir,
                     progress=lambda done, total: bar.update(task, completed=done, total=total),
                 )
         finally:
@@ -217,10 +213,10 @@ def _fmt(value: float | None, places: int = 3) -> str:
 
 
 def _print_proof(seed: int) -> None:
-    """The evidence table of replenishment_report, and a verdict per scenario."""
-    from stockflow.stock.replenishment import ReplenishmentSettings
-    from stockflow.stock.replenishment_report import build_table, evaluate_scenario
-    from stockflow.stock.simulation import SCENARIOS
+    """The evidence table of replenishment.evidence, and a verdict per scenario."""
+    from stockflow.stock.replenishment.evidence import build_table, evaluate_scenario
+    from stockflow.stock.replenishment.settings import ReplenishmentSettings
+    from stockflow.stock.replenishment.simulation import SCENARIOS
 
     kinds: tuple[Literal["cycle", "fill_rate"], ...] = ("cycle", "fill_rate")
     runs = [(name, kind) for name in SCENARIOS for kind in kinds]
