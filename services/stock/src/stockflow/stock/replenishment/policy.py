@@ -208,18 +208,7 @@ def suggest(
         lead_time_demand / lead_time, forecast.sigma_daily, lead_time, settings.lead_time_std_days
     )
 
-    eoq: float | None = None
-    if settings.method == "eoq":
-        eoq = economic_order_quantity(
-            daily * DAYS_PER_YEAR, settings.ordering_cost, settings.holding_cost_per_unit_year
-        )
-        lot = eoq
-        if forecast.demand_class == "intermittent":
-            lot = min(eoq, settings.max_cover_days * daily)
-        cycle_qty = float(round_order(lot, settings.pack_size, settings.min_order_qty))
-    else:
-        cycle_qty = settings.order_cycle_days * daily
-
+    eoq, cycle_qty = _cycle_quantity(forecast, settings)
     # The normal loss function misjudges the shortage per cycle of lumpy demand (most days
     # zero, a few large): an intermittent SKU's fill-rate target takes the cycle-service factor,
     # the stricter of the two, instead.
@@ -229,23 +218,7 @@ def suggest(
     z = safety_factor(settings.service_level, level_type, cycle_qty, sigma)
     safety_stock = z * sigma
     reorder_point = lead_time_demand + safety_stock
-
-    if settings.method == "eoq":
-        # A zero forecast gives no lot; keep the policy valid with one pack.
-        lot = max(int(cycle_qty), round_order(1, settings.pack_size, settings.min_order_qty))
-        policy = StockPolicy(
-            reorder_point,
-            lot_size=lot,
-            pack_size=settings.pack_size,
-            min_order_qty=settings.min_order_qty,
-        )
-    else:
-        policy = StockPolicy(
-            reorder_point,
-            order_up_to=reorder_point + cycle_qty,
-            pack_size=settings.pack_size,
-            min_order_qty=settings.min_order_qty,
-        )
+    policy = _policy(reorder_point, cycle_qty, settings)
 
     position = (stock or StockPosition()).inventory_position
     chosen = forecast.chosen_score
@@ -269,4 +242,39 @@ def suggest(
         order_qty=policy.order_quantity(position),
         days_of_cover=position / daily if daily > 0 else None,
         policy=policy,
+    )
+
+
+def _cycle_quantity(
+    forecast: ForecastResult, settings: ReplenishmentSettings
+) -> tuple[float | None, float]:
+    """(the economic order quantity when the method uses it, the units one cycle orders)."""
+    daily = forecast.mean_daily
+    if settings.method != "eoq":
+        return None, settings.order_cycle_days * daily
+    eoq = economic_order_quantity(
+        daily * DAYS_PER_YEAR, settings.ordering_cost, settings.holding_cost_per_unit_year
+    )
+    lot = eoq
+    if forecast.demand_class == "intermittent":
+        lot = min(eoq, settings.max_cover_days * daily)
+    return eoq, float(round_order(lot, settings.pack_size, settings.min_order_qty))
+
+
+def _policy(reorder_point: float, cycle_qty: float, settings: ReplenishmentSettings) -> StockPolicy:
+    """(s, Q) for the EOQ method, (s, S) for min/max."""
+    if settings.method == "eoq":
+        # A zero forecast gives no lot; keep the policy valid with one pack.
+        lot = max(int(cycle_qty), round_order(1, settings.pack_size, settings.min_order_qty))
+        return StockPolicy(
+            reorder_point,
+            lot_size=lot,
+            pack_size=settings.pack_size,
+            min_order_qty=settings.min_order_qty,
+        )
+    return StockPolicy(
+        reorder_point,
+        order_up_to=reorder_point + cycle_qty,
+        pack_size=settings.pack_size,
+        min_order_qty=settings.min_order_qty,
     )

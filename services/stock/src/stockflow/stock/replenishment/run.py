@@ -37,7 +37,7 @@ import numpy as np
 
 from stockflow.contracts.events.stock import ReorderSuggested
 from stockflow.runtime.logging import get_logger
-from stockflow.runtime.outbox import unit_of_work
+from stockflow.runtime.outbox import UnitOfWork, unit_of_work
 from stockflow.stock.replenishment.forecasting import BASELINE, ForecastResult, forecast_demand
 from stockflow.stock.replenishment.policy import StockPosition, Suggestion, suggest
 from stockflow.stock.replenishment.report import write_report
@@ -62,6 +62,10 @@ class Series:
     start: date
     demand: np.ndarray
     stockout: np.ndarray
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.sku, self.location)
 
 
 @dataclass(frozen=True, eq=False)
@@ -236,71 +240,12 @@ async def run_replenishment(
             conn, [(s.sku, s.location) for s in series], defaults.replenishment_settings()
         )
     run = RunResult(started_at, skipped=skipped)
-
-    planned: list[tuple[Series, ForecastResult]] = []
-    for done, one in enumerate(series, 1):
-        key = (one.sku, one.location)
-        try:
-            forecast = await asyncio.to_thread(forecast_series, one, settings[key])
-        except ValueError as exc:  # e.g. every day a stockout: nothing to learn from
-            run.skipped.append((one.sku, one.location, str(exc)))
-        else:
-            planned.append((one, forecast))
-        if progress:
-            progress(done, len(series))
-
+    planned = await _forecast_all(series, settings, run, progress)
     async with unit_of_work(pool, source=source) as uow:
-        # Lock as every level writer does (sku, location order): no deadlock, per-key order.
-        rows = await uow.conn.fetch(
-            "SELECT sku, location, on_hand - reserved - damaged - quality_control - safety_stock "
-            "AS available, incoming, backordered, reorder_point FROM levels "
-            "WHERE sku = ANY($1::text[]) ORDER BY sku, location FOR UPDATE",
-            sorted({one.sku for one, _ in planned}),
-        )
-        levels = {(r["sku"], r["location"]): r for r in rows}
-        for one, forecast in planned:
-            key = (one.sku, one.location)
-            level = levels.get(key)
-            suggestion = suggest(
-                one.sku,
-                forecast,
-                settings[key],
-                stock=StockPosition(level["available"], level["incoming"], level["backordered"])
-                if level
-                else StockPosition(),
-                location=one.location,
-            )
-            previous = level["reorder_point"] if level else None
-            run.results.append(SeriesResult(one, settings[key], forecast, suggestion, previous))
-            if request.publish and suggestion.should_order:
-                uow.publish(reorder_event(suggestion, started_at))
-                run.published += 1
+        await _decide(uow, planned, settings, request, run)
         if request.apply_reorder_points:
-            changed = [
-                r
-                for r in run.results
-                if math.ceil(r.suggestion.reorder_point) != r.previous_reorder_point
-            ]
-            # Like PUT /reorder-points: the point is a setting, not a movement.
-            await uow.conn.execute(
-                "INSERT INTO levels (sku, location, reorder_point) "
-                "SELECT * FROM unnest($1::text[], $2::text[], $3::int[]) "
-                "ON CONFLICT (sku, location) DO UPDATE SET reorder_point = EXCLUDED.reorder_point",
-                [r.series.sku for r in changed],
-                [r.series.location for r in changed],
-                [math.ceil(r.suggestion.reorder_point) for r in changed],
-            )
-            run.reorder_points_set = len(changed)
-        await uow.conn.execute(
-            "INSERT INTO replenishment_runs (trigger, started_at, series, suggestions, "
-            "published, reorder_points_set) VALUES ($1, $2, $3, $4, $5, $6)",
-            request.trigger,
-            started_at,
-            len(run.results),
-            len(run.suggestions),
-            request.publish,
-            run.reorder_points_set,
-        )
+            await _apply_reorder_points(uow.conn, run)
+        await _record_run(uow.conn, request, run)
     log.info(
         "replenishment run",
         trigger=request.trigger,
@@ -313,3 +258,85 @@ async def run_replenishment(
     if request.report_dir is not None:
         run.report = await asyncio.to_thread(write_report, run, Path(request.report_dir))
     return run
+
+
+async def _forecast_all(
+    series: list[Series],
+    settings: dict[tuple[str, str], ReplenishmentSettings],
+    run: RunResult,
+    progress: Callable[[int, int], None] | None,
+) -> list[tuple[Series, ForecastResult]]:
+    """Forecast each series off the event loop; a series with nothing to learn is skipped."""
+    planned: list[tuple[Series, ForecastResult]] = []
+    for done, one in enumerate(series, 1):
+        try:
+            forecast = await asyncio.to_thread(forecast_series, one, settings[one.key])
+        except ValueError as exc:  # e.g. every day a stockout: nothing to learn from
+            run.skipped.append((one.sku, one.location, str(exc)))
+        else:
+            planned.append((one, forecast))
+        if progress:
+            progress(done, len(series))
+    return planned
+
+
+async def _decide(
+    uow: UnitOfWork,
+    planned: list[tuple[Series, ForecastResult]],
+    settings: dict[tuple[str, str], ReplenishmentSettings],
+    request: RunRequest,
+    run: RunResult,
+) -> None:
+    """Suggest per series against its level now, publishing the orders to place."""
+    # Lock as every level writer does (sku, location order): no deadlock, per-key order.
+    rows = await uow.conn.fetch(
+        "SELECT sku, location, available, incoming, backordered, reorder_point FROM levels "
+        "WHERE sku = ANY($1::text[]) ORDER BY sku, location FOR UPDATE",
+        sorted({one.sku for one, _ in planned}),
+    )
+    levels = {(r["sku"], r["location"]): r for r in rows}
+    for one, forecast in planned:
+        level = levels.get(one.key)
+        suggestion = suggest(
+            one.sku,
+            forecast,
+            settings[one.key],
+            stock=StockPosition(level["available"], level["incoming"], level["backordered"])
+            if level
+            else StockPosition(),
+            location=one.location,
+        )
+        previous = level["reorder_point"] if level else None
+        run.results.append(SeriesResult(one, settings[one.key], forecast, suggestion, previous))
+        if request.publish and suggestion.should_order:
+            uow.publish(reorder_event(suggestion, run.started_at))
+            run.published += 1
+
+
+async def _apply_reorder_points(conn: asyncpg.Connection, run: RunResult) -> None:
+    """Like PUT /reorder-points: the point is a setting, not a movement."""
+    changed = [
+        r for r in run.results if math.ceil(r.suggestion.reorder_point) != r.previous_reorder_point
+    ]
+    await conn.execute(
+        "INSERT INTO levels (sku, location, reorder_point) "
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::int[]) "
+        "ON CONFLICT (sku, location) DO UPDATE SET reorder_point = EXCLUDED.reorder_point",
+        [r.series.sku for r in changed],
+        [r.series.location for r in changed],
+        [math.ceil(r.suggestion.reorder_point) for r in changed],
+    )
+    run.reorder_points_set = len(changed)
+
+
+async def _record_run(conn: asyncpg.Connection, request: RunRequest, run: RunResult) -> None:
+    await conn.execute(
+        "INSERT INTO replenishment_runs (trigger, started_at, series, suggestions, "
+        "published, reorder_points_set) VALUES ($1, $2, $3, $4, $5, $6)",
+        request.trigger,
+        run.started_at,
+        len(run.results),
+        len(run.suggestions),
+        request.publish,
+        run.reorder_points_set,
+    )
