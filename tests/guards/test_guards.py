@@ -8,6 +8,7 @@ them.
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -213,3 +214,45 @@ def test_ci_runs_lint_and_tests() -> None:
         assert tool in lint, tool
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make lint" in ci and "make test" in ci
+
+
+# Stock and order were restructured so a newcomer can read any of their functions at a glance
+# (issue 17); ruff counts statements and arguments, this counts lines, as a reader does.
+MAX_FUNCTION_LINES = 60
+MAX_PARAMETERS = 6
+
+
+def oversized_functions(source: str) -> list[str]:
+    """`name: N lines` or `name: N parameters` for each function past the limits."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        lines = (node.end_lineno or node.lineno) - node.lineno + 1
+        params = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+        names = [p.arg for p in params if p.arg not in ("self", "cls")]
+        if lines > MAX_FUNCTION_LINES:
+            found.append(f"{node.name}: {lines} lines")
+        if len(names) > MAX_PARAMETERS:
+            found.append(f"{node.name}: {len(names)} parameters")
+    return found
+
+
+def test_the_size_check_flags_a_long_function_and_a_long_parameter_list() -> None:
+    long_body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    source = f"def long():\n{long_body}\n\ndef wide(a, b, c, d, e, f, g):\n    pass\n"
+    assert oversized_functions(source) == [
+        f"long: {MAX_FUNCTION_LINES + 1} lines",
+        "wide: 7 parameters",
+    ]
+
+
+@pytest.mark.parametrize("service", ["stock", "order"])
+def test_no_function_of_stock_or_order_is_over_60_lines_or_6_parameters(service: str) -> None:
+    src = ROOT / "services" / service / "src"
+    found = [
+        f"{path.relative_to(ROOT)}: {problem}"
+        for path in sorted(src.rglob("*.py"))
+        for problem in oversized_functions(path.read_text())
+    ]
+    assert found == []
