@@ -985,15 +985,14 @@ def build_poison(topic: str, sample: dict, tag: str) -> list[Poison]:
 
 
 async def sample_event(bootstrap: str, topic: str, ce_type: str, accept=None) -> dict | None:
-    """The data of the first record of `ce_type` on `topic` (read from the start)."""
+    """The data of the first record of `ce_type` on `topic` (read from the start), waiting up to
+    20 s for it: the relay publishes after the transaction that caused it has committed."""
     consumer = reader_from_start(bootstrap, topic)
     await consumer.start()
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500)
-            if not batch:
-                return None
             for records in batch.values():
                 for r in records:
                     headers = {k: v for k, v in r.headers}
