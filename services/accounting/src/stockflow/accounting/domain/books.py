@@ -38,7 +38,12 @@ from stockflow.accounting.domain import (
     post_shipment_cost,
     prorate,
 )
-from stockflow.contracts.events import ReturnReceived, ShipmentShipped, StockMovementRecorded
+from stockflow.contracts.events import (
+    OrderConfirmed,
+    ReturnReceived,
+    ShipmentShipped,
+    StockMovementRecorded,
+)
 
 RETURN_REFERENCES = frozenset({"rma", "return"})
 
@@ -231,6 +236,18 @@ class Books:
             )
             rows.append((order_id, line.line_id, line.sku, line.unit_price, currency))
         return rows
+
+    def take_delivered_untracked(self, cause: Cause, event: OrderConfirmed) -> None:
+        """Untracked lines (digital goods, services) never ship: the customer has them once the
+        order is confirmed (the order service counts them delivered then), so their revenue is
+        recognised on `order.confirmed`, at the confirmed line's own price."""
+        sold = [
+            SoldLine(line.sku, line.quantity, line.unit_price)
+            for line in event.lines
+            if line.untracked
+        ]
+        if sold:
+            self.post(post_revenue(cause, event.confirmed_at, event.order_id, event.currency, sold))
 
     def take_shipped(self, cause: Cause, event: ShipmentShipped) -> None:
         self.settle_or_park(
