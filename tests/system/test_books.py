@@ -10,15 +10,15 @@ import asyncio
 import uuid
 from decimal import Decimal
 
+import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from stockflow.cli.checkout_sim import order_payload
-from stockflow.cli.demo import receive
 from stockflow.contracts import encode
 from stockflow.contracts.events.checkout import CheckoutOrderSubmitted
-from stockflow.runtime.testing.factories import variant
+from stockflow.runtime.testing.factories import goods_received, variant
 
 pytestmark = pytest.mark.system
 
@@ -40,10 +40,10 @@ async def send(producer: AIOKafkaProducer, event) -> None:
     await producer.send_and_wait(record.topic, record.value, key=record.key, headers=record.headers)
 
 
-async def stocked(system, producer, sku: str, units: int) -> None:
+async def stocked(system, producer, sku: str, units: int, currency: str = "USD") -> None:
     """A tracked variant with `units` received at WH-EAST, once stock has them on hand."""
     await send(producer, variant(sku))
-    await receive(producer, sku, "WH-EAST", units, "4.00", receipt_id=f"r-{sku}")
+    await send(producer, goods_received(sku, "WH-EAST", units, unit_cost="4.00", currency=currency))
     async with httpx.AsyncClient(base_url=system.url("stock"), timeout=15) as stock_api:
         for _ in range(150):
             totals = (await stock_api.get(f"/levels/{sku}")).json().get("totals") or {}
@@ -63,24 +63,30 @@ async def order_ends(system, order_id: str, state: str) -> None:
     pytest.fail(f"order {order_id} never reached {state}: {response.text}")
 
 
-async def revenue_by_sku(system, order_id: str, skus: set[str]) -> dict[str, Decimal]:
-    """Revenue credited per sku for the order, once every sku in `skus` has some (or 20 s)."""
-    revenue: dict[str, Decimal] = {}
+async def journal_lines(system, order_id: str, until) -> list[dict]:
+    """The order's journal lines, once `until(lines)` holds (or after 20 s)."""
+    lines: list[dict] = []
     async with httpx.AsyncClient(
         base_url=system.url("accounting"), headers=ADMIN, timeout=15
     ) as api:
         for _ in range(80):
             entries = (await api.get("/journal", params={"order_id": order_id})).json()
-            revenue = {}
-            for entry in entries["entries"]:
-                for line in entry["lines"]:
-                    if line["account"] == "revenue":
-                        amount = Decimal(line["credit"]) - Decimal(line["debit"])
-                        revenue[line["sku"]] = revenue.get(line["sku"], Decimal(0)) + amount
-            if skus <= revenue.keys():
+            lines = [line for entry in entries["entries"] for line in entry["lines"]]
+            if until(lines):
                 break
             await asyncio.sleep(0.25)
-    return revenue
+    return lines
+
+
+def net_by_sku(lines: list[dict], account: str) -> dict[str | None, Decimal]:
+    """What `account` gained per sku, on its normal side (credit for revenue)."""
+    sign = -1 if account == "revenue" else 1
+    sums: dict[str | None, Decimal] = {}
+    for line in lines:
+        if line["account"] == account:
+            net = sign * (Decimal(line["debit"]) - Decimal(line["credit"]))
+            sums[line.get("sku")] = sums.get(line.get("sku"), Decimal(0)) + net
+    return sums
 
 
 async def test_a_digital_line_posts_its_revenue_when_the_order_delivers_it(system, producer):
@@ -97,6 +103,49 @@ async def test_a_digital_line_posts_its_revenue_when_the_order_delivers_it(syste
     await send(producer, CheckoutOrderSubmitted.model_validate(payload))
     await order_ends(system, order_id, "delivered")
 
-    revenue = await revenue_by_sku(system, order_id, {book, ebook})
+    lines = await journal_lines(
+        system, order_id, lambda lines: {book, ebook} <= net_by_sku(lines, "revenue").keys()
+    )
 
-    assert revenue == {book: Decimal("20.00"), ebook: Decimal("15.00")}
+    assert net_by_sku(lines, "revenue") == {book: Decimal("20.00"), ebook: Decimal("15.00")}
+
+
+async def test_the_label_rate_is_a_shipping_expense_in_the_order_margin(system, producer, infra):
+    """All in GBP, the currency the built-in carrier bills in, so the order has one margin row
+    (the books keep currencies apart; they do not convert)."""
+    prefix = f"SH{uuid.uuid4().hex[:6].upper()}"
+    parcel = f"{prefix}-PARCEL"
+    await stocked(system, producer, parcel, 5, currency="GBP")
+    order_id = f"o-{prefix.lower()}"
+    payload = order_payload(
+        order_id, [(parcel, 2)], prices={parcel: Decimal("30.00")}, currency="GBP"
+    )
+    await send(producer, CheckoutOrderSubmitted.model_validate(payload))
+    await order_ends(system, order_id, "delivered")
+    admin = await asyncpg.connect(infra.admin_database_url)
+    try:
+        rate = await admin.fetchval(
+            "SELECT sum(l.rate_amount) FROM fulfillment.labels l "
+            "JOIN fulfillment.shipments s USING (shipment_id) WHERE s.order_id = $1",
+            order_id,
+        )
+    finally:
+        await admin.close()
+    assert rate > 0
+
+    lines = await journal_lines(
+        system, order_id, lambda lines: any(ln["account"] == "shipping_expense" for ln in lines)
+    )
+    async with httpx.AsyncClient(
+        base_url=system.url("accounting"), headers=ADMIN, timeout=15
+    ) as api:
+        report = (
+            await api.get("/reports/profitability", params={"by": "order", "order_id": order_id})
+        ).json()
+
+    assert net_by_sku(lines, "shipping_expense") == {None: rate}
+    assert net_by_sku(lines, "carrier_payable") == {None: -rate}
+    [row] = report["rows"]
+    assert row["currency"] == "GBP"
+    assert Decimal(row["shipping"]) == rate
+    assert Decimal(row["profit"]) == Decimal(row["gross_margin"]) - rate

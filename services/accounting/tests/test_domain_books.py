@@ -1,13 +1,17 @@
-"""`Books`: what one transaction's working set posts for the order and fulfilment events."""
+"""`Books`: what one transaction's working set posts for order and fulfilment events."""
 
 from datetime import UTC, datetime
 from decimal import Decimal
 
 from stockflow.accounting.domain import Account, Cause, Money, PeriodCalendar
 from stockflow.accounting.domain.books import Books
-from stockflow.contracts.events import OrderConfirmed
+from stockflow.contracts.events import OrderConfirmed, ShipmentShipped
 
 CONFIRMED_AT = datetime(2026, 3, 14, 9, 30, tzinfo=UTC)
+
+
+def usd(amount: str) -> Money:
+    return Money.of(Decimal(amount), "USD")
 
 
 def confirmed(*lines: tuple[str, str, int, str, bool]) -> OrderConfirmed:
@@ -52,8 +56,8 @@ def test_untracked_lines_post_their_revenue_when_the_order_is_confirmed() -> Non
     assert entry.posted_at == CONFIRMED_AT
     credits = [(ln.account, ln.sku, ln.credit) for ln in entry.lines if ln.credit.amount]
     debits = [(ln.account, ln.order_id, ln.debit) for ln in entry.lines if ln.debit.amount]
-    assert credits == [(Account.REVENUE, "EBOOK", Money.of(Decimal("15.00"), "USD"))]
-    assert debits == [(Account.CLEARING, "o-1", Money.of(Decimal("15.00"), "USD"))]
+    assert credits == [(Account.REVENUE, "EBOOK", usd("15.00"))]
+    assert debits == [(Account.CLEARING, "o-1", usd("15.00"))]
 
 
 def test_an_order_of_tracked_lines_posts_nothing_on_confirmation() -> None:
@@ -74,3 +78,46 @@ def test_a_free_untracked_line_posts_no_entry_of_nothing() -> None:
     )
 
     assert books.entries == []
+
+
+def shipped(**fields: object) -> ShipmentShipped:
+    return ShipmentShipped.model_validate(
+        {
+            "shipment_id": "s-1",
+            "order_id": "o-1",
+            "location": "WH-EAST",
+            "lines": [{"line_id": "L1", "sku": "BOOK", "quantity": 1, "unit_price": "20.00"}],
+            "currency": "USD",
+            "carrier": "stockflow-post",
+            "service_level": "standard",
+            "tracking_number": "RR123456785GB",
+            "label_ref": "/shipments/s-1/label",
+            "shipped_at": CONFIRMED_AT,
+        }
+        | fields
+    )
+
+
+def test_a_shipment_posts_its_label_rate_as_the_orders_shipping_expense() -> None:
+    books = Books(PeriodCalendar())
+
+    books.take_shipped(
+        Cause("fulfillment.shipment.shipped.v1", "e-2"),
+        shipped(shipping_cost="5.75", shipping_currency="USD"),
+    )
+
+    shipping, revenue = books.entries
+    assert [(ln.account, ln.order_id, ln.debit, ln.credit) for ln in shipping.lines] == [
+        (Account.SHIPPING_EXPENSE, "o-1", usd("5.75"), usd("0")),
+        (Account.CARRIER_PAYABLE, None, usd("0"), usd("5.75")),
+    ]
+    assert Account.REVENUE in {ln.account for ln in revenue.lines}
+
+
+def test_a_shipment_without_a_known_rate_posts_only_its_revenue() -> None:
+    books = Books(PeriodCalendar())
+
+    books.take_shipped(Cause("fulfillment.shipment.shipped.v1", "e-2"), shipped())
+
+    [revenue] = books.entries
+    assert Account.SHIPPING_EXPENSE not in {ln.account for ln in revenue.lines}

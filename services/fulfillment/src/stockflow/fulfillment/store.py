@@ -419,6 +419,16 @@ async def save_label(
     )
 
 
+async def label_rate(conn: asyncpg.Connection, shipment_id: str) -> tuple[Decimal, str] | None:
+    """What the shipment's label cost (amount, currency), if a rate was recorded."""
+    row = await conn.fetchrow(
+        "SELECT rate_amount, rate_currency FROM labels "
+        "WHERE shipment_id = $1 AND rate_amount IS NOT NULL",
+        shipment_id,
+    )
+    return None if row is None else (row["rate_amount"], row["rate_currency"])
+
+
 async def label_document(conn: asyncpg.Connection, shipment_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "SELECT tracking_number, media_type, document FROM labels WHERE shipment_id = $1",

@@ -418,6 +418,7 @@ async def ship(
         await store.save_label(uow.conn, shipment_id, label, choice.total, choice.currency)
     shipped = shipment.ship(at)
     await store.save_shipment(uow.conn, shipment)
+    rate = await store.label_rate(uow.conn, shipment_id)
     order = await store.get_order(uow.conn, shipment.order_id)
     prices = order.lines if order else {}
     lines = [
@@ -441,6 +442,8 @@ async def ship(
             tracking_number=shipped.tracking_number,
             label_ref=label_ref(shipped.shipment_id),
             shipped_at=shipped.shipped_at,
+            shipping_cost=rate[0] if rate else None,
+            shipping_currency=rate[1] if rate else None,
         )
     )
     return shipment

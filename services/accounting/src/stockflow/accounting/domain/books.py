@@ -36,6 +36,7 @@ from stockflow.accounting.domain import (
     post_return_written_off,
     post_revenue,
     post_shipment_cost,
+    post_shipping_cost,
     prorate,
 )
 from stockflow.contracts.events import (
@@ -250,6 +251,10 @@ class Books:
             self.post(post_revenue(cause, event.confirmed_at, event.order_id, event.currency, sold))
 
     def take_shipped(self, cause: Cause, event: ShipmentShipped) -> None:
+        """Revenue for the shipped lines (parked until priced), and what the label cost."""
+        if event.shipping_cost is not None and event.shipping_currency is not None:
+            cost = Money.of(event.shipping_cost, event.shipping_currency)
+            self.post(post_shipping_cost(cause, event.shipped_at, event.order_id, cost))
         self.settle_or_park(
             Pending(
                 cause,
