@@ -149,3 +149,48 @@ async def test_the_label_rate_is_a_shipping_expense_in_the_order_margin(system, 
     assert row["currency"] == "GBP"
     assert Decimal(row["shipping"]) == rate
     assert Decimal(row["profit"]) == Decimal(row["gross_margin"]) - rate
+
+
+async def bundle_order(system, producer, prefix: str) -> tuple[str, str, str, str]:
+    """A delivered order of 2 bundles, each 1 x PEN (cost 4.00) and 3 x INK (cost 1.00)."""
+    pen, ink, kit = f"{prefix}-PEN", f"{prefix}-INK", f"{prefix}-KIT"
+    await send(producer, variant(pen))
+    await send(producer, variant(ink))
+    await send(producer, variant(kit, components=[(pen, 1), (ink, 3)]))
+    await send(producer, goods_received(pen, "WH-EAST", 5, unit_cost="4.00"))
+    await send(producer, goods_received(ink, "WH-EAST", 20, unit_cost="1.00"))
+    async with httpx.AsyncClient(base_url=system.url("stock"), timeout=15) as stock_api:
+        for _ in range(150):
+            totals = (await stock_api.get(f"/levels/{ink}")).json().get("totals") or {}
+            if int(totals.get("on_hand", 0)) == 20:
+                break
+            await asyncio.sleep(0.2)
+    order_id = f"o-{prefix.lower()}"
+    payload = order_payload(order_id, [(kit, 2)], prices={kit: Decimal("25.00")})
+    await send(producer, CheckoutOrderSubmitted.model_validate(payload))
+    await order_ends(system, order_id, "delivered")
+    return order_id, pen, ink, kit
+
+
+async def test_a_bundles_pick_list_lists_its_components_times_the_bundle_units(
+    system, producer, infra
+):
+    order_id, pen, ink, kit = await bundle_order(system, producer, f"PK{uuid.uuid4().hex[:6]}")
+    admin = await asyncpg.connect(infra.admin_database_url)
+    try:
+        [pick_list_id] = [
+            r["pick_list_id"]
+            for r in await admin.fetch(
+                "SELECT pick_list_id FROM fulfillment.shipments WHERE order_id = $1", order_id
+            )
+        ]
+    finally:
+        await admin.close()
+    async with httpx.AsyncClient(
+        base_url=system.url("fulfillment"), headers=ADMIN, timeout=15
+    ) as api:
+        pick_list = (await api.get(f"/pick-lists/{pick_list_id}")).json()
+        [shipment] = (await api.get(f"/orders/{order_id}/shipments")).json()["shipments"]
+
+    assert {line["sku"]: line["quantity"] for line in pick_list["lines"]} == {pen: 2, ink: 6}
+    assert [(line["sku"], line["quantity"]) for line in shipment["lines"]] == [(kit, 2)]
