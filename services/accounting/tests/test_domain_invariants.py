@@ -31,6 +31,7 @@ from stockflow.accounting.domain import (
     post_return_written_off,
     post_revenue,
     post_shipment_cost,
+    post_shipping_cost,
     profitability,
     prorate,
     total,
@@ -104,6 +105,9 @@ def trade(seed: int) -> Books:
                 post_shipment_cost(cause, occurred_at, sku, issued.cost, order_id=order_id),
                 post_revenue(
                     cause, occurred_at, order_id, currency, [SoldLine(sku, quantity, price)]
+                ),
+                post_shipping_cost(
+                    cause, occurred_at, order_id, Money.of(random_amount(rng), currency)
                 ),
             ]
             shipments.append(Shipment(order_id, sku, price, quantity, issued.cost))

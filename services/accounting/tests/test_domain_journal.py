@@ -36,8 +36,10 @@ def test_normal_balance_per_account() -> None:
         Account.SALES_RETURNS,
         Account.INVENTORY_SHRINKAGE,
         Account.CLEARING,
+        Account.SHIPPING_EXPENSE,
     }
     assert Account.REVENUE.normal_balance is Side.CREDIT
+    assert Account.CARRIER_PAYABLE.normal_balance is Side.CREDIT
     assert Account.GOODS_RECEIVED_NOT_INVOICED.normal_balance is Side.CREDIT
 
 

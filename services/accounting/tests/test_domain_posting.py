@@ -17,6 +17,7 @@ from stockflow.accounting.domain import (
     post_return_written_off,
     post_revenue,
     post_shipment_cost,
+    post_shipping_cost,
 )
 
 AT = datetime(2024, 3, 15, 10, 0, tzinfo=UTC)
@@ -50,6 +51,18 @@ def test_shipment_cost_moves_valuation_cost_from_inventory_to_cogs() -> None:
         ("cost_of_goods_sold", "26.00", "0.00", "A", "o-1"),
         ("inventory", "0.00", "26.00", "A", "o-1"),
     ]
+
+
+def test_a_label_is_the_orders_shipping_expense_owed_to_the_carrier() -> None:
+    entry = post_shipping_cost(SHIPPED, AT, "o-1", usd("5.75"))
+    assert rows(entry) == [
+        ("shipping_expense", "5.75", "0.00", None, "o-1"),
+        ("carrier_payable", "0.00", "5.75", None, None),
+    ]
+    assert (
+        entry.entry_id
+        != post_revenue(SHIPPED, AT, "o-1", "USD", [SoldLine("A", 1, Decimal(1))]).entry_id
+    )
 
 
 def test_revenue_rounds_each_line_and_debits_clearing_the_sum() -> None:

@@ -30,6 +30,7 @@ from stockflow.accounting.domain import (
     post_return_written_off,
     post_revenue,
     post_shipment_cost,
+    post_shipping_cost,
     profitability,
     trial_balance,
 )
@@ -80,6 +81,7 @@ def book() -> tuple[list[JournalEntry], SkuValuation]:
 
 def test_trial_balance_per_account_nets_to_zero(book) -> None:
     entries, _ = book
+    entries = [*entries, post_shipping_cost(cause("s1"), at(3, 5), "o-1", usd("3.40"))]
     rows = {row.account: row for row in trial_balance(entries)}
 
     assert {account: (str(r.debit), str(r.credit)) for account, r in rows.items()} == {
@@ -90,12 +92,14 @@ def test_trial_balance_per_account_nets_to_zero(book) -> None:
         Account.SALES_RETURNS: ("10.50", "0.00"),
         Account.INVENTORY_SHRINKAGE: ("4.00", "0.00"),
         Account.CLEARING: ("36.50", "10.50"),
+        Account.SHIPPING_EXPENSE: ("3.40", "0.00"),
+        Account.CARRIER_PAYABLE: ("0.00", "3.40"),
     }
     assert list(rows) == list(Account)  # chart order
     assert rows[Account.REVENUE].balance == usd("36.50")  # on its normal (credit) side
     assert rows[Account.INVENTORY].balance == usd("6.00")
     debits = sum(r.debit.amount for r in rows.values())
-    assert debits == sum(r.credit.amount for r in rows.values()) == Decimal("87.00")
+    assert debits == sum(r.credit.amount for r in rows.values()) == Decimal("90.40")
 
 
 def test_trial_balance_keeps_currencies_apart() -> None:
@@ -139,6 +143,23 @@ def test_profitability_per_order(book) -> None:
         usd("7.00"),
         usd("5.00"),
     )
+
+
+def test_an_orders_labels_lower_its_profit_not_its_gross_margin_nor_any_skus(book) -> None:
+    entries, _ = book
+    entries = [*entries, post_shipping_cost(cause("s1"), at(3, 5), "o-1", usd("3.40"))]
+
+    order = {row.group: row for row in profitability(entries, by="order")}["o-1"]
+    [by_sku] = profitability(entries, by="sku")
+    march = profitability(entries, by="period")[0]
+
+    assert (order.gross_margin, order.shipping, order.profit) == (
+        usd("9.00"),
+        usd("3.40"),
+        usd("5.60"),
+    )
+    assert by_sku.shipping == usd("0.00")
+    assert march.shipping == usd("3.40")
 
 
 def test_cogs_and_gross_margin_by_sku_and_by_period(book) -> None:

@@ -307,6 +307,7 @@ async def test_books_follow_receipts_shipments_revenue_and_returns(
                 "gross_margin": "35.00",
                 "gross_margin_pct": "70.00",
                 "shrinkage": "3.00",
+                "shipping": "0.00",
                 "profit": "32.00",
             }
         ]

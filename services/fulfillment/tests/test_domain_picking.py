@@ -6,6 +6,7 @@ import pytest
 
 from stockflow.fulfillment.domain import (
     Address,
+    BundlePart,
     InvalidPick,
     PickAssignment,
     Shipment,
@@ -126,6 +127,53 @@ def test_short_pick_yields_a_discrepancy_and_holds_only_the_shipment_that_misses
     assert first.record_picks(confirmation.picked["ORD-1-S1"]) == ()
     assert second.record_picks(confirmation.picked["ORD-2-S1"]) == (ShipmentLine("L1", "MUG", 1),)
     assert (first.status, second.status) == (ShipmentStatus.PICKED, ShipmentStatus.ON_HOLD)
+
+
+KIT = {"KIT": (BundlePart("MUG", 1), BundlePart("TEA", 3))}
+
+
+def test_a_bundle_is_picked_as_its_components_times_the_bundle_units() -> None:
+    kit = shipment("ORD-1-S1", ShipmentLine("L1", "KIT", 2), ShipmentLine("L2", "MUG", 1))
+
+    pick_list = build_pick_list([kit], BINS, KIT)
+
+    assert [(line.bin, line.sku, line.quantity) for line in pick_list.lines] == [
+        ("A-03-2", "MUG", 3),
+        ("B-01-1", "TEA", 6),
+    ]
+    mug, tea = pick_list.lines
+    assert mug.assignments == (
+        PickAssignment("ORD-1-S1", "L1", 2, per_unit=1),
+        PickAssignment("ORD-1-S1", "L2", 1),
+    )
+    assert tea.assignments == (PickAssignment("ORD-1-S1", "L1", 6, per_unit=3),)
+    assert type(pick_list).from_dict(pick_list.to_dict()) == pick_list
+
+
+def test_a_bundle_line_counts_the_whole_bundles_its_scarcest_component_makes() -> None:
+    kit = shipment("ORD-1-S1", ShipmentLine("L1", "KIT", 2))
+    pick_list = build_pick_list([kit], BINS, KIT)
+    kit.start_picking()
+
+    confirmation = pick_list.confirm({"MUG": 2, "TEA": 5})
+
+    assert confirmation.picked == {"ORD-1-S1": {"L1": 1}}
+    assert confirmation.discrepancies == (
+        StockDiscrepancy(sku="TEA", location="LEEDS", bin="B-01-1", expected=6, found=5),
+    )
+    assert kit.record_picks(confirmation.picked["ORD-1-S1"]) == (ShipmentLine("L1", "KIT", 1),)
+    assert kit.status is ShipmentStatus.ON_HOLD
+
+
+def test_every_component_found_picks_the_bundle_line_whole() -> None:
+    kit = shipment("ORD-1-S1", ShipmentLine("L1", "KIT", 2))
+    pick_list = build_pick_list([kit], BINS, KIT)
+    kit.start_picking()
+
+    confirmation = pick_list.confirm({"MUG": 2, "TEA": 6})
+
+    assert confirmation.picked == {"ORD-1-S1": {"L1": 2}}
+    assert kit.record_picks(confirmation.picked["ORD-1-S1"]) == ()
 
 
 def test_empty_bin_without_a_known_bin_code() -> None:

@@ -135,7 +135,7 @@ def margin(
     sku: str | None = typer.Option(None),
     order: str | None = typer.Option(None, "--order", help="Only this order id."),
 ) -> None:
-    """Revenue, COGS, gross margin and profit per SKU, period or order."""
+    """Revenue, COGS, gross margin, shipping and profit per SKU, period or order."""
     if by not in ("sku", "period", "order"):
         _fail("--by takes sku, period or order")
     data = _get(
@@ -143,7 +143,10 @@ def margin(
     )
     _table(
         f"Profitability by {by}",
-        [by, "currency", "revenue", "returns", "COGS", "margin", "margin %", "shrinkage", "profit"],
+        [
+            *(by, "currency", "revenue", "returns", "COGS", "margin", "margin %"),
+            *("shrinkage", "shipping", "profit"),
+        ],
         [
             [
                 r[by],
@@ -154,6 +157,7 @@ def margin(
                 r["gross_margin"],
                 r["gross_margin_pct"],
                 r["shrinkage"],
+                r["shipping"],
                 r["profit"],
             ]
             for r in data["rows"]

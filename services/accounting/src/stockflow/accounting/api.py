@@ -126,7 +126,8 @@ async def profitability(
     sku: SkuQuery = None,
     order_id: OrderQuery = None,
 ) -> dict[str, Any]:
-    """Revenue, returns, COGS, gross margin, shrinkage and profit per SKU, period or order."""
+    """Revenue, returns, COGS, gross margin, shrinkage, shipping and profit per SKU, period or
+    order."""
     filters = {"period": period, "sku": sku, "order_id": order_id}
     async with request.app.state.pool.acquire() as conn:
         rows = await store.profitability(conn, by, filters)
@@ -148,7 +149,8 @@ async def profitability(
                 if not net_revenue
                 else format((100 * margin / net_revenue).quantize(Decimal("0.01")), "f"),
                 "shrinkage": _money(r["shrinkage"], c),
-                "profit": _money(margin - r["shrinkage"], c),
+                "shipping": _money(r["shipping"], c),
+                "profit": _money(margin - r["shrinkage"] - r["shipping"], c),
             }
         )
     return {"by": by, "rows": out}

@@ -74,15 +74,19 @@ async def on_movements(uow: UnitOfWork, batch: list[Inbound]) -> None:
 
 
 async def on_orders(uow: UnitOfWork, batch: list[Inbound]) -> None:
-    """Order events: learn each line's unit price, then post what was waiting for it."""
-    priced = [i.event for i in batch if isinstance(i.event, OrderAccepted | OrderConfirmed)]
+    """Order events: learn each line's unit price, post what was waiting for it, and the revenue
+    of untracked lines, which the customer has once the order is confirmed."""
+    priced = [(i, i.event) for i in batch if isinstance(i.event, OrderAccepted | OrderConfirmed)]
     if not priced:
         return
-    orders = {event.order_id for event in priced}
+    orders = {event.order_id for _, event in priced}
     books = await store.open_books(uow.conn, order_ids=orders)
     rows = []
-    for event in priced:
+    for item, event in priced:
         rows += books.learn_prices(event.order_id, event.currency, event.lines)
+        if isinstance(event, OrderConfirmed):
+            with refused_as_invalid(item):
+                books.take_delivered_untracked(cause_of(item), event)
     await store.save_prices(uow.conn, rows)
     await _settle_parked(uow, books, orders)
     await _commit(uow, books)

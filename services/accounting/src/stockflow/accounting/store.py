@@ -423,7 +423,8 @@ GROUPS = {"sku": "l.sku", "period": "e.period", "order": "l.order_id"}
 async def profitability(
     conn: asyncpg.Connection, by: str, filters: dict[str, Any]
 ) -> list[asyncpg.Record]:
-    """Revenue, returns, COGS and shrinkage per group, each on its account's normal side."""
+    """Revenue, returns, COGS, shrinkage and shipping per group, each on its account's normal
+    side."""
     group = GROUPS[by]
     args: list[Any] = []
     extra = []
@@ -440,10 +441,12 @@ async def profitability(
         "sum(CASE WHEN l.account = 'cost_of_goods_sold' THEN l.debit - l.credit ELSE 0 END) "
         "AS cost_of_goods_sold, "
         "sum(CASE WHEN l.account = 'inventory_shrinkage' THEN l.debit - l.credit ELSE 0 END) "
-        "AS shrinkage "
+        "AS shrinkage, "
+        "sum(CASE WHEN l.account = 'shipping_expense' THEN l.debit - l.credit ELSE 0 END) "
+        "AS shipping "
         "FROM journal_lines l JOIN journal_entries e USING (entry_id) "
         f"WHERE {where} AND l.account IN ('revenue', 'sales_returns', 'cost_of_goods_sold', "
-        "'inventory_shrinkage') GROUP BY 1, 2 ORDER BY 1, 2",
+        "'inventory_shrinkage', 'shipping_expense') GROUP BY 1, 2 ORDER BY 1, 2",
         *args,
     )
 

@@ -17,6 +17,7 @@ import asyncpg
 
 from stockflow.fulfillment.domain import (
     Address,
+    BundlePart,
     Dimensions,
     Label,
     PickList,
@@ -381,15 +382,32 @@ async def variants_for(conn: asyncpg.Connection, skus: Iterable[str]) -> dict[st
     }
 
 
+async def bundles_among(
+    conn: asyncpg.Connection, skus: Iterable[str]
+) -> dict[str, tuple[BundlePart, ...]]:
+    """The bundles among `skus`, each with its parts (as the catalog last described them)."""
+    rows = await conn.fetch(
+        "SELECT sku, bundle_components FROM variants "
+        "WHERE sku = ANY($1::text[]) AND bundle_components <> '[]'::jsonb",
+        list(set(skus)),
+    )
+    return {
+        row["sku"]: tuple(BundlePart(c["sku"], c["quantity"]) for c in row["bundle_components"])
+        for row in rows
+    }
+
+
 async def upsert_variants(conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Rows of (sku, weight, length, width, height, catalog version, removed); newer wins."""
+    """Rows of (sku, weight, length, width, height, catalog version, removed, bundle components
+    [{sku, quantity}]); the newer catalog version wins."""
     await conn.executemany(
         "INSERT INTO variants (sku, weight_grams, length_mm, width_mm, height_mm, "
-        "catalog_version, removed) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+        "catalog_version, removed, bundle_components) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
         "ON CONFLICT (sku) DO UPDATE SET weight_grams = excluded.weight_grams, "
         "length_mm = excluded.length_mm, width_mm = excluded.width_mm, "
         "height_mm = excluded.height_mm, catalog_version = excluded.catalog_version, "
-        "removed = excluded.removed, updated_at = now() "
+        "removed = excluded.removed, bundle_components = excluded.bundle_components, "
+        "updated_at = now() "
         "WHERE variants.catalog_version < excluded.catalog_version",
         rows,
     )
@@ -417,6 +435,16 @@ async def save_label(
         amount,
         currency,
     )
+
+
+async def label_rate(conn: asyncpg.Connection, shipment_id: str) -> tuple[Decimal, str] | None:
+    """What the shipment's label cost (amount, currency), if a rate was recorded."""
+    row = await conn.fetchrow(
+        "SELECT rate_amount, rate_currency FROM labels "
+        "WHERE shipment_id = $1 AND rate_amount IS NOT NULL",
+        shipment_id,
+    )
+    return None if row is None else (row["rate_amount"], row["rate_currency"])
 
 
 async def label_document(conn: asyncpg.Connection, shipment_id: str) -> asyncpg.Record | None:

@@ -206,7 +206,8 @@ async def cancel_order(uow: UnitOfWork, order_id: str, reason: str) -> list[str]
 async def learn_variants(
     uow: UnitOfWork, events: Sequence[CatalogVariantUpserted | CatalogVariantRemoved]
 ) -> None:
-    """Keep each variant's weight and size for packing defaults (newest catalog version wins)."""
+    """Keep each variant's weight and size for packing defaults, and a bundle's components for
+    picking (newest catalog version wins)."""
     rows = []
     for event in events:
         if isinstance(event, CatalogVariantUpserted):
@@ -220,10 +221,11 @@ async def learn_variants(
                     size.height if size else None,
                     event.version,
                     False,
+                    [{"sku": c.sku, "quantity": c.quantity} for c in event.bundle_components],
                 )
             )
         else:
-            rows.append((event.sku, None, None, None, None, event.version, True))
+            rows.append((event.sku, None, None, None, None, event.version, True, []))
     await store.upsert_variants(uow.conn, rows)
 
 
@@ -263,10 +265,11 @@ async def create_pick_list(
         raise NotFound(f"No shipments are waiting to be picked at {location}.")
     loaded = await store.load_shipments(uow.conn, ids)
     shipments = [loaded[sid] for sid in ids]
-    bins = await store.bins_for(
-        uow.conn, location, {line.sku for shipment in shipments for line in shipment.lines}
-    )
-    pick_list = domain.build_pick_list(shipments, bins)
+    skus = {line.sku for shipment in shipments for line in shipment.lines}
+    bundles = await store.bundles_among(uow.conn, skus)
+    parts = {part.sku for bundle in bundles.values() for part in bundle}
+    bins = await store.bins_for(uow.conn, location, skus | parts)
+    pick_list = domain.build_pick_list(shipments, bins, bundles)
     pick_list_id = f"PL-{uuid.uuid4().hex[:12].upper()}"
     await store.insert_pick_list(uow.conn, pick_list_id, pick_list)
     for shipment in shipments:
@@ -327,9 +330,9 @@ def _first_shorted(
 ) -> str:
     """The first shipment that got fewer units of `sku` than it needed (the bin's report)."""
     line = next(line for line in pick_list.lines if line.sku == sku)
-    for assignment in line.assignments:
-        if confirmation.picked[assignment.shipment_id][assignment.line_id] < assignment.quantity:
-            return assignment.shipment_id
+    for a in line.assignments:
+        if confirmation.picked[a.shipment_id][a.line_id] * a.per_unit < a.quantity:
+            return a.shipment_id
     return line.assignments[-1].shipment_id
 
 
@@ -418,6 +421,7 @@ async def ship(
         await store.save_label(uow.conn, shipment_id, label, choice.total, choice.currency)
     shipped = shipment.ship(at)
     await store.save_shipment(uow.conn, shipment)
+    rate = await store.label_rate(uow.conn, shipment_id)
     order = await store.get_order(uow.conn, shipment.order_id)
     prices = order.lines if order else {}
     lines = [
@@ -441,6 +445,8 @@ async def ship(
             tracking_number=shipped.tracking_number,
             label_ref=label_ref(shipped.shipment_id),
             shipped_at=shipped.shipped_at,
+            shipping_cost=rate[0] if rate else None,
+            shipping_currency=rate[1] if rate else None,
         )
     )
     return shipment

@@ -83,10 +83,18 @@ class ShipmentShipped(Event):
     tracking_number: Text
     label_ref: Text
     shipped_at: Timestamp
+    shipping_cost: NonNegativeMoney | None = Field(
+        default=None, description="What the label cost the merchant: the carrier's rate."
+    )
+    shipping_currency: Currency | None = Field(
+        default=None, description="The rate's currency; given with shipping_cost."
+    )
 
     @model_validator(mode="after")
     def _currency(self) -> ShipmentShipped:
         _priced_lines_need_currency(self.lines, self.currency)
+        if (self.shipping_cost is None) != (self.shipping_currency is None):
+            raise ValueError("shipping_cost and shipping_currency go together")
         return self
 
 

@@ -45,7 +45,8 @@ class ConfirmedLine(Part):
     """A confirmed line: how much is reserved (where) and how much waits on a backorder.
 
     An `untracked` line (digital goods, services) is not stock-kept: it counts as reserved in
-    full and has no allocations.
+    full and has no allocations. It never ships: confirmation delivers it, so accounting
+    recognises its revenue on this event.
     """
 
     line_id: Identifier

@@ -28,6 +28,7 @@ from stockflow.accounting.domain.posting import (
     post_return_written_off,
     post_revenue,
     post_shipment_cost,
+    post_shipping_cost,
 )
 from stockflow.accounting.domain.reports import (
     JOURNAL_CSV_HEADER,
@@ -93,6 +94,7 @@ __all__ = [
     "post_return_written_off",
     "post_revenue",
     "post_shipment_cost",
+    "post_shipping_cost",
     "profitability",
     "prorate",
     "total",

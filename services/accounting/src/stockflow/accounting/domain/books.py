@@ -36,9 +36,15 @@ from stockflow.accounting.domain import (
     post_return_written_off,
     post_revenue,
     post_shipment_cost,
+    post_shipping_cost,
     prorate,
 )
-from stockflow.contracts.events import ReturnReceived, ShipmentShipped, StockMovementRecorded
+from stockflow.contracts.events import (
+    OrderConfirmed,
+    ReturnReceived,
+    ShipmentShipped,
+    StockMovementRecorded,
+)
 
 RETURN_REFERENCES = frozenset({"rma", "return"})
 
@@ -232,7 +238,23 @@ class Books:
             rows.append((order_id, line.line_id, line.sku, line.unit_price, currency))
         return rows
 
+    def take_delivered_untracked(self, cause: Cause, event: OrderConfirmed) -> None:
+        """Untracked lines (digital goods, services) never ship: the customer has them once the
+        order is confirmed (the order service counts them delivered then), so their revenue is
+        recognised on `order.confirmed`, at the confirmed line's own price."""
+        sold = [
+            SoldLine(line.sku, line.quantity, line.unit_price)
+            for line in event.lines
+            if line.untracked
+        ]
+        if sold:
+            self.post(post_revenue(cause, event.confirmed_at, event.order_id, event.currency, sold))
+
     def take_shipped(self, cause: Cause, event: ShipmentShipped) -> None:
+        """Revenue for the shipped lines (parked until priced), and what the label cost."""
+        if event.shipping_cost is not None and event.shipping_currency is not None:
+            cost = Money.of(event.shipping_cost, event.shipping_currency)
+            self.post(post_shipping_cost(cause, event.shipped_at, event.order_id, cost))
         self.settle_or_park(
             Pending(
                 cause,

@@ -28,6 +28,8 @@ class Account(StrEnum):
     SALES_RETURNS = "sales_returns"
     INVENTORY_SHRINKAGE = "inventory_shrinkage"
     CLEARING = "clearing"
+    SHIPPING_EXPENSE = "shipping_expense"
+    CARRIER_PAYABLE = "carrier_payable"
 
     @property
     def normal_balance(self) -> Side:
@@ -47,6 +49,8 @@ _NORMAL_BALANCE = {
     Account.SALES_RETURNS: Side.DEBIT,  # contra-revenue
     Account.INVENTORY_SHRINKAGE: Side.DEBIT,  # expense
     Account.CLEARING: Side.DEBIT,  # receivable from the customer / payment provider
+    Account.SHIPPING_EXPENSE: Side.DEBIT,  # expense: the labels bought for an order
+    Account.CARRIER_PAYABLE: Side.CREDIT,  # liability until the carrier invoices
 }
 
 

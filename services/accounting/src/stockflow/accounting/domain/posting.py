@@ -10,6 +10,7 @@
 | post_return_written_off   | inventory shrinkage   | cost of goods sold   | original cost     |
 | post_adjustment (up)      | inventory             | inventory shrinkage  | value found       |
 | post_adjustment (down)    | inventory shrinkage   | inventory            | value lost        |
+| post_shipping_cost        | shipping expense      | carrier payable      | the label's rate  |
 
 Cost and price legs are separate entries because they come from separate events (a stock
 movement, keyed by SKU, versus an order or fulfilment event) and may be in separate currencies.
@@ -128,6 +129,22 @@ def post_revenue(
         order_id,
         occurred_at,
         [dr(Account.CLEARING, receivable, order_id=order_id), *credits],
+    )
+
+
+def post_shipping_cost(
+    cause: Cause, occurred_at: datetime, order_id: str, cost: Money
+) -> JournalEntry:
+    """A shipment's label: Dr shipping expense (the order's) / Cr carrier payable, at its rate."""
+    return _entry(
+        cause,
+        "shipping",
+        order_id,
+        occurred_at,
+        [
+            dr(Account.SHIPPING_EXPENSE, cost, order_id=order_id),
+            cr(Account.CARRIER_PAYABLE, cost),
+        ],
     )
 
 

@@ -96,6 +96,7 @@ class ProfitRow:
     sales_returns: Money
     cost_of_goods_sold: Money
     shrinkage: Money
+    shipping: Money
 
     @property
     def net_revenue(self) -> Money:
@@ -107,8 +108,9 @@ class ProfitRow:
 
     @property
     def profit(self) -> Money:
-        """Gross margin less shrinkage (per order: the cost of its written-off returns)."""
-        return self.gross_margin - self.shrinkage
+        """Gross margin less shrinkage (per order: the cost of its written-off returns) and less
+        what its labels cost (shipping carries no SKU, so a SKU's row has none)."""
+        return self.gross_margin - self.shrinkage - self.shipping
 
 
 Grouping = Literal["sku", "period", "order"]
@@ -126,12 +128,13 @@ _PROFIT_ACCOUNTS = frozenset(
         Account.SALES_RETURNS,
         Account.COST_OF_GOODS_SOLD,
         Account.INVENTORY_SHRINKAGE,
+        Account.SHIPPING_EXPENSE,
     }
 )
 
 
 def profitability(entries: Iterable[JournalEntry], by: Grouping) -> list[ProfitRow]:
-    """Revenue, returns, COGS, gross margin and profit per SKU, per period or per order.
+    """Revenue, returns, COGS, gross margin, shipping and profit per SKU, period or order.
 
     Lines without the grouping key (the order-level clearing line, a warehouse write-off when
     grouping by order) do not count towards any group.
@@ -153,6 +156,7 @@ def profitability(entries: Iterable[JournalEntry], by: Grouping) -> list[ProfitR
             sales_returns=_balance(sums, Account.SALES_RETURNS, currency),
             cost_of_goods_sold=_balance(sums, Account.COST_OF_GOODS_SOLD, currency),
             shrinkage=_balance(sums, Account.INVENTORY_SHRINKAGE, currency),
+            shipping=_balance(sums, Account.SHIPPING_EXPENSE, currency),
         )
         for (group, currency), sums in sorted(net_debits.items())
     ]

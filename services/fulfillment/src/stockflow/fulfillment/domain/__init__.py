@@ -2,7 +2,8 @@
 
 - planning: a confirmed order → one shipment per location; backorder fills → later shipments
 - shipment: the shipment's steps (pick, pack, label, ship, track, cancel) and their events
-- picking: pick lists in aisle-walking order, batch picking, short picks → stock discrepancies
+- picking: pick lists in aisle-walking order, batch picking, bundles picked as their
+  components, short picks → stock discrepancies
 - packing: packages, defaults from variant data, dimensional weight
 - carriers: the carrier protocol, rate shopping, the built-in carrier "stockflow-post"
 - s10: UPU S10 tracking numbers and their check digit
@@ -35,6 +36,7 @@ from stockflow.fulfillment.domain.errors import (
 )
 from stockflow.fulfillment.domain.packing import Dimensions, Package, VariantSpec, build_package
 from stockflow.fulfillment.domain.picking import (
+    BundlePart,
     PickAssignment,
     PickConfirmation,
     PickList,
@@ -77,6 +79,7 @@ from stockflow.fulfillment.domain.shipment import (
 __all__ = [
     "Address",
     "AllocatedUnits",
+    "BundlePart",
     "CancelRefused",
     "Carrier",
     "CarrierChoice",

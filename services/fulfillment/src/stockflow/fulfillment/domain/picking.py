@@ -10,6 +10,10 @@ the pattern come after the walk in natural order, and lines without a known bin 
 A batch list picks several shipments of one location in one walk: units of one sku are
 merged into one line, and each line says which shipment and order line gets how many units.
 Found units are handed out in the order the shipments were given (put the oldest first).
+
+A bundle is not in any bin: its components are. A bundle line is picked as its components
+(component quantity times bundle units, each from its own bin) while the shipment keeps the bundle
+line; the line counts as many bundle units picked as its scarcest component makes whole.
 """
 
 from __future__ import annotations
@@ -62,12 +66,29 @@ def _natural_key(text: str) -> tuple[tuple[int, int, str], ...]:
 
 
 @dataclass(frozen=True)
+class BundlePart:
+    """`quantity` units of `sku` go into one unit of a bundle."""
+
+    sku: str
+    quantity: int
+
+
+@dataclass(frozen=True)
 class PickAssignment:
-    """Units of a pick list line that belong to one shipment's order line."""
+    """Units of a pick list line that belong to one shipment's order line.
+
+    `per_unit` is how many of these units make one unit of the order line: a bundle
+    component's quantity, 1 for a line picked as itself.
+    """
 
     shipment_id: str
     line_id: str
     quantity: int
+    per_unit: int = 1
+
+    def line_units(self, given: int) -> int:
+        """Whole units of the order line that `given` picked units of this sku make."""
+        return given // self.per_unit
 
 
 @dataclass(frozen=True)
@@ -119,7 +140,12 @@ class PickList:
                     "sku": line.sku,
                     "quantity": line.quantity,
                     "assignments": [
-                        {"shipment_id": a.shipment_id, "line_id": a.line_id, "quantity": a.quantity}
+                        {
+                            "shipment_id": a.shipment_id,
+                            "line_id": a.line_id,
+                            "quantity": a.quantity,
+                            "per_unit": a.per_unit,
+                        }
                         for a in line.assignments
                     ],
                 }
@@ -138,7 +164,9 @@ class PickList:
                     sku=line["sku"],
                     quantity=line["quantity"],
                     assignments=tuple(
-                        PickAssignment(a["shipment_id"], a["line_id"], a["quantity"])
+                        PickAssignment(
+                            a["shipment_id"], a["line_id"], a["quantity"], a.get("per_unit", 1)
+                        )
                         for a in line["assignments"]
                     ),
                 )
@@ -177,16 +205,29 @@ class PickList:
                         found=count,
                     )
                 )
-            remaining = count
-            for assignment in line.assignments:
-                given = min(remaining, assignment.quantity)
-                picked[assignment.shipment_id][assignment.line_id] = given
-                remaining -= given
+            _hand_out(line, count, picked)
         return PickConfirmation(picked=picked, discrepancies=tuple(discrepancies))
 
 
-def build_pick_list(shipments: Sequence[Shipment], bins: Mapping[str, str]) -> PickList:
-    """One walk for `shipments` (all at one location, not yet picked), `bins` mapping sku → bin.
+def _hand_out(line: PickListLine, count: int, picked: dict[str, dict[str, int]]) -> None:
+    """Give `count` found units to the line's assignments in order; a bundle line keeps the
+    fewest whole units any of its components makes."""
+    remaining = count
+    for assignment in line.assignments:
+        given = min(remaining, assignment.quantity)
+        remaining -= given
+        units = assignment.line_units(given)
+        so_far = picked[assignment.shipment_id].get(assignment.line_id, units)
+        picked[assignment.shipment_id][assignment.line_id] = min(so_far, units)
+
+
+def build_pick_list(
+    shipments: Sequence[Shipment],
+    bins: Mapping[str, str],
+    bundles: Mapping[str, Sequence[BundlePart]] | None = None,
+) -> PickList:
+    """One walk for `shipments` (all at one location, not yet picked), `bins` mapping sku → bin,
+    `bundles` mapping a bundle sku → its parts (picked instead of the bundle).
 
     Shipments are served in the order given when a bin runs short.
     """
@@ -208,9 +249,16 @@ def build_pick_list(shipments: Sequence[Shipment], bins: Mapping[str, str]) -> P
                 f"Shipment {shipment.shipment_id} is {shipment.status}; it has nothing to pick."
             )
         for line in shipment.lines:
-            assignments.setdefault(line.sku, []).append(
-                PickAssignment(shipment.shipment_id, line.line_id, line.quantity)
-            )
+            parts = (bundles or {}).get(line.sku) or (BundlePart(line.sku, 1),)
+            for part in parts:
+                assignments.setdefault(part.sku, []).append(
+                    PickAssignment(
+                        shipment.shipment_id,
+                        line.line_id,
+                        line.quantity * part.quantity,
+                        part.quantity,
+                    )
+                )
     lines = [
         PickListLine(
             bin=bins.get(sku),
