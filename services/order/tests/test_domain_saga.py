@@ -35,7 +35,7 @@ from stockflow.order.domain import (
     Decision,
     Delivered,
     Effect,
-    HeldUnits,
+    HeldAtLocation,
     InvalidSubmission,
     LineQuantity,
     LineReservation,
@@ -124,14 +124,14 @@ def started(**overrides: Any) -> OrderSaga:
 
 
 def held(line_id: str, quantity: int, location: str = "WH1") -> LineReservation:
-    return LineReservation(line_id, allocations=(HeldUnits(location, quantity),))
+    return LineReservation(line_id, allocations=(HeldAtLocation(location, quantity),))
 
 
 ALL_HELD = StockHeld("evt-reserved", (held("L1", 3), held("L2", 1)))
 L1_SHORT = StockHeld(
     "evt-reserved",
     (
-        LineReservation("L1", allocations=(HeldUnits("WH1", 1),), backordered=2),
+        LineReservation("L1", allocations=(HeldAtLocation("WH1", 1),), backordered=2),
         held("L2", 1),
     ),
 )
@@ -344,7 +344,7 @@ def test_all_lines_reserved_confirms() -> None:
     announced = the_event(decision, AnnounceConfirmed)
     assert (announced.order_id, announced.currency) == ("ord-1", "EUR")
     assert announced.lines[0] == SagaLine(
-        "L1", "SKU-A", 3, Decimal("10.00"), allocations=(HeldUnits("WH1", 3),)
+        "L1", "SKU-A", 3, Decimal("10.00"), allocations=(HeldAtLocation("WH1", 3),)
     )
     assert (announced.lines[0].reserved, announced.lines[0].backordered) == (3, 0)
     assert announced.lines == decision.saga.lines
@@ -411,7 +411,7 @@ def test_payment_remembered_while_reserving_confirms_when_stock_answers() -> Non
             StockHeld(
                 "e",
                 (
-                    LineReservation("L1", (HeldUnits("WH1", 1),), untracked=True),
+                    LineReservation("L1", (HeldAtLocation("WH1", 1),), untracked=True),
                     held("L2", 1),
                 ),
             ),
@@ -668,7 +668,7 @@ def test_backorder_allocation_reduces_the_outstanding_quantity_and_tells_fulfill
     line = decision.saga.line("L1")
     assert line is not None
     assert (line.backordered, line.reserved) == (0, 3)
-    assert line.allocations == (HeldUnits("WH1", 1), HeldUnits("WH2", 2))
+    assert line.allocations == (HeldAtLocation("WH1", 1), HeldAtLocation("WH2", 2))
     assert decision.saga.state is OrderState.CONFIRMED
     assert decision.changed
     assert the_event(decision, AnnounceBackorderFilled) == AnnounceBackorderFilled(
@@ -680,7 +680,7 @@ def test_backorder_allocations_at_one_location_add_up() -> None:
     saga = run(started(), L1_SHORT, BackorderFilled("evt-bo", "L1", "WH1", 1))
     line = saga.line("L1")
     assert line is not None
-    assert (line.allocations, line.backordered) == ((HeldUnits("WH1", 2),), 1)
+    assert (line.allocations, line.backordered) == ((HeldAtLocation("WH1", 2),), 1)
 
 
 def test_backorder_allocated_while_awaiting_payment_is_carried_by_the_confirmation() -> None:

@@ -20,7 +20,7 @@ from stockflow.accounting.domain import (
     PeriodCalendar,
     SkuValuation,
 )
-from stockflow.accounting.domain.books import Books, Pending, Price, PriceRow, ShipmentCost
+from stockflow.accounting.domain.books import Books, LinePrice, Pending, PriceRow, ShipmentCost
 
 PERIODS_LOCK = "accounting:periods"
 
@@ -104,7 +104,7 @@ async def _load_order_state(conn: asyncpg.Connection, books: Books, order_ids: l
     for row in await conn.fetch(
         "SELECT * FROM order_prices WHERE order_id = ANY($1::text[])", order_ids
     ):
-        books.prices[(row["order_id"], row["line_id"])] = Price(
+        books.prices[(row["order_id"], row["line_id"])] = LinePrice(
             row["sku"], row["unit_price"], row["currency"]
         )
 

@@ -345,7 +345,7 @@ def stock_input(event: Event, cause_id: str) -> domain.SagaInput:
                 domain.LineReservation(
                     line.line_id,
                     allocations=tuple(
-                        domain.HeldUnits(a.location, a.quantity) for a in line.allocations
+                        domain.HeldAtLocation(a.location, a.quantity) for a in line.allocations
                     ),
                     backordered=line.backordered,
                     untracked=line.untracked,

@@ -67,7 +67,9 @@ class ShipmentCost:
 
 
 @dataclass(frozen=True)
-class Price:
+class LinePrice:
+    """What an order line sells for: the price revenue is posted at."""
+
     sku: str
     unit_price: Decimal
     currency: str
@@ -94,7 +96,7 @@ class Books:
     valuations: dict[str, SkuValuation] = field(default_factory=dict)
     methods: dict[str, CostMethod] = field(default_factory=dict)
     shipment_costs: dict[tuple[str, str], list[ShipmentCost]] = field(default_factory=dict)
-    prices: dict[tuple[str, str], Price] = field(default_factory=dict)
+    prices: dict[tuple[str, str], LinePrice] = field(default_factory=dict)
     entries: list[JournalEntry] = field(default_factory=list)
     changed_skus: set[str] = field(default_factory=set)
     parked: list[Pending] = field(default_factory=list)
@@ -233,7 +235,7 @@ class Books:
         rows: list[PriceRow] = []
         for line in lines:
             self.prices.setdefault(
-                (order_id, line.line_id), Price(line.sku, line.unit_price, currency)
+                (order_id, line.line_id), LinePrice(line.sku, line.unit_price, currency)
             )
             rows.append((order_id, line.line_id, line.sku, line.unit_price, currency))
         return rows

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from stockflow.contracts.events.orders import Violation
 from stockflow.order.domain.model import (
     BackorderPolicy,
-    HeldUnits,
+    HeldAtLocation,
     LineQuantity,
     OrderSaga,
     OrderState,
@@ -50,7 +50,7 @@ class LineReservation:
     """
 
     line_id: str
-    allocations: tuple[HeldUnits, ...] = ()
+    allocations: tuple[HeldAtLocation, ...] = ()
     backordered: int = 0
     untracked: bool = False
 

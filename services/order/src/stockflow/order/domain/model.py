@@ -72,7 +72,7 @@ class BackorderPolicy(StrEnum):
 
 
 @dataclass(frozen=True)
-class HeldUnits:
+class HeldAtLocation:
     """Units of a line held at one stock location."""
 
     location: str
@@ -95,7 +95,7 @@ class SagaLine:
     sku: str
     quantity: int
     unit_price: Decimal
-    allocations: tuple[HeldUnits, ...] = ()
+    allocations: tuple[HeldAtLocation, ...] = ()
     backordered: int = 0
     untracked: bool = False
     shipped: int = 0
@@ -205,7 +205,7 @@ class OrderSaga:
                     quantity=line["quantity"],
                     unit_price=Decimal(line["unit_price"]),
                     allocations=tuple(
-                        HeldUnits(a["location"], a["quantity"]) for a in line["allocations"]
+                        HeldAtLocation(a["location"], a["quantity"]) for a in line["allocations"]
                     ),
                     backordered=line["backordered"],
                     untracked=line["untracked"],

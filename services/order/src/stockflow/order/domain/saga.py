@@ -71,7 +71,7 @@ from stockflow.order.domain.messages import (
 from stockflow.order.domain.model import (
     SHIPPING_STARTED,
     BackorderPolicy,
-    HeldUnits,
+    HeldAtLocation,
     LineQuantity,
     OrderSaga,
     OrderState,
@@ -520,14 +520,14 @@ def _backorder_note(saga: OrderSaga) -> str:
 
 
 def _add_allocation(
-    allocations: tuple[HeldUnits, ...], location: str, quantity: int
-) -> tuple[HeldUnits, ...]:
+    allocations: tuple[HeldAtLocation, ...], location: str, quantity: int
+) -> tuple[HeldAtLocation, ...]:
     if any(a.location == location for a in allocations):
         return tuple(
-            HeldUnits(a.location, a.quantity + quantity) if a.location == location else a
+            HeldAtLocation(a.location, a.quantity + quantity) if a.location == location else a
             for a in allocations
         )
-    return (*allocations, HeldUnits(location, quantity))
+    return (*allocations, HeldAtLocation(location, quantity))
 
 
 def _with_line(saga: OrderSaga, changed: SagaLine) -> OrderSaga:
