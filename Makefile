@@ -46,7 +46,7 @@ demo: up ## the whole system plus a simulated checkout stream and a summary
 
 # The tests start their Kafka and PostgreSQL on demand (the `test` profile, or
 # STOCKFLOW_TEST_PROFILE); `make test` stops them when it ends unless KEEP_INFRA=1.
-STOP_TEST_INFRA = if [ -z "$(KEEP_INFRA)" ]; then $(INFRA) down --profile $${STOCKFLOW_TEST_PROFILE:-test}; fi
+STOP_TEST_INFRA = $(if $(KEEP_INFRA),true,$(INFRA) down --profile $${STOCKFLOW_TEST_PROFILE:-test})
 
 test: setup tools ## every test that must pass (unit, integration, system) against real Kafka and PostgreSQL; KEEP_INFRA=1 leaves it running
 	$(PY) -m pytest -m "not chaos" $(PYTEST_ARGS); status=$$?; $(STOP_TEST_INFRA); exit $$status
