@@ -27,7 +27,7 @@ from rich.table import Table
 
 from stockflow.accounting import invariants as accounting_invariants
 from stockflow.cli import kafka_tools as kt
-from stockflow.cli.common import auth_headers, service_url, setting
+from stockflow.cli.common import JsonOption, auth_headers, service_url, setting
 from stockflow.contracts.cloudevents import JSON, SPEC_VERSION, new_traceparent
 from stockflow.fulfillment import invariants as fulfillment_invariants
 from stockflow.order import invariants as order_invariants
@@ -277,7 +277,7 @@ def check(
             help="Seconds an order may take to settle (and a release to arrive) before it counts.",
         ),
     ] = 60.0,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+    as_json: JsonOption = False,
     repair: Annotated[
         bool,
         typer.Option("--repair", help="Propose corrective movements for drifted reservations."),
