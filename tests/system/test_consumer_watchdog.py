@@ -5,14 +5,21 @@ applies what it had fetched once the lock is gone."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
+import subprocess
 import uuid
 
 import asyncpg
+import httpx
 import pytest
 
 from stockflow.contracts import encode
 from stockflow.runtime.testing.factories import goods_received, variant
+from stockflow.runtime.testing.system import System
+from stockflow.runtime.watchdog import STALL_EXIT_CODE
 
 pytestmark = pytest.mark.system
 
@@ -86,3 +93,73 @@ async def on_hand_is(on_hand, expected: int) -> bool:
 async def ready_response(client):
     response = await client.get("/readyz")
     return response if response.status_code == 200 else None
+
+
+def spawn_stock(system: System, port: int, env: dict[str, str]) -> subprocess.Popen:
+    service_env = system.local.service_env(system.profile, "stock")
+    with (system.logs / "stock-watchdog.log").open("ab") as log:
+        return subprocess.Popen(
+            system.local.service_cmd("stock", port),
+            env=service_env | {"STOCKFLOW_HTTP_PORT": str(port)} | env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+async def wait_ready(url: str, proc: subprocess.Popen) -> None:
+    async def ready():
+        assert proc.poll() is None, f"stock exited with {proc.returncode}"
+        with contextlib.suppress(httpx.HTTPError):
+            return (await client.get(f"{url}/readyz")).status_code == 200
+        return False
+
+    async with httpx.AsyncClient(timeout=2) as client:
+        await until(ready, timeout_s=90)
+
+
+async def test_a_consumer_still_wedged_after_its_restart_exits_the_process_for_its_supervisor(
+    producer, infra
+):
+    system = System(infra)
+    system.logs.mkdir(parents=True, exist_ok=True)
+    port = system.profile.http_port("stock") + 150
+    env = {
+        "STOCKFLOW_CONSUMER_STALL_TIMEOUT_S": "2",
+        "STOCKFLOW_CONSUMER_RESTART_GRACE_S": "4",
+        "STOCKFLOW_CONSUMER_WATCHDOG_INTERVAL_S": "0.2",
+    }
+    sku = f"T{uuid.uuid4().hex[:8].upper()}-EXIT"
+    admin = await asyncpg.connect(infra.admin_database_url)
+    locker = await asyncpg.connect(infra.admin_database_url)
+    procs = [await asyncio.to_thread(spawn_stock, system, port, env)]
+
+    async def on_hand_is(expected: int) -> bool:
+        value = await admin.fetchval(
+            "SELECT on_hand FROM stock.levels WHERE sku = $1 AND location = 'WH-EAST'", sku
+        )
+        return value == expected
+
+    try:
+        await wait_ready(f"http://127.0.0.1:{port}", procs[0])
+        await send(producer, variant(sku))
+        await send(producer, goods_received(sku, "WH-EAST", 5))
+        await until(lambda: on_hand_is(5))
+        async with locker.transaction():
+            await locker.execute("SELECT 1 FROM stock.levels WHERE sku = $1 FOR UPDATE", sku)
+            await send(producer, goods_received(sku, "WH-EAST", 7))
+            exit_code = await asyncio.to_thread(procs[0].wait, 90)
+        assert exit_code == STALL_EXIT_CODE
+        # Its supervisor starts it again: the receipt it never applied is applied, once.
+        procs.append(await asyncio.to_thread(spawn_stock, system, port, env))
+        await wait_ready(f"http://127.0.0.1:{port}", procs[1])
+        await until(lambda: on_hand_is(12))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                await asyncio.to_thread(proc.wait, 30)
+        await locker.close()
+        await admin.close()
+    logged = (system.logs / "stock-watchdog.log").read_text()
+    assert "consumer still stalled after a restart; exiting" in logged
