@@ -1,6 +1,6 @@
-"""The consumer watchdog in a real service (stock, its own roles, the real broker and database):
-a consumer wedged on a lock fails /readyz naming it, logs the task stacks, is restarted and
-applies what it had fetched once the lock is gone."""
+"""The consumer watchdog in a real stock service (its own roles, the real broker and database):
+a consumer wedged on a row lock fails /readyz naming it and is restarted; one still wedged after
+that logs the task stacks and exits the process for its supervisor."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ async def until(probe, timeout_s: float = 60):
 
 
 async def test_a_consumer_wedged_on_a_lock_fails_readiness_and_recovers_after_its_restart(
-    run_service, producer, infra, capfd
+    run_service, producer, infra
 ):
     sku = f"T{uuid.uuid4().hex[:8].upper()}-WDG"
     admin = await asyncpg.connect(infra.admin_database_url)
@@ -80,10 +80,6 @@ async def test_a_consumer_wedged_on_a_lock_fails_readiness_and_recovers_after_it
     finally:
         await locker.close()
         await admin.close()
-    lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if "stalled" in line]
-    stall = next(line for line in lines if line["event"] == "consumer stalled; restarting it")
-    assert stall["group"] == "stock.receipts" and stall["level"] == "error"
-    assert any("on_receipts" in task["stack"] for task in stall["tasks"])
 
 
 async def on_hand_is(on_hand, expected: int) -> bool:
@@ -123,6 +119,8 @@ async def test_a_consumer_still_wedged_after_its_restart_exits_the_process_for_i
 ):
     system = System(infra)
     system.logs.mkdir(parents=True, exist_ok=True)
+    log_file = system.logs / "stock-watchdog.log"
+    log_start = len(log_file.read_text().splitlines()) if log_file.exists() else 0
     port = system.profile.http_port("stock") + 150
     env = {
         "STOCKFLOW_CONSUMER_STALL_TIMEOUT_S": "2",
@@ -161,5 +159,10 @@ async def test_a_consumer_still_wedged_after_its_restart_exits_the_process_for_i
                 await asyncio.to_thread(proc.wait, 30)
         await locker.close()
         await admin.close()
-    logged = (system.logs / "stock-watchdog.log").read_text()
-    assert "consumer still stalled after a restart; exiting" in logged
+    logged = (system.logs / "stock-watchdog.log").read_text().splitlines()
+    events = [json.loads(line) for line in logged[log_start:] if line.startswith("{")]
+    stall = next(e for e in events if e["event"] == "consumer stalled; restarting it")
+    assert stall["group"] == "stock.receipts" and stall["level"] == "error"
+    # Every task's await chain: the receipts handler, waiting for the row lock.
+    assert any("on_receipts" in task["stack"] for task in stall["tasks"])
+    assert any(e["event"].startswith("consumer still stalled after a restart") for e in events)

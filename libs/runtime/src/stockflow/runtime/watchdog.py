@@ -21,7 +21,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from stockflow.runtime import metrics
@@ -91,7 +91,6 @@ class ConsumerWatchdog:
     interval_s: float = 5.0
     exit: Callable[[int], None] = _exit_for_supervisor
     clock: Callable[[], float] = time.monotonic
-    stack_dumps: int = field(default=0, init=False)
 
     async def run(self) -> None:
         while True:
@@ -114,7 +113,6 @@ class ConsumerWatchdog:
     async def _on_stall(self, consumer: WatchedConsumer, problem: str) -> None:
         consumer.problem = f"stalled: {problem}"
         metrics.CONSUMER_STALLED.labels(self.service, consumer.group).set(1)
-        self.stack_dumps += 1
         log.error(
             "consumer stalled; restarting it",
             group=consumer.group,
