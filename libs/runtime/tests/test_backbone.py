@@ -478,6 +478,12 @@ async def readiness(pool, producer, watchdog) -> dict[str, str]:
     return await _readiness(SimpleNamespace(state=state))  # type: ignore[arg-type]
 
 
+def stalled_gauge(group: str) -> float | None:
+    return REGISTRY.get_sample_value(
+        "stockflow_consumer_stalled", {"service": "stock", "group": group}
+    )
+
+
 async def until(predicate, timeout_s: float = 30) -> None:
     await wait_for(lambda: asyncio.sleep(0, bool(predicate())), True, timeout_s)
 
@@ -505,11 +511,13 @@ async def test_a_wedged_consumer_fails_readiness_is_restarted_and_processes_agai
         async with watched_consumer(
             infra, schema, pool, Consumer(group, [topic], apply), **timing
         ) as (_, watchdog, exits):
+            assert stalled_gauge(group) == 0
             record = ping_record(topic, "k", 1)
             await producer.send_and_wait(
                 topic, record.value, key=record.key, headers=record.headers
             )
             await until(lambda: group in watchdog.problems())
+            assert stalled_gauge(group) == 1
             checks = await readiness(pool, producer, watchdog)
             assert "not processed" in checks[f"consumer {group}"]
             # Restarted: the group is rejoined and the wedged record re-read and applied.
@@ -521,6 +529,7 @@ async def test_a_wedged_consumer_fails_readiness_is_restarted_and_processes_agai
             await wait_for(lambda: pool.fetchval("SELECT count(*) FROM effects"), 2)
             await until(lambda: not watchdog.problems())
             assert all(v == "ok" for v in (await readiness(pool, producer, watchdog)).values())
+            assert stalled_gauge(group) == 0
             assert exits == []
     stalls = [e for e in logs if e["event"].startswith("consumer stalled")]
     assert len(stalls) == 1 and stalls[0]["group"] == group

@@ -92,6 +92,10 @@ class ConsumerWatchdog:
     exit: Callable[[int], None] = _exit_for_supervisor
     clock: Callable[[], float] = time.monotonic
 
+    def __post_init__(self) -> None:
+        for consumer in self.consumers:  # a series from the start, so alerts see 0 -> 1
+            metrics.CONSUMER_STALLED.labels(self.service, consumer.group).set(0)
+
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
