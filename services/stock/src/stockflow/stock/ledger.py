@@ -134,7 +134,10 @@ class LevelBook:
         )
 
     async def flush(self, uow: UnitOfWork) -> None:
-        """Write changed levels and new movements; stage their events and alerts."""
+        """Write changed levels and new movements; stage their events and alerts.
+
+        Every written level's `published_version` is its new version, in the same statement:
+        the record staged below is that version's (invariant `level_changes_published`)."""
         if not self.changed:
             return
         now = datetime.now(UTC)
@@ -146,14 +149,15 @@ class LevelBook:
         ]
         rows = await uow.conn.fetch(
             f"""INSERT INTO levels (sku, location, {", ".join(BUCKETS)}, alert_state, version,
-                                    updated_at)
-                SELECT u.*, 1, now() FROM unnest($1::text[], $2::text[],
+                                    published_version, updated_at)
+                SELECT u.*, 1, 1, now() FROM unnest($1::text[], $2::text[],
                     {", ".join(f"${i}::int[]" for i in range(3, 3 + len(BUCKETS)))},
                     ${3 + len(BUCKETS)}::text[]) AS u
                 ON CONFLICT (sku, location) DO UPDATE SET
                     {", ".join(f"{b} = EXCLUDED.{b}" for b in BUCKETS)},
                     alert_state = EXCLUDED.alert_state,
-                    version = levels.version + 1, updated_at = now()
+                    version = levels.version + 1, published_version = levels.version + 1,
+                    updated_at = now()
                 RETURNING sku, location, version, reorder_point""",
             [k[0] for k in keys],
             [k[1] for k in keys],
