@@ -7,7 +7,6 @@ from typing import ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-
 # No identifier, SKU or location code may contain it, so a composite key reads back unambiguously.
 KEY_SEPARATOR = "@"
 
@@ -32,7 +31,6 @@ class Event(BaseModel):
     def key(self) -> str:
         """The Kafka key: everything that must stay in order shares it."""
         return KEY_SEPARATOR.join(str(getattr(self, f)) for f in key_fields(self.key_field))
-
 
 
 @dataclass(frozen=True)
