@@ -100,6 +100,7 @@ async def get_order(request: Request, order_id: str) -> dict[str, Any]:
         timeline = await store.timeline(conn, order_id)
         shipments = await store.shipments(conn, order_id)
         timers = await store.timers(conn, order_id)
+        etas = await store.backorder_etas(conn, order_id)
     saga = OrderSaga.from_dict(row["saga"])
     carrier = {s["shipment_id"]: dict(s) for s in shipments}
     return {
@@ -128,6 +129,7 @@ async def get_order(request: Request, order_id: str) -> dict[str, Any]:
                 "unit_price": str(line.unit_price),
                 "reserved": line.reserved,
                 "backordered": line.backordered,
+                "expected_date": etas.get(line.line_id) if line.backordered else None,
                 "untracked": line.untracked,
                 "shipped": line.shipped,
                 "returned": line.returned,

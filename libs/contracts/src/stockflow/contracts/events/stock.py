@@ -204,6 +204,23 @@ class BackorderAllocated(Event):
     remaining_backordered: NonNegativeQuantity
 
 
+@register
+class BackorderEtaChanged(Event):
+    """The expected date of a waiting backordered line moved (incoming stock announced or
+    arrived); None when no dated incoming stock covers it any more. For a bundle line, one event
+    per component sku."""
+
+    event_type: ClassVar[str] = "stock.backorder.eta_changed.v1"
+    topic: ClassVar[str] = EVENTS
+    key_field: ClassVar[str] = "order_id"
+
+    order_id: Identifier
+    line_id: Identifier
+    sku: Sku
+    expected_date: Timestamp | None = None
+    previous_expected_date: Timestamp | None = None
+
+
 # --- stock.levels.v1 (key sku@location, compacted) ------------------------------------------
 # One record describes one level, so the key names the level: compaction keeps the last record
 # of every (sku, location), and a reader from the beginning rebuilds every level. Records written
