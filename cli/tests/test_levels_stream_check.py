@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
-from stockflow.cli.check import STREAM_BUCKETS, compare_levels_stream, stream_levels
+import pytest
+
+from stockflow.cli.check import (
+    STREAM_BUCKETS,
+    check_levels_stream,
+    compare_levels_stream,
+    stream_levels,
+)
 from stockflow.contracts import encode
 from stockflow.contracts.events.stock import StockLevelChanged
 
@@ -66,3 +73,10 @@ def test_a_missing_stale_or_different_record_is_a_violation_unless_still_in_the_
 
 def test_a_level_never_changed_needs_no_record():
     assert compare_levels_stream([row(level(1)) | {"version": 0}], {}, set()) == []
+
+
+@pytest.mark.integration
+async def test_a_stream_that_cannot_be_read_is_reported_not_taken_for_clean(infra):
+    found = await check_levels_stream(infra.admin_database_url, "127.0.0.1:1")
+    assert [(v.invariant, v.subject) for v in found] == [("levels_stream_matches_table", "*")]
+    assert "cannot read stock.levels.v1" in found[0].detail

@@ -123,3 +123,28 @@ def test_a_level_record_is_keyed_by_sku_and_location():
         changed_at="2024-05-01T12:00:00Z",
     )
     assert encode(event, source="test").key == b"TEE-M@WH-1"
+
+
+async def test_a_level_without_a_record_of_its_version_is_published_once_at_start(
+    run_service, producer, infra, admin
+):
+    """Levels from before the key named the location (migration 0006 leaves them unpublished)
+    get one record each under their sku@location key when the service starts."""
+    sku = f"T{uuid.uuid4().hex[:8].upper()}-OLD"
+    key = f"{sku}@WH-EAST".encode()
+    async with run_service("stock"):
+        await send(producer, variant(sku))
+        await send(producer, goods_received(sku, "WH-EAST", 4))
+        await until(lambda: total(admin, sku, "on_hand", 4))
+        await until(lambda: drained(admin))
+    await admin.execute("UPDATE stock.levels SET published_version = 0 WHERE sku = $1", sku)
+    async with run_service("stock"):
+        await until(
+            lambda: admin.fetchval(
+                "SELECT version = published_version FROM stock.levels WHERE sku = $1", sku
+            )
+        )
+        await until(lambda: drained(admin))
+    records = await read_topic(infra.kafka_bootstrap, LEVELS, expect=10**9, timeout_s=5)
+    ours = [parse(decode(r.value, r.headers)) for r in records if r.key == key]
+    assert [(e.version, e.on_hand) for e in ours] == [(1, 4), (1, 4)]

@@ -22,6 +22,7 @@ from typing import Annotated, Any
 import asyncpg
 import httpx
 import typer
+from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -211,7 +212,10 @@ async def check_levels_stream(
                 "WHERE sent_at IS NULL AND topic = $1",
                 LEVELS,
             )
-        stream = stream_levels((await kt.last_per_key(bootstrap, LEVELS)).values())
+        try:
+            stream = stream_levels((await kt.last_per_key(bootstrap, LEVELS)).values())
+        except (kt.OpsError, KafkaError) as exc:  # unchecked is not clean: say why
+            return [Violation(LEVELS_STREAM, "*", f"cannot read {LEVELS}: {exc}")]
         versions = {(r["sku"], r["location"]): r["version"] for r in table}
         ahead = [key for key, e in stream.items() if e.version > versions.get(key, 0)]
         now = await conn.fetch(

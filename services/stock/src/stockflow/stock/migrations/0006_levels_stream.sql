@@ -2,8 +2,10 @@
 -- a level is kept beside it, written by the statement that writes the level (LevelBook.flush).
 -- A level whose version runs ahead of it changed without a record on the stream (invariant
 -- level_changes_published).
+-- Levels that exist already were published keyed by sku alone, which compaction does not keep
+-- per location: they stay at 0, and the service publishes each once under its new key when it
+-- starts (usecases/levels_stream.py).
 ALTER TABLE levels ADD COLUMN published_version bigint NOT NULL DEFAULT 0;
-UPDATE levels SET published_version = version;
 
 -- Whoever changes a bucket moves the version, so a change made outside LevelBook (stray SQL, a
 -- new code path) shows as a version nobody published instead of passing unseen.
