@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
+from importlib.resources import files
+from pathlib import Path
 from types import SimpleNamespace
 
+import asyncpg
 import pytest
 
 from stockflow.cli.check import (
@@ -15,6 +19,9 @@ from stockflow.cli.check import (
 )
 from stockflow.contracts import encode
 from stockflow.contracts.events.stock import StockLevelChanged
+from stockflow.runtime.db import migrate
+
+STOCK_MIGRATIONS = Path(str(files("stockflow.stock") / "migrations"))
 
 
 def level(version: int, on_hand: int = 5, location: str = "WH-A") -> StockLevelChanged:
@@ -77,6 +84,15 @@ def test_a_level_never_changed_needs_no_record():
 
 @pytest.mark.integration
 async def test_a_stream_that_cannot_be_read_is_reported_not_taken_for_clean(infra):
-    found = await check_levels_stream(infra.admin_database_url, "127.0.0.1:1")
+    # A schema of its own: the test needs stock's tables, not a stock service having run first.
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(infra.admin_database_url)
+    try:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+        await migrate(infra.admin_database_url, schema, STOCK_MIGRATIONS)
+        found = await check_levels_stream(infra.admin_database_url, "127.0.0.1:1", schema)
+    finally:
+        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        await admin.close()
     assert [(v.invariant, v.subject) for v in found] == [("levels_stream_matches_table", "*")]
     assert "cannot read stock.levels.v1" in found[0].detail
