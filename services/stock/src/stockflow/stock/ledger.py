@@ -112,9 +112,13 @@ class LevelBook:
         unit_cost: Decimal | None = None,
         currency: str | None = None,
     ) -> None:
-        """Apply `movement` (all or nothing; raises InsufficientStock) and record it."""
-        self.levels |= apply_to(self.levels, movement)
-        self.changed.update(movement.level_keys)
+        """Apply `movement` (all or nothing; raises InsufficientStock) and record it.
+
+        A movement that changes no bucket (`return_written_off`) is recorded in the ledger only:
+        its level keeps its version and publishes nothing."""
+        after = apply_to(self.levels, movement)
+        self.changed.update(key for key, level in after.items() if self.levels.get(key) != level)
+        self.levels |= after
         for sku, location in movement.level_keys:
             self._locations.setdefault(sku, set()).add(location)
         self.recorded.append(
@@ -135,7 +139,7 @@ class LevelBook:
 
     async def flush(self, uow: UnitOfWork) -> None:
         """Write changed levels and new movements; stage their events and alerts."""
-        if not self.changed:
+        if not self.recorded:
             return
         now = datetime.now(UTC)
         keys = sorted(self.changed)
