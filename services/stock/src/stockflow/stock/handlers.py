@@ -106,13 +106,13 @@ async def on_fulfillment(uow: UnitOfWork, message: Inbound) -> None:
         shipment = reservations.ShipmentCommit(event.order_id, event.shipment_id, lines)
         await reservations.commit_shipment(uow, shipment, message.event_id)
     elif isinstance(event, fulfillment_events.ReturnReceived):
-        lines = tuple(
+        units = tuple(
             warehouse.ReturnedUnits(
                 line.line_id, line.sku, line.location, line.quantity, line.condition
             )
             for line in event.lines
         )
-        returned = warehouse.ReturnReceipt(event.rma_id, event.order_id, lines, message.event_id)
+        returned = warehouse.ReturnReceipt(event.rma_id, event.order_id, units, message.event_id)
         await refusing(warehouse.receive_return(uow, returned))
     elif isinstance(event, fulfillment_events.StockDiscrepancyFound):
         pick = warehouse.ShortPick(

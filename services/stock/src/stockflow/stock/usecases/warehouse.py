@@ -79,7 +79,7 @@ class GoodsReceipt:
 
     @property
     def fact(self) -> Fact:
-        says = {
+        says: dict[str, str | int] = {
             "sku": self.sku,
             "location": self.location,
             "quantity": self.quantity,
@@ -173,7 +173,7 @@ class ReturnReceipt:
     cause: str
 
     def fact(self, line: ReturnedUnits) -> Fact:
-        says = {
+        says: dict[str, str | int] = {
             "rma_id": self.rma_id,
             "order_id": self.order_id,
             "sku": line.sku,
@@ -419,7 +419,7 @@ class CycleCount:
 
     @property
     def fact(self) -> Fact:
-        says = {
+        says: dict[str, str | int] = {
             "sku": self.sku,
             "location": self.location,
             "expected": self.expected,
