@@ -435,13 +435,25 @@ async def test_api_levels_availability_with_a_bundle_count_and_idempotent_receip
         stale = await client.post(
             "/adjustments",
             headers=ADMIN,
-            json={"sku": mug, "location": "WH-EAST", "expected": 4, "counted": 3, "count_id": "c1"},
+            json={
+                "sku": mug,
+                "location": "WH-EAST",
+                "expected": 4,
+                "counted": 3,
+                "count_id": f"c1-{mug}",
+            },
         )
         assert stale.status_code == 409 and "expected" in stale.json()["detail"]
         counted = await client.post(
             "/adjustments",
             headers=ADMIN,
-            json={"sku": mug, "location": "WH-EAST", "expected": 5, "counted": 4, "count_id": "c2"},
+            json={
+                "sku": mug,
+                "location": "WH-EAST",
+                "expected": 5,
+                "counted": 4,
+                "count_id": f"c2-{mug}",
+            },
         )
         assert counted.json()["adjusted_by"] == -1
         moves = (await client.get("/movements", params={"sku": mug})).json()["items"]
