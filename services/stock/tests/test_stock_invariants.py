@@ -45,6 +45,20 @@ async def build_consistent_stock(pool) -> None:
             Movement(K.TRANSFER_IN, "SKU1", "WH-B", 1, reference="T1"),
             {"reference_type": "transfer"},
         ),
+        # Business keys: a receipt, an announced receipt and a return line each recorded once.
+        (Movement(K.RECEIPT, "SKU1", "WH-B", 5, reference="R2"), {"reference_type": "receipt"}),
+        (
+            Movement(K.INCOMING_ANNOUNCED, "SKU1", "WH-B", 4, reference="R3"),
+            {"reference_type": "receipt"},
+        ),
+        (
+            Movement(K.RETURN_WRITTEN_OFF, "SKU1", "WH-A", 1, reference="RMA1"),
+            {"reference_type": "rma", "order_id": "O1"},
+        ),
+        (
+            Movement(K.ADJUSTMENT, "SKU1", "WH-B", 1, reason="cycle_count", reference="C1"),
+            {"reference_type": "count"},
+        ),
     ]
     causes = {
         ("O1", K.RESERVATION): "reserve-O1",
@@ -80,6 +94,12 @@ async def build_consistent_stock(pool) -> None:
             "INSERT INTO transfers (transfer_id, sku, source, destination, quantity, received) "
             "VALUES ('T1', 'SKU1', 'WH-A', 'WH-B', 3, 1)"
         )
+        await uow.conn.execute(
+            "INSERT INTO applied_facts (kind, key, says, cause_event_id) VALUES "
+            """('receipt', 'R2', '{"sku": "SKU1", "location": "WH-B", "quantity": 5}', 'c'), """
+            """('return_line', 'RMA1:L1', '{"rma_id": "RMA1", "quantity": 1}', 'c'), """
+            """('count', 'C1', '{"counted": 1}', 'c')"""
+        )
 
 
 @pytest.fixture
@@ -102,7 +122,8 @@ async def test_a_consistent_ledger_has_no_violation(stock):
     # The state exercises every bucket, so a wrong effect in the ledger replay would show.
     assert (level["on_hand"], level["reserved"], level["damaged"]) == (14, 4, 1)
     assert (level["quality_control"], level["safety_stock"], level["backordered"]) == (1, 2, 2)
-    assert await pool.fetchval("SELECT incoming FROM levels WHERE location = 'WH-B'") == 2
+    # In transit from T1 (2) and announced by R3 (4).
+    assert await pool.fetchval("SELECT incoming FROM levels WHERE location = 'WH-B'") == 6
 
 
 # Each corruption, as an operator's stray SQL would make it, and the one invariant it breaks.
@@ -117,6 +138,24 @@ CORRUPTIONS = {
         ]
         for bucket in ("on_hand", "damaged", "quality_control", "safety_stock", "incoming")
     },
+    "receipt_applied_once": [
+        # The WMS retried receipt R2 under a new event id and it counted twice, consistently.
+        "INSERT INTO movements (movement_id, sku, location, kind, quantity, reference_type, "
+        "reference_id, cause_event_id) VALUES (gen_random_uuid(), 'SKU1', 'WH-B', 'receipt', "
+        "5, 'receipt', 'R2', 'wms-retry')",
+        "UPDATE levels SET on_hand = on_hand + 5 WHERE sku = 'SKU1' AND location = 'WH-B'",
+    ],
+    "return_applied_once": [
+        "INSERT INTO movements (movement_id, sku, location, kind, quantity, order_id, "
+        "reference_type, reference_id, cause_event_id) VALUES (gen_random_uuid(), 'SKU1', "
+        "'WH-A', 'return_written_off', 1, 'O1', 'rma', 'RMA1', 'return-again')",
+    ],
+    "count_applied_once": [
+        "INSERT INTO movements (movement_id, sku, location, kind, quantity, reason, "
+        "reference_type, reference_id, cause_event_id) VALUES (gen_random_uuid(), 'SKU1', "
+        "'WH-B', 'adjustment', 1, 'cycle_count', 'count', 'C1', 'count-again')",
+        "UPDATE levels SET on_hand = on_hand + 1 WHERE sku = 'SKU1' AND location = 'WH-B'",
+    ],
     "no_oversell": [
         # The database refuses an oversell itself; a bug that dropped the check would not.
         "ALTER TABLE levels DROP CONSTRAINT levels_available_never_negative",

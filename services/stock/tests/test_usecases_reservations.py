@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import pytest
 
 from stockflow.contracts.events import stock as wire
 from stockflow.stock import store
@@ -111,19 +114,20 @@ class InMemoryReservations(store.ReservationStore):
 def batch_over(
     on_hand: dict[tuple[str, str], int], catalog: Sequence[store.CatalogSku] = ()
 ) -> tuple[CommandBatch, InMemoryReservations]:
-    """A command batch over levels with `on_hand` units, and its in-memory store."""
+    """A command batch over levels with `on_hand` units, and its in-memory store; every sku with
+    units is an active catalog variant unless `catalog` says otherwise."""
     book = LevelBook(
         {"sku": sku, "location": location, **dict.fromkeys(BUCKETS, 0), "on_hand": units}
         | {"reorder_point": None, "alert_state": "ok"}
         for (sku, location), units in on_hand.items()
     )
     rows = InMemoryReservations(book)
-    skus = {sku.sku: sku for sku in catalog}
+    skus = {sku: store.CatalogSku(sku, True, False, "active", ()) for sku, _ in on_hand}
+    skus |= {sku.sku: sku for sku in catalog}
     bundles = {sku.sku: sku.components for sku in catalog if sku.components}
     batch = CommandBatch(
         holds=OrderHolds(book, {}, {}, bundles, rows),
         catalog=skus,
-        known={sku for sku, _ in on_hand},
         priority=sorted({location for _, location in on_hand}),
         arrivals=Arrivals({}, {}),
     )
@@ -193,11 +197,45 @@ async def test_a_short_order_is_rejected_unless_it_may_wait_and_then_it_is_backo
     assert [(b["order_id"], b["open"]) for b in rows.backorders] == [("O2", 3)]
 
 
-async def test_a_discontinued_sku_rejects_with_its_own_reason():
-    gone = store.CatalogSku("A", True, True, "discontinued", ())
-    batch, _ = batch_over({("A", "WH-1"): 1}, [gone])
-    answer = await reserve(batch, RecordingUnitOfWork(), reserve_command("O1", ("A", 2)))
-    assert isinstance(answer, wire.ReservationRejected) and answer.reason == "discontinued"
+@pytest.mark.parametrize("status", ["discontinued", "draft"])
+async def test_a_draft_or_discontinued_variant_is_not_sold_even_with_units_on_hand(status):
+    not_for_sale = store.CatalogSku("A", True, True, status, ())
+    batch, rows = batch_over({("A", "WH-1"): 5, ("B", "WH-1"): 5}, [not_for_sale])
+    answer = await reserve(batch, RecordingUnitOfWork(), reserve_command("O1", ("A", 2), ("B", 1)))
+    assert isinstance(answer, wire.ReservationRejected) and answer.reason == "not_sellable"
+    assert [(line.sku, line.reason, line.available) for line in answer.lines] == [
+        ("A", "not_sellable", 5)
+    ]
+    assert batch.book.level("B", "WH-1").reserved == 0 and rows.status == {"O1": "rejected"}
+
+
+async def test_units_of_a_sku_the_catalog_never_announced_are_held_not_sold():
+    batch, _ = batch_over({("A", "WH-1"): 5})
+    del batch.catalog["A"]  # received, but never in the catalog
+    answer = await reserve(batch, RecordingUnitOfWork(), reserve_command("O1", ("A", 1)))
+    assert isinstance(answer, wire.ReservationRejected) and answer.reason == "unknown_sku"
+    assert [(line.reason, line.available) for line in answer.lines] == [("unknown_sku", 5)]
+    assert batch.book.level("A", "WH-1").reserved == 0
+
+
+async def test_a_preorder_is_accepted_as_a_backorder_dated_by_its_availability():
+    ships_on = datetime.now(UTC) + timedelta(days=30)
+    preorder = store.CatalogSku("A", True, False, "active", (), preorder_available_at=ships_on)
+    batch, rows = batch_over({("A", "WH-1"): 1}, [preorder])
+    command = reserve_command("O1", ("A", 3), backorder_policy="reject")
+    answer = await reserve(batch, RecordingUnitOfWork(), command)
+    assert isinstance(answer, wire.StockReserved) and not answer.complete
+    line = answer.lines[0]
+    assert (line.reserved, line.backordered, line.expected_date) == (1, 2, ships_on)
+    assert [(b["order_id"], b["open"]) for b in rows.backorders] == [("O1", 2)]
+
+
+async def test_a_preorder_date_in_the_past_is_an_ordinary_variant():
+    passed = datetime.now(UTC) - timedelta(days=1)
+    released = store.CatalogSku("A", True, False, "active", (), preorder_available_at=passed)
+    batch, _ = batch_over({("A", "WH-1"): 1}, [released])
+    answer = await reserve(batch, RecordingUnitOfWork(), reserve_command("O1", ("A", 3)))
+    assert isinstance(answer, wire.ReservationRejected) and answer.reason == "insufficient_stock"
 
 
 async def test_release_frees_the_units_and_repeats_or_unknown_orders_change_nothing():

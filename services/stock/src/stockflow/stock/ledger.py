@@ -112,9 +112,13 @@ class LevelBook:
         unit_cost: Decimal | None = None,
         currency: str | None = None,
     ) -> None:
-        """Apply `movement` (all or nothing; raises InsufficientStock) and record it."""
-        self.levels |= apply_to(self.levels, movement)
-        self.changed.update(movement.level_keys)
+        """Apply `movement` (all or nothing; raises InsufficientStock) and record it.
+
+        A movement that changes no bucket (`return_written_off`) is recorded in the ledger only:
+        its level keeps its version and publishes nothing."""
+        after = apply_to(self.levels, movement)
+        self.changed.update(key for key, level in after.items() if self.levels.get(key) != level)
+        self.levels |= after
         for sku, location in movement.level_keys:
             self._locations.setdefault(sku, set()).add(location)
         self.recorded.append(
@@ -138,7 +142,7 @@ class LevelBook:
 
         Every written level's `published_version` is its new version, in the same statement:
         the record staged below is that version's (invariant `level_changes_published`)."""
-        if not self.changed:
+        if not self.recorded:
             return
         now = datetime.now(UTC)
         keys = sorted(self.changed)

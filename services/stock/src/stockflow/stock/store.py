@@ -20,6 +20,7 @@ from stockflow.stock.domain import (
     Backorder,
     BackorderFill,
     BundleComponent,
+    Fact,
     HeldUnits,
     IncomingStock,
 )
@@ -39,12 +40,18 @@ class CatalogSku:
     backorderable: bool
     status: str
     components: tuple[BundleComponent, ...]
+    preorder_available_at: datetime | None = None
+
+    @property
+    def sellable(self) -> bool:
+        """Draft and discontinued (archived) variants are not sold."""
+        return self.status == "active"
 
 
 async def load_catalog_skus(db: Db, skus: Iterable[str]) -> dict[str, CatalogSku]:
     rows = await db.fetch(
-        "SELECT sku, tracked, backorderable, status, bundle_components FROM skus "
-        "WHERE sku = ANY($1::text[])",
+        "SELECT sku, tracked, backorderable, status, bundle_components, preorder_available_at "
+        "FROM skus WHERE sku = ANY($1::text[])",
         list(set(skus)),
     )
     return {
@@ -54,6 +61,7 @@ async def load_catalog_skus(db: Db, skus: Iterable[str]) -> dict[str, CatalogSku
             r["backorderable"],
             r["status"],
             tuple(BundleComponent(c["sku"], c["quantity"]) for c in r["bundle_components"]),
+            r["preorder_available_at"],
         )
         for r in rows
     }
@@ -63,12 +71,13 @@ async def upsert_catalog_sku(conn: asyncpg.Connection, sku: CatalogSku, version:
     """Keep `sku` unless a later catalog version is stored already."""
     await conn.execute(
         """INSERT INTO skus (sku, tracked, backorderable, status, bundle_components,
-                             catalog_version, updated_at)
-           VALUES ($1, $2, $3, $4, $5, $6, now())
+                             catalog_version, preorder_available_at, updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, now())
            ON CONFLICT (sku) DO UPDATE SET tracked = EXCLUDED.tracked,
                backorderable = EXCLUDED.backorderable, status = EXCLUDED.status,
                bundle_components = EXCLUDED.bundle_components,
-               catalog_version = EXCLUDED.catalog_version, updated_at = now()
+               catalog_version = EXCLUDED.catalog_version,
+               preorder_available_at = EXCLUDED.preorder_available_at, updated_at = now()
            WHERE skus.catalog_version < EXCLUDED.catalog_version""",
         sku.sku,
         sku.tracked,
@@ -76,6 +85,7 @@ async def upsert_catalog_sku(conn: asyncpg.Connection, sku: CatalogSku, version:
         sku.status,
         [{"sku": c.sku, "quantity": c.quantity} for c in sku.components],
         version,
+        sku.preorder_available_at,
     )
 
 
@@ -382,10 +392,23 @@ def transfer_reference(transfer_id: str) -> str:
     return f"transfer:{transfer_id}"
 
 
-async def close_announced_receipt(conn: asyncpg.Connection, receipt_id: str) -> None:
-    await conn.execute(
-        "UPDATE incoming SET arrived = true WHERE reference = $1", receipt_reference(receipt_id)
+async def announced_at(db: Db, receipt_id: str) -> tuple[str, str] | None:
+    """(sku, location) of the announced receipt `receipt_id` while it is still due."""
+    row = await db.fetchrow(
+        "SELECT sku, location FROM incoming WHERE reference = $1 AND NOT arrived",
+        receipt_reference(receipt_id),
     )
+    return (row["sku"], row["location"]) if row else None
+
+
+async def close_announced_receipt(conn: asyncpg.Connection, receipt_id: str) -> Incoming | None:
+    """Mark the announced receipt arrived; returns it if it was still due."""
+    row = await conn.fetchrow(
+        "UPDATE incoming SET arrived = true WHERE reference = $1 AND NOT arrived "
+        "RETURNING sku, location, quantity, expected_at, reference",
+        receipt_reference(receipt_id),
+    )
+    return Incoming(**dict(row)) if row else None
 
 
 @dataclass(frozen=True)
@@ -431,6 +454,48 @@ async def list_incoming(db: Db, sku: str | None) -> list[dict[str, Any]]:
         sku,
     )
     return [dict(row) for row in rows]
+
+
+# ----------------------------------------------------------------------------- applied facts
+
+
+@dataclass(frozen=True)
+class FirstApplied:
+    """What a business key recorded when its fact was first applied."""
+
+    says: dict[str, Any]
+    result: dict[str, Any]
+
+
+async def claim_fact(conn: asyncpg.Connection, fact: Fact, cause: str) -> FirstApplied | None:
+    """Record `fact` under its key; None if it is new (the caller applies it), else what the key
+    recorded first. A concurrent claim of the same key waits for this transaction."""
+    claimed = await conn.fetchval(
+        "INSERT INTO applied_facts (kind, key, says, cause_event_id) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT DO NOTHING RETURNING true",
+        fact.kind.value,
+        fact.key,
+        dict(fact.says),
+        cause,
+    )
+    if claimed:
+        return None
+    row = await conn.fetchrow(
+        "SELECT says, result FROM applied_facts WHERE kind = $1 AND key = $2",
+        fact.kind.value,
+        fact.key,
+    )
+    return FirstApplied(row["says"], row["result"])
+
+
+async def keep_fact_result(conn: asyncpg.Connection, fact: Fact, result: dict[str, Any]) -> None:
+    """What applying `fact` answered, for its repeats."""
+    await conn.execute(
+        "UPDATE applied_facts SET result = $3 WHERE kind = $1 AND key = $2",
+        fact.kind.value,
+        fact.key,
+        result,
+    )
 
 
 # ----------------------------------------------------------------------------- transfers

@@ -127,6 +127,9 @@ class ShortLine(Part):
     sku: Sku
     requested: Quantity
     available: Count
+    reason: RejectionReason | None = Field(
+        default=None, description="Why this sku refused the order (absent in older records)."
+    )
 
 
 @register
@@ -270,12 +273,23 @@ MovementKind = Literal[
     "backorder_opened",
     "backorder_allocated",
     "backorder_cancelled",
+    "return_written_off",
+    "incoming_announced",
+    "incoming_closed",
 ]
 
 # The ledger's sign: these kinds take units out of the bucket they name (negative quantity);
 # adjustment and safety_stock_set carry their own sign; every other kind is positive.
 OUTFLOW_KINDS = frozenset(
-    {"transfer_out", "release", "shipment", "write_off", "from_damaged", "from_quality_control"}
+    {
+        "transfer_out",
+        "release",
+        "shipment",
+        "write_off",
+        "from_damaged",
+        "from_quality_control",
+        "incoming_closed",
+    }
 )
 SIGNED_KINDS = frozenset({"adjustment", "safety_stock_set"})
 

@@ -37,6 +37,12 @@ from stockflow.stock.domain.errors import (
     StaleCount,
     StockError,
 )
+from stockflow.stock.domain.facts import (
+    Fact,
+    FactKind,
+    canonical_money,
+    conflict_with,
+)
 from stockflow.stock.domain.levels import (
     BUCKETS,
     SIGNED_KINDS,
@@ -70,6 +76,8 @@ __all__ = [
     "BackorderFill",
     "BundleComponent",
     "CommitOutcome",
+    "Fact",
+    "FactKind",
     "HeldUnits",
     "Hold",
     "IncomingStock",
@@ -95,7 +103,9 @@ __all__ = [
     "apply",
     "apply_to",
     "bundle_available",
+    "canonical_money",
     "commit_outcome",
+    "conflict_with",
     "count_adjustment",
     "crossing_alert",
     "expected_dates",

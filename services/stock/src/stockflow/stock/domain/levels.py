@@ -20,6 +20,10 @@ Effects (q is the movement's quantity):
     backorder_opened              backordered +q
     backorder_allocated           backordered -q, reserved +q
     backorder_cancelled           backordered -q   (the order let go of it)
+    return_written_off            nothing          (returned units, written off on arrival:
+                                                    the ledger explains them, stock is unchanged)
+    incoming_announced            incoming +q      (a supplier receipt announced, POST /incoming)
+    incoming_closed               incoming -q      (that receipt arrived: its announcement closes)
 
 Kinds and their values match the `stock.movements.v1` contract. Only `adjustment` and
 `safety_stock_set` are signed; every other kind carries a positive quantity.
@@ -111,6 +115,9 @@ class MovementKind(StrEnum):
     BACKORDER_OPENED = "backorder_opened"
     BACKORDER_ALLOCATED = "backorder_allocated"
     BACKORDER_CANCELLED = "backorder_cancelled"
+    RETURN_WRITTEN_OFF = "return_written_off"
+    INCOMING_ANNOUNCED = "incoming_announced"
+    INCOMING_CLOSED = "incoming_closed"
 
 
 SIGNED_KINDS = frozenset({MovementKind.ADJUSTMENT, MovementKind.SAFETY_STOCK_SET})
@@ -133,6 +140,9 @@ _EFFECTS: Mapping[MovementKind, Mapping[str, int]] = {
     MovementKind.BACKORDER_OPENED: {"backordered": 1},
     MovementKind.BACKORDER_ALLOCATED: {"backordered": -1, "reserved": 1},
     MovementKind.BACKORDER_CANCELLED: {"backordered": -1},
+    MovementKind.RETURN_WRITTEN_OFF: {},
+    MovementKind.INCOMING_ANNOUNCED: {"incoming": 1},
+    MovementKind.INCOMING_CLOSED: {"incoming": -1},
 }
 _IN_TRANSIT_AT_DESTINATION: Mapping[str, int] = {"incoming": 1}
 

@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime
 from typing import cast
 
 from stockflow.contracts.events import stock as wire
+from stockflow.contracts.events._shared import RejectionReason
 from stockflow.runtime.consumer import Inbound
 from stockflow.runtime.logging import get_logger
 from stockflow.runtime.outbox import UnitOfWork
@@ -211,7 +212,6 @@ class CommandBatch:
 
     holds: OrderHolds
     catalog: dict[str, store.CatalogSku]
-    known: set[str]  # skus stock has levels of, in the catalog or not
     priority: list[str]
     arrivals: Arrivals
     pending: PendingRows = field(default_factory=PendingRows)
@@ -238,7 +238,6 @@ class CommandBatch:
         return cls(
             holds=OrderHolds(book, answers, held, bundles, store.ReservationStore(conn)),
             catalog=catalog,
-            known={sku for sku, _ in book.levels},
             priority=await store.location_priority(conn),
             arrivals=await Arrivals.load(conn, wanted),
         )
@@ -261,14 +260,9 @@ class CommandBatch:
             )
             uow.publish(model.model_validate_json(first.reply))
             return
-        unknown = [
-            line
-            for line in event.lines
-            if line.sku not in self.catalog and line.sku not in self.known
-        ]
-        if unknown:
-            rejected = _unknown_skus(event.order_id, unknown)
-            self._answer(uow, event.order_id, rejected, ReservationStatus.REJECTED)
+        refused = self._refuse_unsellable(event)
+        if refused is not None:
+            self._answer(uow, event.order_id, refused, ReservationStatus.REJECTED)
             return
         result = self._allocate(event)
         reply: wire.StockReserved | wire.ReservationRejected
@@ -279,13 +273,47 @@ class CommandBatch:
         self._answer(uow, event.order_id, reply, status_after_reserve(result))
         self._count_demand(event, result)
 
+    def _refuse_unsellable(self, event: wire.ReserveStock) -> wire.ReservationRejected | None:
+        """Refuse an order with a sku the catalog never announced (`unknown_sku`: units received
+        for it are held, not sold, until the catalog announces it active) or whose variant is
+        draft or discontinued (`not_sellable`); None when every line may be sold."""
+        refusals: list[tuple[wire.ReserveLine, RejectionReason]] = []
+        for line in event.lines:
+            info = self.catalog.get(line.sku)
+            if info is None:
+                refusals.append((line, "unknown_sku"))
+            elif not info.sellable:
+                refusals.append((line, "not_sellable"))
+        if not refusals:
+            return None
+        reasons = {reason for _, reason in refusals}
+        return wire.ReservationRejected(
+            order_id=event.order_id,
+            reason="unknown_sku" if "unknown_sku" in reasons else "not_sellable",
+            lines=[
+                wire.ShortLine(
+                    sku=line.sku,
+                    requested=line.quantity,
+                    available=sum(self.book.available([line.sku]).values()),
+                    reason=reason,
+                )
+                for line, reason in refusals
+            ],
+        )
+
+    def _preorder_date(self, sku: str) -> datetime | None:
+        """When a preorder variant becomes available, while that is still ahead."""
+        info = self.catalog.get(sku)
+        when = info.preorder_available_at if info else None
+        return when if when is not None and when > datetime.now(UTC) else None
+
     def _allocate(self, event: wire.ReserveStock) -> AllocationResult:
         def allowed(sku: str) -> bool:
-            info = self.catalog.get(sku)
-            if info is not None and info.status == "discontinued":
-                return False
+            if self._preorder_date(sku) is not None:
+                return True  # a preorder is sold as a backorder until its date
             if event.backorder_policy is not None:
                 return event.backorder_policy == "allow"
+            info = self.catalog.get(sku)
             return bool(info and info.backorderable)
 
         lines = [
@@ -305,15 +333,16 @@ class CommandBatch:
         )
 
     def _rejection(self, order_id: str, result: Rejection) -> wire.ReservationRejected:
-        short = {line.sku for line in result.lines}
-        discontinued = any(
-            s in self.catalog and self.catalog[s].status == "discontinued" for s in short
-        )
         return wire.ReservationRejected(
             order_id=order_id,
-            reason="discontinued" if discontinued else "insufficient_stock",
+            reason="insufficient_stock",
             lines=[
-                wire.ShortLine(sku=line.sku, requested=line.requested, available=line.available)
+                wire.ShortLine(
+                    sku=line.sku,
+                    requested=line.requested,
+                    available=line.available,
+                    reason="insufficient_stock",
+                )
                 for line in result.lines
             ],
         )
@@ -350,7 +379,8 @@ class CommandBatch:
     def _backorder(
         self, event: wire.ReserveStock, line_sku: tuple[str, str], units: int, cause: str
     ) -> datetime | None:
-        """Queue `units` of a line's sku where the sku ships first; returns its expected date."""
+        """Queue `units` of a line's sku where the sku ships first; returns its expected date
+        (a preorder's date at the earliest)."""
         line_id, sku = line_sku
         location = self._waits_at(sku)
         self.book.move_for_order(
@@ -359,9 +389,13 @@ class CommandBatch:
         self.pending.backorders.append(
             store.NewBackorder(event.order_id, line_id, sku, location, units, event.priority)
         )
-        return self.arrivals.queue(
+        expected = self.arrivals.queue(
             Backorder(event.order_id, line_id, sku, units, 0, event.priority)
         )
+        preorder = self._preorder_date(sku)
+        if preorder is None:
+            return expected
+        return max(expected, preorder) if expected is not None else preorder
 
     def _answer(
         self,
@@ -394,16 +428,6 @@ class CommandBatch:
                 self.demand.add(where, served.backordered, True)
             if served.untracked:
                 self.demand.add((served.sku, self._waits_at(served.sku)), served.requested, False)
-
-
-def _unknown_skus(order_id: str, unknown: Sequence[wire.ReserveLine]) -> wire.ReservationRejected:
-    return wire.ReservationRejected(
-        order_id=order_id,
-        reason="unknown_sku",
-        lines=[
-            wire.ShortLine(sku=line.sku, requested=line.quantity, available=0) for line in unknown
-        ],
-    )
 
 
 def _reserved(order_id: str, result: Allocated, dates: dict[str, datetime]) -> wire.StockReserved:
