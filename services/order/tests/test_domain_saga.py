@@ -23,6 +23,7 @@ from stockflow.order.domain import (
     AnnounceCancelRefused,
     AnnounceConfirmed,
     AnnounceDelivered,
+    AnnounceLineCancelled,
     Announcement,
     AnnounceRejected,
     AnnounceReturned,
@@ -45,6 +46,8 @@ from stockflow.order.domain import (
     PaymentConfirmed,
     PaymentDeadlinePassed,
     PaymentStatus,
+    PlannedShipment,
+    ReleaseUnits,
     RequestRelease,
     RequestReservation,
     ReservationLine,
@@ -53,6 +56,9 @@ from stockflow.order.domain import (
     SagaLine,
     SagaPolicy,
     SetTimer,
+    ShipmentCancelled,
+    ShipmentPlanned,
+    ShipmentShortened,
     Shipped,
     ShippedUnits,
     Shortfall,
@@ -893,6 +899,173 @@ def test_a_return_outside_the_return_window_is_refused(state: OrderState) -> Non
     assert_unchanged(saga, decision, Outcome.REFUSED)
 
 
+# --- warehouse exceptions ------------------------------------------------------------------
+
+S1_PLANNED = ShipmentPlanned("evt-c1", "S1", "WH1", (LineQuantity("L1", 3), LineQuantity("L2", 1)))
+SHORT_ONE = ShipmentShortened("evt-short", "S1", "WH1", (LineQuantity("L1", 1),))
+WHAT_WAS_PICKED = Shipped("evt-s1", "S1", (LineQuantity("L1", 2), LineQuantity("L2", 1)))
+
+
+def test_a_created_shipment_is_remembered_with_its_location_and_units() -> None:
+    decision = decide(confirmed(), S1_PLANNED, LATER)
+    assert decision.changed and decision.saga.state is OrderState.CONFIRMED
+    assert decision.saga.planned == (
+        PlannedShipment("S1", "WH1", (LineQuantity("L1", 3), LineQuantity("L2", 1))),
+    )
+    assert decision.effects == ()
+
+
+def test_a_short_pick_cancels_the_missing_units_releases_them_as_not_found_and_tells_the_customer() -> (
+    None
+):
+    decision = decide(run(confirmed(), S1_PLANNED), SHORT_ONE, LATER)
+    line = decision.saga.line("L1")
+    assert line is not None and (line.cancelled, line.outstanding) == (1, 2)
+    assert line.allocations == (HeldAtLocation("WH1", 2),)
+    assert decision.saga.state is OrderState.CONFIRMED
+    assert the_event(decision, RequestRelease) == RequestRelease(
+        "ord-1", "short_pick", (ReleaseUnits("L1", "SKU-A", "WH1", 1, not_found=True),)
+    )
+    assert the_event(decision, AnnounceLineCancelled) == AnnounceLineCancelled(
+        "ord-1", "L1", "SKU-A", 1, "short_pick", remaining=2
+    )
+    assert decision.saga.planned[0].lines == (LineQuantity("L1", 2), LineQuantity("L2", 1))
+
+
+def test_after_a_short_pick_shipping_what_was_picked_ships_the_order_and_delivery_ends_it() -> None:
+    saga = run(confirmed(), S1_PLANNED, SHORT_ONE)
+    shipping = decide(saga, WHAT_WAS_PICKED, LATER)
+    assert shipping.saga.state is OrderState.SHIPPED
+    assert the_event(shipping, AnnounceShipped).fully_shipped is True
+    assert shipping.saga.planned == ()
+    arrived = decide(shipping.saga, Delivered("evt-d1", "S1"), LATER)
+    assert arrived.saga.state is OrderState.DELIVERED
+
+
+def test_a_short_pick_of_the_last_units_of_a_partially_shipped_order_ends_it() -> None:
+    saga = run(
+        confirmed(),
+        ShipmentPlanned("c1", "S1", "WH1", (LineQuantity("L1", 1),)),
+        ShipmentPlanned("c2", "S2", "WH1", (LineQuantity("L1", 2), LineQuantity("L2", 1))),
+        Shipped("s1", "S1", (LineQuantity("L1", 1),)),
+        Delivered("d1", "S1"),
+        ShipmentShortened("sh2", "S2", "WH1", (LineQuantity("L1", 2),)),
+        Shipped("s2", "S2", (LineQuantity("L2", 1),)),
+    )
+    assert saga.state is OrderState.SHIPPED
+    assert run(saga, Delivered("d2", "S2")).state is OrderState.DELIVERED
+
+
+def test_a_short_pick_that_leaves_nothing_shipped_and_all_delivered_ends_delivered() -> None:
+    saga = run(
+        confirmed(),
+        ShipmentPlanned("c1", "S1", "WH1", (LineQuantity("L1", 3),)),
+        ShipmentPlanned("c2", "S2", "WH2", (LineQuantity("L2", 1),)),
+        Shipped("s2", "S2", (LineQuantity("L2", 1),)),
+        Delivered("d2", "S2"),
+    )
+    decision = decide(saga, ShipmentCancelled("x1", "S1", "bin flooded"), LATER)
+    assert decision.saga.state is OrderState.DELIVERED
+    assert the_event(decision, AnnounceDelivered) == AnnounceDelivered("ord-1", ("S2",))
+
+
+def test_a_warehouse_cancel_of_every_shipment_cancels_the_order_and_releases_the_units() -> None:
+    decision = decide(
+        run(confirmed(), S1_PLANNED), ShipmentCancelled("x1", "S1", "bin flooded"), LATER
+    )
+    assert decision.saga.state is OrderState.CANCELLED
+    assert the_event(decision, RequestRelease) == RequestRelease(
+        "ord-1",
+        "warehouse_cancelled",
+        (
+            ReleaseUnits("L1", "SKU-A", "WH1", 3, not_found=False),
+            ReleaseUnits("L2", "SKU-B", "WH1", 1, not_found=False),
+        ),
+    )
+    assert [type(e) for e in events(decision)] == [
+        AnnounceLineCancelled,
+        AnnounceLineCancelled,
+        AnnounceCancelled,
+    ]
+
+
+def test_a_shipment_cancelled_by_the_orders_own_cancel_changes_nothing() -> None:
+    saga = run(confirmed(), S1_PLANNED, CancelRequested("c", "customer"))
+    decision = decide(saga, ShipmentCancelled("x1", "S1", "order cancelled: customer"), LATER)
+    assert_unchanged(saga, decision, Outcome.IGNORED)
+    assert decision.effects == ()
+
+
+@pytest.mark.parametrize(
+    "again",
+    [
+        ShipmentShortened("evt-short-2", "S1", "WH1", (LineQuantity("L1", 1),)),
+        ShipmentPlanned("evt-c1-2", "S1", "WH1", (LineQuantity("L1", 3),)),
+    ],
+)
+def test_a_repeated_warehouse_report_under_a_new_event_id_changes_nothing(
+    again: SagaInput,
+) -> None:
+    saga = run(confirmed(), S1_PLANNED, SHORT_ONE)
+    decision = decide(saga, again, LATER)
+    assert_unchanged(saga, decision, Outcome.IGNORED)
+    assert decision.effects == ()
+
+
+def test_a_short_pick_of_more_than_is_left_to_ship_is_refused() -> None:
+    saga = run(confirmed(), S1_PLANNED)
+    too_many = ShipmentShortened("e", "S1", "WH1", (LineQuantity("L1", 4),))
+    decision = decide(saga, too_many, LATER)
+    assert_unchanged(saga, decision, Outcome.REFUSED)
+
+
+def test_units_not_held_at_the_location_are_cancelled_without_a_release() -> None:
+    saga = run(
+        started(),
+        L1_SHORT,
+        ShipmentPlanned("c1", "S1", "WH1", (LineQuantity("L1", 3),)),
+    )
+    decision = decide(saga, ShipmentShortened("e", "S1", "WH1", (LineQuantity("L1", 2),)), LATER)
+    assert the_event(decision, RequestRelease).lines == (
+        ReleaseUnits("L1", "SKU-A", "WH1", 1, not_found=True),
+    )
+    assert the_event(decision, AnnounceLineCancelled).quantity == 2
+
+
+def test_the_order_keeps_the_merchant_default_or_its_own_exception_policy() -> None:
+    assert started().exception_policy is DEFAULT_POLICY.exception_policy
+    chosen = started(fulfillment_exception_policy="cancel_remainder")
+    assert chosen.exception_policy.value == "cancel_remainder"
+
+
+def test_a_returned_order_with_cancelled_units_is_fully_returned_once_all_that_shipped_came_back() -> (
+    None
+):
+    saga = run(
+        confirmed(),
+        S1_PLANNED,
+        SHORT_ONE,
+        WHAT_WAS_PICKED,
+        Delivered("d1", "S1"),
+        Returned("r1", "R1", (LineQuantity("L1", 2), LineQuantity("L2", 1))),
+    )
+    assert saga.state is OrderState.RETURNED
+
+
+def test_a_saga_with_planned_shipments_and_exceptions_round_trips() -> None:
+    saga = run(confirmed(), S1_PLANNED, SHORT_ONE)
+    assert OrderSaga.from_dict(json.loads(json.dumps(saga.to_dict()))) == saga
+
+
+def test_a_saga_stored_before_warehouse_exceptions_existed_still_loads() -> None:
+    data = confirmed().to_dict()
+    for key in ("exception_policy", "planned", "exceptions"):
+        del data[key]
+    for line in data["lines"]:
+        del line["cancelled"]
+    assert OrderSaga.from_dict(data) == confirmed()
+
+
 # --- properties over every state -----------------------------------------------------------
 
 EVERY_INPUT: list[SagaInput] = [
@@ -908,6 +1081,9 @@ EVERY_INPUT: list[SagaInput] = [
     Shipped("e", "S7", (LineQuantity("L1", 1),)),
     Delivered("e", "S1"),
     Returned("e", "R7", (LineQuantity("L1", 1),)),
+    ShipmentPlanned("e", "S1", "WH1", (LineQuantity("L1", 3),)),
+    ShipmentShortened("e", "S1", "WH1", (LineQuantity("L1", 1),)),
+    ShipmentCancelled("e", "S1", "damaged in the warehouse"),
 ]
 
 

@@ -28,6 +28,9 @@ STOCK_EVENTS = {
     wire.BackorderAllocated.event_type,
 }
 FULFILLMENT_EVENTS = {
+    wire.ShipmentCreated.event_type,
+    wire.ShipmentShortened.event_type,
+    wire.ShipmentCancelled.event_type,
     wire.ShipmentShipped.event_type,
     wire.ShipmentDelivered.event_type,
     wire.ReturnReceived.event_type,
@@ -70,7 +73,7 @@ class OrderHandlers:
         await usecases.apply_stock_replies(uow, batch, self.policy)
 
     async def on_fulfillment(self, uow: UnitOfWork, batch: list[Inbound]) -> None:
-        """Shipments leaving and arriving, and returns."""
+        """Shipments created, shortened, cancelled, leaving and arriving, and returns."""
         await usecases.apply_fulfillment(uow, batch, self.policy)
 
 

@@ -42,7 +42,14 @@ CheckoutEvent = (
     wire.CheckoutOrderSubmitted | wire.CheckoutOrderCancelRequested | wire.CheckoutPaymentConfirmed
 )
 StockEvent = wire.StockReserved | wire.ReservationRejected | wire.BackorderAllocated
-FulfillmentEvent = wire.ShipmentShipped | wire.ShipmentDelivered | wire.ReturnReceived
+FulfillmentEvent = (
+    wire.ShipmentCreated
+    | wire.ShipmentShipped
+    | wire.ShipmentShortened
+    | wire.ShipmentCancelled
+    | wire.ShipmentDelivered
+    | wire.ReturnReceived
+)
 TIMER_RETRY_DELAY = timedelta(minutes=1)
 
 _IDENTIFIER = TypeAdapter(Identifier)
@@ -119,7 +126,7 @@ async def apply_stock_replies(
 async def apply_fulfillment(
     uow: UnitOfWork, batch: Sequence[Inbound], policy: SagaPolicy, store: SagaStore | None = None
 ) -> None:
-    """Shipments leaving and arriving, and returns."""
+    """Shipments created, shortened, cancelled, leaving and arriving, and returns."""
     order_ids = (cast(FulfillmentEvent, i.event).order_id for i in batch)
     sagas = await LoadedOrders.open(uow, policy, store, order_ids)
     for item in batch:
@@ -365,6 +372,16 @@ def stock_input(event: Event, cause_id: str) -> domain.SagaInput:
 
 
 def fulfillment_input(event: Event, cause_id: str) -> domain.SagaInput:
+    if isinstance(event, wire.ShipmentCreated):
+        return domain.ShipmentPlanned(
+            cause_id, event.shipment_id, event.location, _quantities(event.lines)
+        )
+    if isinstance(event, wire.ShipmentShortened):
+        return domain.ShipmentShortened(
+            cause_id, event.shipment_id, event.location, _quantities(event.removed)
+        )
+    if isinstance(event, wire.ShipmentCancelled):
+        return domain.ShipmentCancelled(cause_id, event.shipment_id, event.reason or "")
     if isinstance(event, wire.ShipmentShipped):
         return domain.Shipped(cause_id, event.shipment_id, _quantities(event.lines))
     if isinstance(event, wire.ShipmentDelivered):

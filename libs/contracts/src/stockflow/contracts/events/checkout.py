@@ -22,6 +22,8 @@ from stockflow.contracts.types import Currency, Identifier, ShortText, Timestamp
 
 TOPIC = "checkout.orders.v1"
 
+FulfillmentExceptionPolicy = Literal["cancel_remainder"]
+
 MAX_LINE_QUANTITY = 10_000
 """Most units of one checkout line.
 
@@ -96,6 +98,13 @@ class CheckoutOrderSubmitted(Event):
     )
     priority: Priority | None = Field(
         default=None, description="Backorder queue priority 0..9 (e.g. customer tier)."
+    )
+    fulfillment_exception_policy: FulfillmentExceptionPolicy | None = Field(
+        default=None,
+        description="What to do with units a warehouse cannot ship (short pick, shipment "
+        "cancelled by the warehouse): cancel_remainder cancels them (the customer is told "
+        "with order.line_cancelled.v1, the reservation released). None: the merchant's "
+        "default (STOCKFLOW_ORDER_FULFILLMENT_EXCEPTION_POLICY).",
     )
 
     @field_validator("lines")

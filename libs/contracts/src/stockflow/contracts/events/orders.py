@@ -150,6 +150,26 @@ class OrderCancelled(Event):
 
 
 @register
+class OrderLineCancelled(Event):
+    """Units of one line will not ship: the customer or support cancelled them, or the
+    warehouse could not ship them and the order's policy cancels the remainder. Their
+    reservation is released; `remaining` units of the line are still to ship (or shipped)."""
+
+    event_type: ClassVar[str] = "order.line_cancelled.v1"
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "order_id"
+
+    order_id: Identifier
+    line_id: Identifier
+    sku: Sku
+    quantity: Quantity = Field(description="Units cancelled now.")
+    reason: ShortText = Field(description="e.g. short_pick, warehouse_cancelled, customer.")
+    remaining: NonNegativeQuantity = Field(
+        description="Units of the line not cancelled (ordered minus every cancellation)."
+    )
+
+
+@register
 class OrderCancelRefused(Event):
     """A cancel request came too late (e.g. already shipped); the order goes on."""
 

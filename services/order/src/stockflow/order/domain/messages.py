@@ -144,6 +144,38 @@ class Returned:
     lines: tuple[LineQuantity, ...]
 
 
+@dataclass(frozen=True)
+class ShipmentPlanned:
+    """Fulfillment created a shipment of these units at `location`."""
+
+    cause_type: ClassVar[str] = "ShipmentCreated"
+    cause_id: str
+    shipment_id: str
+    location: str
+    lines: tuple[LineQuantity, ...]
+
+
+@dataclass(frozen=True)
+class ShipmentShortened:
+    """The warehouse ships a shipment without `removed` units it did not find at `location`."""
+
+    cause_type: ClassVar[str] = "ShipmentShortened"
+    cause_id: str
+    shipment_id: str
+    location: str
+    removed: tuple[LineQuantity, ...]
+
+
+@dataclass(frozen=True)
+class ShipmentCancelled:
+    """A shipment will not leave (the warehouse cancelled it, or the order's cancel did)."""
+
+    cause_type: ClassVar[str] = "ShipmentCancelled"
+    cause_id: str
+    shipment_id: str
+    reason: str
+
+
 SagaInput = (
     StockHeld
     | StockRefused
@@ -155,6 +187,9 @@ SagaInput = (
     | Shipped
     | Delivered
     | Returned
+    | ShipmentPlanned
+    | ShipmentShortened
+    | ShipmentCancelled
 )
 
 # Effects ------------------------------------------------------------------------------------
@@ -181,11 +216,24 @@ class RequestReservation:
 
 
 @dataclass(frozen=True)
+class ReleaseUnits:
+    """Units of a line held at a location; `not_found` when the picker did not find them."""
+
+    line_id: str
+    sku: str
+    location: str
+    quantity: int
+    not_found: bool = False
+
+
+@dataclass(frozen=True)
 class RequestRelease:
-    """Command to stock: release whatever is held (or queued on backorder) for the order."""
+    """Command to stock: release whatever is held (or queued on backorder) for the order, or
+    only `lines` when given."""
 
     order_id: str
     reason: str
+    lines: tuple[ReleaseUnits, ...] = ()
 
 
 # What the order publishes on orders.events.v1 (key order_id); `publications` builds each
@@ -229,6 +277,19 @@ class AnnounceCancelled:
 
     order_id: str
     reason: str
+
+
+@dataclass(frozen=True)
+class AnnounceLineCancelled:
+    """order.line_cancelled.v1: `quantity` units of a line will not ship; `remaining` not
+    cancelled."""
+
+    order_id: str
+    line_id: str
+    sku: str
+    quantity: int
+    reason: str
+    remaining: int
 
 
 @dataclass(frozen=True)
@@ -306,6 +367,7 @@ Announcement = (
     | AnnounceRejected
     | AnnounceCancelled
     | AnnounceCancelRefused
+    | AnnounceLineCancelled
     | AnnounceBackorderFilled
     | AnnounceShipped
     | AnnounceDelivered

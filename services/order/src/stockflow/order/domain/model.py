@@ -71,6 +71,13 @@ class BackorderPolicy(StrEnum):
         return None if self is BackorderPolicy.PER_SKU else self.value
 
 
+class FulfillmentExceptionPolicy(StrEnum):
+    """What happens to units the warehouse cannot ship (short pick, shipment it cancelled)."""
+
+    CANCEL_REMAINDER = "cancel_remainder"
+    """The units are cancelled: the customer is told, the reservation released."""
+
+
 @dataclass(frozen=True)
 class HeldAtLocation:
     """Units of a line held at one stock location."""
@@ -100,6 +107,12 @@ class SagaLine:
     untracked: bool = False
     shipped: int = 0
     returned: int = 0
+    cancelled: int = 0
+
+    @property
+    def outstanding(self) -> int:
+        """Units still to ship: ordered, less shipped and cancelled (none for untracked goods)."""
+        return 0 if self.untracked else self.quantity - self.shipped - self.cancelled
 
     @property
     def reserved(self) -> int:
@@ -117,12 +130,23 @@ class SagaShipment:
 
 
 @dataclass(frozen=True)
+class PlannedShipment:
+    """A shipment fulfillment created and has not shipped: its location and units per line."""
+
+    shipment_id: str
+    location: str
+    lines: tuple[LineQuantity, ...]
+
+
+@dataclass(frozen=True)
 class OrderSaga:
     """One order's reservation saga and lifecycle.
 
     `fingerprint` identifies the submitted payload (see `submission_fingerprint`).
     `reason` says why a rejected or cancelled order ended. `stock_reply_due_at` is when the
     current RequestReservation attempt times out; `stuck` is set once the attempts are used up.
+    `planned` are the shipments waiting to leave; `exceptions` the warehouse exceptions already
+    handled (`shortened:S1`, `cancelled:S2`), so a repeated report changes nothing.
     """
 
     order_id: str
@@ -140,12 +164,18 @@ class OrderSaga:
     reason: str | None = None
     shipments: tuple[SagaShipment, ...] = ()
     return_ids: tuple[str, ...] = ()
+    exception_policy: FulfillmentExceptionPolicy = FulfillmentExceptionPolicy.CANCEL_REMAINDER
+    planned: tuple[PlannedShipment, ...] = ()
+    exceptions: tuple[str, ...] = ()
 
     def line(self, line_id: str) -> SagaLine | None:
         return next((line for line in self.lines if line.line_id == line_id), None)
 
     def shipment(self, shipment_id: str) -> SagaShipment | None:
         return next((s for s in self.shipments if s.shipment_id == shipment_id), None)
+
+    def planned_shipment(self, shipment_id: str) -> PlannedShipment | None:
+        return next((s for s in self.planned if s.shipment_id == shipment_id), None)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready form: decimals as strings, times as RFC 3339."""
@@ -168,6 +198,7 @@ class OrderSaga:
                     "untracked": line.untracked,
                     "shipped": line.shipped,
                     "returned": line.returned,
+                    "cancelled": line.cancelled,
                 }
                 for line in self.lines
             ],
@@ -187,6 +218,16 @@ class OrderSaga:
                 for s in self.shipments
             ],
             "return_ids": list(self.return_ids),
+            "exception_policy": self.exception_policy.value,
+            "planned": [
+                {
+                    "shipment_id": s.shipment_id,
+                    "location": s.location,
+                    "lines": [{"line_id": q.line_id, "quantity": q.quantity} for q in s.lines],
+                }
+                for s in self.planned
+            ],
+            "exceptions": list(self.exceptions),
         }
 
     @classmethod
@@ -211,6 +252,7 @@ class OrderSaga:
                     untracked=line["untracked"],
                     shipped=line["shipped"],
                     returned=line["returned"],
+                    cancelled=line.get("cancelled", 0),
                 )
                 for line in data["lines"]
             ),
@@ -230,6 +272,19 @@ class OrderSaga:
                 for s in data["shipments"]
             ),
             return_ids=tuple(data["return_ids"]),
+            # Sagas saved before these fields existed read with the defaults.
+            exception_policy=FulfillmentExceptionPolicy(
+                data.get("exception_policy", FulfillmentExceptionPolicy.CANCEL_REMAINDER)
+            ),
+            planned=tuple(
+                PlannedShipment(
+                    s["shipment_id"],
+                    s["location"],
+                    tuple(LineQuantity(q["line_id"], q["quantity"]) for q in s["lines"]),
+                )
+                for s in data.get("planned", ())
+            ),
+            exceptions=tuple(data.get("exceptions", ())),
         )
 
 

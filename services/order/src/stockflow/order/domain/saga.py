@@ -15,9 +15,18 @@ or refused):
     RESERVING, AWAITING_PAYMENT  PaymentDeadlinePassed -> CANCELLED (payment_timeout, release)
     RESERVING, AWAITING_PAYMENT, CONFIRMED  CancelRequested -> CANCELLED (release)
     AWAITING_PAYMENT, CONFIRMED, PARTIALLY_SHIPPED  BackorderFilled -> same state
+    CONFIRMED, PARTIALLY_SHIPPED  ShipmentPlanned -> same (the shipment's units remembered)
     CONFIRMED, PARTIALLY_SHIPPED  Shipped    -> PARTIALLY_SHIPPED, or SHIPPED once all units left
+    CONFIRMED, PARTIALLY_SHIPPED  ShipmentShortened, ShipmentCancelled (by the warehouse)
+                                  -> by the order's exception policy; cancel_remainder: the
+                                     units cancelled (line_cancelled, partial release), then
+                                     as `_settle` says
     PARTIALLY_SHIPPED, SHIPPED    Delivered  -> same, or DELIVERED once every shipment arrived
     PARTIALLY_SHIPPED, SHIPPED, DELIVERED  Returned -> same, or RETURNED once all came back
+
+`_settle` ends an order once no unit is left to ship: CANCELLED when every unit was
+cancelled, DELIVERED when every shipment (possibly none) arrived, else SHIPPED. An order never
+waits in CONFIRMED or PARTIALLY_SHIPPED with nothing left to ship.
 
 Two no-change inputs still have effects: a cancel after shipping publishes
 order.cancel_refused, and stock reserved for a cancelled or rejected order is released.
@@ -40,6 +49,7 @@ from stockflow.order.domain.messages import (
     AnnounceCancelRefused,
     AnnounceConfirmed,
     AnnounceDelivered,
+    AnnounceLineCancelled,
     AnnounceRejected,
     AnnounceReturned,
     AnnounceShipped,
@@ -54,12 +64,16 @@ from stockflow.order.domain.messages import (
     Outcome,
     PaymentConfirmed,
     PaymentDeadlinePassed,
+    ReleaseUnits,
     RequestRelease,
     RequestReservation,
     ReservationLine,
     Returned,
     SagaInput,
     SetTimer,
+    ShipmentCancelled,
+    ShipmentPlanned,
+    ShipmentShortened,
     Shipped,
     ShippedUnits,
     StockHeld,
@@ -71,11 +85,13 @@ from stockflow.order.domain.messages import (
 from stockflow.order.domain.model import (
     SHIPPING_STARTED,
     BackorderPolicy,
+    FulfillmentExceptionPolicy,
     HeldAtLocation,
     LineQuantity,
     OrderSaga,
     OrderState,
     PaymentStatus,
+    PlannedShipment,
     SagaLine,
     SagaShipment,
 )
@@ -84,6 +100,8 @@ INVALID_ORDER = "invalid_order"
 PAYMENT_TIMEOUT = "payment_timeout"
 ALREADY_SHIPPED = "already_shipped"
 NO_STOCK_REPLY = "no_stock_reply"
+SHORT_PICK = "short_pick"
+WAREHOUSE_CANCELLED = "warehouse_cancelled"
 SUBMISSION = "OrderSubmitted"
 """The timeline's name for a checkout submission, valid or not."""
 
@@ -94,6 +112,8 @@ class SagaPolicy:
 
     stock_reply_timeout: timedelta = timedelta(seconds=30)
     max_reserve_attempts: int = 3
+    exception_policy: FulfillmentExceptionPolicy = FulfillmentExceptionPolicy.CANCEL_REMAINDER
+    """The merchant's default for units the warehouse cannot ship; an order may override it."""
 
 
 DEFAULT_POLICY = SagaPolicy()
@@ -171,6 +191,8 @@ def decide(
             return _on_delivered(step, event)
         case Returned():
             return _on_returned(step, event)
+        case ShipmentPlanned() | ShipmentShortened() | ShipmentCancelled():
+            return _on_shipment_plan_changed(step, event)
         case _:
             assert_never(event)
 
@@ -226,6 +248,9 @@ def _start(step: _Step, order: CheckoutOrderSubmitted) -> Decision:
         payment=PaymentStatus(order.payment.status),
         payment_deadline=order.payment.deadline,
         backorder_policy=backorder_policy(order),
+        exception_policy=FulfillmentExceptionPolicy(
+            order.fulfillment_exception_policy or step.policy.exception_policy
+        ),
         reserve_attempts=1,
         stock_reply_due_at=step.now + step.policy.stock_reply_timeout,
     )
@@ -366,17 +391,20 @@ def _on_shipped(step: _Step, event: Shipped) -> Decision:
     quantities = _sum_by_line(event.lines)
     # Bounded by the ordered quantity, not by what is reserved: fulfillment may hear of a
     # backorder allocation before the order does.
-    problem = _quantity_problem(saga, quantities, lambda line: line.quantity - line.shipped)
+    problem = _quantity_problem(
+        saga, quantities, lambda line: line.quantity - line.shipped - line.cancelled
+    )
     if problem:
         return step.refuse(f"shipment {event.shipment_id} refused: {problem}")
     lines = tuple(
         replace(line, shipped=line.shipped + quantities.get(line.line_id, 0)) for line in saga.lines
     )
     # Untracked lines (digital goods, services) are never shipped.
-    fully_shipped = all(line.untracked or line.shipped == line.quantity for line in lines)
+    fully_shipped = all(line.outstanding == 0 for line in lines)
     after = replace(
         saga,
         lines=lines,
+        planned=tuple(s for s in saga.planned if s.shipment_id != event.shipment_id),
         shipments=(
             *saga.shipments,
             SagaShipment(event.shipment_id, _as_line_quantities(quantities)),
@@ -426,7 +454,7 @@ def _on_returned(step: _Step, event: Returned) -> Decision:
         for line in saga.lines
     )
     fully_returned = saga.state is not OrderState.PARTIALLY_SHIPPED and all(
-        line.returned == line.quantity for line in lines
+        line.returned == line.quantity - line.cancelled for line in lines
     )
     after = replace(
         saga,
@@ -436,6 +464,164 @@ def _on_returned(step: _Step, event: Returned) -> Decision:
     )
     published = AnnounceReturned(saga.order_id, event.rma_id, fully_returned)
     return step.apply(after, f"return {event.rma_id} received", published)
+
+
+def _on_shipment_plan_changed(
+    step: _Step, event: ShipmentPlanned | ShipmentShortened | ShipmentCancelled
+) -> Decision:
+    """What fulfillment plans before a shipment leaves: created, shortened or cancelled."""
+    match event:
+        case ShipmentPlanned():
+            return _on_shipment_planned(step, event)
+        case ShipmentShortened():
+            return _on_shipment_shortened(step, event)
+        case ShipmentCancelled():
+            return _on_shipment_cancelled(step, event)
+        case _:
+            assert_never(event)
+
+
+def _on_shipment_planned(step: _Step, event: ShipmentPlanned) -> Decision:
+    saga = step.saga
+    if saga.planned_shipment(event.shipment_id) or saga.shipment(event.shipment_id):
+        return step.ignore(f"duplicate shipment {event.shipment_id} created")
+    if saga.state not in (OrderState.CONFIRMED, OrderState.PARTIALLY_SHIPPED):
+        return step.ignore(f"shipment {event.shipment_id} created in state {saga.state}")
+    planned = PlannedShipment(event.shipment_id, event.location, event.lines)
+    after = replace(saga, planned=(*saga.planned, planned))
+    return step.apply(after, f"shipment {event.shipment_id} created at {event.location}")
+
+
+def _on_shipment_shortened(step: _Step, event: ShipmentShortened) -> Decision:
+    saga = step.saga
+    key = f"shortened:{event.shipment_id}"
+    if key in saga.exceptions:
+        return step.ignore(f"duplicate short pick of shipment {event.shipment_id}")
+    if saga.state not in (OrderState.CONFIRMED, OrderState.PARTIALLY_SHIPPED):
+        return step.ignore(f"short pick of {event.shipment_id} ignored in state {saga.state}")
+    quantities = _sum_by_line(event.removed)
+    problem = _quantity_problem(saga, quantities, lambda line: line.outstanding)
+    if problem:
+        return step.refuse(f"short pick of {event.shipment_id} refused: {problem}")
+    planned = tuple(
+        replace(s, lines=_less(s.lines, quantities)) if s.shipment_id == event.shipment_id else s
+        for s in saga.planned
+    )
+    noted = replace(saga, planned=planned, exceptions=(*saga.exceptions, key))
+    dropped = _Dropped(event.location, quantities, not_found=True, reason=SHORT_PICK)
+    return _drop_units(step, noted, dropped)
+
+
+def _on_shipment_cancelled(step: _Step, event: ShipmentCancelled) -> Decision:
+    saga = step.saga
+    key = f"cancelled:{event.shipment_id}"
+    if key in saga.exceptions:
+        return step.ignore(f"duplicate cancel of shipment {event.shipment_id}")
+    if saga.state not in (OrderState.CONFIRMED, OrderState.PARTIALLY_SHIPPED):
+        # The order's own cancel cancels its shipments: nothing more to do.
+        return step.ignore(f"shipment {event.shipment_id} cancelled; order is {saga.state}")
+    planned = saga.planned_shipment(event.shipment_id)
+    if planned is None:
+        return step.refuse(f"cancel of shipment {event.shipment_id}, which is not waiting")
+    noted = replace(
+        saga,
+        planned=tuple(s for s in saga.planned if s.shipment_id != event.shipment_id),
+        exceptions=(*saga.exceptions, key),
+    )
+    quantities = _sum_by_line(planned.lines)
+    problem = _quantity_problem(saga, quantities, lambda line: line.outstanding)
+    if problem:
+        return step.refuse(f"cancel of shipment {event.shipment_id} refused: {problem}")
+    dropped = _Dropped(planned.location, quantities, not_found=False, reason=WAREHOUSE_CANCELLED)
+    return _drop_units(step, noted, dropped)
+
+
+@dataclass(frozen=True)
+class _Dropped:
+    """Units per line the warehouse will not ship from `location`, and why."""
+
+    location: str
+    quantities: dict[str, int]
+    not_found: bool
+    reason: str
+
+
+def _drop_units(step: _Step, saga: OrderSaga, dropped: _Dropped) -> Decision:
+    """Units the warehouse will not ship, handled by the order's exception policy."""
+    match saga.exception_policy:
+        case FulfillmentExceptionPolicy.CANCEL_REMAINDER:
+            return _cancel_units(step, saga, dropped)
+        case _:
+            assert_never(saga.exception_policy)
+
+
+def _cancel_units(step: _Step, saga: OrderSaga, dropped: _Dropped) -> Decision:
+    """Cancel units of lines: release what they held, tell the customer, settle the order.
+
+    Units the order does not hold at the location (fulfillment heard of a backorder fill
+    before the order did) are cancelled all the same; stock releases what is there."""
+    after = saga
+    released: list[ReleaseUnits] = []
+    announced: list[Effect] = []
+    for line_id, quantity in dropped.quantities.items():
+        line = after.line(line_id)
+        assert line is not None  # the caller checked every line id
+        held = sum(a.quantity for a in line.allocations if a.location == dropped.location)
+        if min(held, quantity):
+            released.append(
+                ReleaseUnits(
+                    line_id, line.sku, dropped.location, min(held, quantity), dropped.not_found
+                )
+            )
+        changed = replace(
+            line,
+            cancelled=line.cancelled + quantity,
+            allocations=_less_held(line.allocations, dropped.location, quantity),
+        )
+        after = _with_line(after, changed)
+        remaining = changed.quantity - changed.cancelled
+        announced.append(
+            AnnounceLineCancelled(
+                saga.order_id, line_id, line.sku, quantity, dropped.reason, remaining
+            )
+        )
+    release = (RequestRelease(saga.order_id, dropped.reason, tuple(released)),) if released else ()
+    summary = ", ".join(f"{q} of line {line_id}" for line_id, q in dropped.quantities.items())
+    return _settle(step, after, f"{dropped.reason}: cancelled {summary}", (*release, *announced))
+
+
+def _settle(step: _Step, after: OrderSaga, note: str, effects: tuple[Effect, ...]) -> Decision:
+    """End the order once nothing is left to ship (see the module's table)."""
+    if any(line.outstanding for line in after.lines):
+        return step.apply(after, note, *effects)
+    if all(line.cancelled == line.quantity for line in after.lines):
+        ended = replace(after, state=OrderState.CANCELLED, reason="every unit cancelled")
+        cancelled = AnnounceCancelled(after.order_id, "every unit cancelled")
+        return step.apply(ended, f"{note}; nothing left: order cancelled", *effects, cancelled)
+    if all(s.delivered for s in after.shipments):
+        shipment_ids = tuple(s.shipment_id for s in after.shipments)
+        delivered = AnnounceDelivered(after.order_id, shipment_ids)
+        ended = replace(after, state=OrderState.DELIVERED)
+        return step.apply(ended, f"{note}; everything else delivered", *effects, delivered)
+    shipped = replace(after, state=OrderState.SHIPPED)
+    return step.apply(shipped, f"{note}; everything else shipped", *effects)
+
+
+def _less(lines: tuple[LineQuantity, ...], removed: dict[str, int]) -> tuple[LineQuantity, ...]:
+    left = (LineQuantity(q.line_id, q.quantity - removed.get(q.line_id, 0)) for q in lines)
+    return tuple(q for q in left if q.quantity > 0)
+
+
+def _less_held(
+    allocations: tuple[HeldAtLocation, ...], location: str, quantity: int
+) -> tuple[HeldAtLocation, ...]:
+    left = (
+        HeldAtLocation(a.location, a.quantity - min(a.quantity, quantity))
+        if a.location == location
+        else a
+        for a in allocations
+    )
+    return tuple(a for a in left if a.quantity > 0)
 
 
 def _confirm(step: _Step, reserved: OrderSaga, note: str) -> Decision:
