@@ -915,9 +915,7 @@ def test_a_created_shipment_is_remembered_with_its_location_and_units() -> None:
     assert decision.effects == ()
 
 
-def test_a_short_pick_cancels_the_missing_units_releases_them_as_not_found_and_tells_the_customer() -> (
-    None
-):
+def test_a_short_pick_cancels_the_missing_units_releases_them_and_tells_the_customer() -> None:
     decision = decide(run(confirmed(), S1_PLANNED), SHORT_ONE, LATER)
     line = decision.saga.line("L1")
     assert line is not None and (line.cancelled, line.outstanding) == (1, 2)
@@ -1038,9 +1036,7 @@ def test_the_order_keeps_the_merchant_default_or_its_own_exception_policy() -> N
     assert chosen.exception_policy.value == "cancel_remainder"
 
 
-def test_a_returned_order_with_cancelled_units_is_fully_returned_once_all_that_shipped_came_back() -> (
-    None
-):
+def test_an_order_with_cancelled_units_is_fully_returned_once_all_that_shipped_came_back() -> None:
     saga = run(
         confirmed(),
         S1_PLANNED,

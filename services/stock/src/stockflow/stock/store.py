@@ -539,6 +539,18 @@ class ReservationStore:
             order_id,
         )
 
+    async def release_hold(self, order_id: str, hold: HeldUnits, quantity: int) -> None:
+        """Give back `quantity` held units of the order's `hold` (a partial release)."""
+        await self.conn.execute(
+            "UPDATE reservations SET quantity = quantity - $5, released = released + $5 "
+            "WHERE order_id = $1 AND line_id = $2 AND sku = $3 AND location = $4",
+            order_id,
+            hold.line_id,
+            hold.sku,
+            hold.location,
+            quantity,
+        )
+
     async def commit_hold(self, order_id: str, hold: HeldUnits, quantity: int) -> None:
         """Turn `quantity` held units of the order's `hold` into committed ones."""
         await self.conn.execute(
