@@ -502,6 +502,113 @@ async def test_cancel_releases_the_reservation_and_a_cancel_after_shipping_is_re
         assert not seen.matching(COMMANDS, shipped, "stock.release.requested.v1")
 
 
+def shipment_created(order_id: str, shipment_id: str, lines: list[tuple[str, str, int]]) -> Event:
+    return wire.ShipmentCreated(
+        shipment_id=shipment_id,
+        order_id=order_id,
+        location="WH1",
+        lines=[{"line_id": line_id, "sku": sku, "quantity": q} for line_id, sku, q in lines],
+    )
+
+
+def shipment_shipped(order_id: str, shipment_id: str, lines: list[tuple[str, str, int]]) -> Event:
+    return wire.ShipmentShipped(
+        shipment_id=shipment_id,
+        order_id=order_id,
+        location="WH1",
+        carrier="DHL",
+        service_level="standard",
+        tracking_number=f"T{uuid.uuid4().hex[:10]}",
+        label_ref="labels/1.pdf",
+        shipped_at=datetime.now(UTC),
+        lines=[{"line_id": line_id, "sku": sku, "quantity": q} for line_id, sku, q in lines],
+    )
+
+
+async def test_a_short_pick_cancels_the_missing_units_and_the_order_ends_delivered(
+    run_service, producer, watch
+) -> None:
+    order_id, shipment_id = new_order_id(), "S1"
+    ordered = [("L1", "SKU-A", 3), ("L2", "SKU-B", 1)]
+    async with run_service("order") as (_app, client), watch(COMMANDS, ORDERS) as seen:
+        await Checkout(producer).submit(
+            submission(
+                order_id,
+                lines=[
+                    {"line_id": "L1", "sku": "SKU-A", "quantity": 3, "unit_price": "10.00"},
+                    {"line_id": "L2", "sku": "SKU-B", "quantity": 1, "unit_price": "5.00"},
+                ],
+            )
+        )
+        await seen.wait(COMMANDS, order_id, "stock.reserve.requested.v1")
+        await reply(producer, reserved_in_full(order_id, ordered))
+        await seen.wait(ORDERS, order_id, "order.confirmed.v1")
+        await reply(producer, shipment_created(order_id, shipment_id, ordered))
+        short = wire.ShipmentShortened(
+            shipment_id=shipment_id,
+            order_id=order_id,
+            location="WH1",
+            removed=[{"line_id": "L1", "sku": "SKU-A", "quantity": 1}],
+        )
+        await reply(producer, short)
+        await reply(producer, short)  # the same fact again, under a new event id
+
+        [release] = await seen.wait(COMMANDS, order_id, "stock.release.requested.v1")
+        assert release.data["reason"] == "short_pick"
+        assert release.data["lines"] == [
+            {"line_id": "L1", "sku": "SKU-A", "location": "WH1", "quantity": 1, "not_found": True}
+        ]
+        [cancelled] = await seen.wait(ORDERS, order_id, "order.line_cancelled.v1")
+        assert (cancelled.data["line_id"], cancelled.data["quantity"]) == ("L1", 1)
+        assert (cancelled.data["reason"], cancelled.data["remaining"]) == ("short_pick", 2)
+
+        picked = [("L1", "SKU-A", 2), ("L2", "SKU-B", 1)]
+        await reply(producer, shipment_shipped(order_id, shipment_id, picked))
+        [out] = await seen.wait(ORDERS, order_id, "order.shipped.v1")
+        assert out.data["fully_shipped"] is True
+        await reply(
+            producer,
+            wire.ShipmentDelivered(
+                shipment_id=shipment_id, order_id=order_id, delivered_at=datetime.now(UTC)
+            ),
+        )
+        await seen.wait(ORDERS, order_id, "order.delivered.v1")
+        order = await order_state(client, order_id, "delivered")
+        await seen.idle(0.5)
+        assert len(seen.matching(COMMANDS, order_id, "stock.release.requested.v1")) == 1
+        assert len(seen.matching(ORDERS, order_id, "order.line_cancelled.v1")) == 1
+        notes = [entry["note"] for entry in order["timeline"]]
+        assert any("duplicate short pick" in note for note in notes)
+
+
+async def test_a_warehouse_cancel_of_the_only_shipment_cancels_the_order_and_its_units(
+    run_service, producer, watch
+) -> None:
+    order_id = new_order_id()
+    async with run_service("order") as (_app, client), watch(COMMANDS, ORDERS) as seen:
+        await Checkout(producer).submit(submission(order_id))
+        await seen.wait(COMMANDS, order_id, "stock.reserve.requested.v1")
+        await reply(producer, reserved_in_full(order_id, FULL))
+        await seen.wait(ORDERS, order_id, "order.confirmed.v1")
+        await reply(producer, shipment_created(order_id, "S1", FULL))
+        await reply(
+            producer,
+            wire.ShipmentCancelled(shipment_id="S1", order_id=order_id, reason="bin flooded"),
+        )
+        [release] = await seen.wait(COMMANDS, order_id, "stock.release.requested.v1")
+        assert release.data["reason"] == "warehouse_cancelled"
+        assert sorted(
+            (r["line_id"], r["quantity"], r["not_found"]) for r in release.data["lines"]
+        ) == [
+            ("L1", 2, False),
+            ("L2", 1, False),
+        ]
+        await seen.wait(ORDERS, order_id, "order.line_cancelled.v1", count=2)
+        [ended] = await seen.wait(ORDERS, order_id, "order.cancelled.v1")
+        assert ended.data["reason"] == "every unit cancelled"
+        await order_state(client, order_id, "cancelled")
+
+
 async def test_payment_deadline_cancels_and_a_late_payment_never_revives(
     run_service, producer, watch, service_with
 ) -> None:
