@@ -118,6 +118,7 @@ async def get_order(request: Request, order_id: str) -> dict[str, Any]:
         "settled_at": row["settled_at"],
         "payment": {"status": saga.payment.value, "deadline": saga.payment_deadline},
         "backorder_policy": saga.backorder_policy.value,
+        "fulfillment_exception_policy": saga.exception_policy.value,
         "reserve_attempts": saga.reserve_attempts,
         "shipping_address": row["shipping_address"],
         "lines": [
@@ -131,6 +132,7 @@ async def get_order(request: Request, order_id: str) -> dict[str, Any]:
                 "untracked": line.untracked,
                 "shipped": line.shipped,
                 "returned": line.returned,
+                "cancelled": line.cancelled,
                 "allocations": [
                     {"location": a.location, "quantity": a.quantity} for a in line.allocations
                 ],
@@ -145,6 +147,14 @@ async def get_order(request: Request, order_id: str) -> dict[str, Any]:
                 **{k: v for k, v in carrier.get(s.shipment_id, {}).items() if k != "shipment_id"},
             }
             for s in saga.shipments
+        ],
+        "planned_shipments": [
+            {
+                "shipment_id": s.shipment_id,
+                "location": s.location,
+                "lines": [{"line_id": q.line_id, "quantity": q.quantity} for q in s.lines],
+            }
+            for s in saga.planned
         ],
         "returns": list(saga.return_ids),
         "timers": [dict(t) for t in timers],
