@@ -24,6 +24,7 @@ from stockflow.order.domain import (
     AnnounceConfirmed,
     AnnounceDelivered,
     AnnounceLineCancelled,
+    AnnounceLinesCancelRequested,
     Announcement,
     AnnounceRejected,
     AnnounceReturned,
@@ -40,6 +41,7 @@ from stockflow.order.domain import (
     InvalidSubmission,
     LineQuantity,
     LineReservation,
+    LinesCancelRequested,
     OrderSaga,
     OrderState,
     Outcome,
@@ -1055,11 +1057,82 @@ def test_a_saga_with_planned_shipments_and_exceptions_round_trips() -> None:
 
 def test_a_saga_stored_before_warehouse_exceptions_existed_still_loads() -> None:
     data = confirmed().to_dict()
-    for key in ("exception_policy", "planned", "exceptions"):
+    for key in ("exception_policy", "planned", "handled"):
         del data[key]
     for line in data["lines"]:
         del line["cancelled"]
     assert OrderSaga.from_dict(data) == confirmed()
+
+
+# --- lines cancelled by the customer or support ----------------------------------------------
+
+CANCEL_ONE = LinesCancelRequested("evt-lc", "REQ-1", (LineQuantity("L1", 1),), "changed my mind")
+
+
+def test_a_lines_cancel_of_waiting_units_asks_fulfillment_to_drop_them_first() -> None:
+    decision = decide(run(confirmed(), S1_PLANNED), CANCEL_ONE, LATER)
+    assert decision.changed and decision.saga.state is OrderState.CONFIRMED
+    assert the_event(decision, AnnounceLinesCancelRequested) == AnnounceLinesCancelRequested(
+        "ord-1", "REQ-1", (ShippedUnits("L1", "SKU-A", 1),), "changed my mind"
+    )
+    assert not [e for e in decision.effects if isinstance(e, RequestRelease)]
+    line = decision.saga.line("L1")
+    assert line is not None and line.cancelled == 0
+
+
+def test_units_fulfillment_dropped_for_the_request_are_cancelled_whatever_the_policy() -> None:
+    dropped = ShipmentShortened(
+        "evt-sh", "S1", "WH1", (LineQuantity("L1", 1),), "REQ-1", "changed my mind"
+    )
+    decision = decide(run(confirmed(), S1_PLANNED, CANCEL_ONE), dropped, LATER)
+    assert the_event(decision, RequestRelease) == RequestRelease(
+        "ord-1", "changed my mind", (ReleaseUnits("L1", "SKU-A", "WH1", 1, not_found=False),)
+    )
+    assert the_event(decision, AnnounceLineCancelled).remaining == 2
+
+
+def test_cancelling_the_unshipped_remainder_after_a_partial_shipment_ends_the_order() -> None:
+    saga = run(
+        confirmed(),
+        ShipmentPlanned("c1", "S1", "WH1", (LineQuantity("L1", 1),)),
+        ShipmentPlanned("c2", "S2", "WH1", (LineQuantity("L1", 2), LineQuantity("L2", 1))),
+        Shipped("s1", "S1", (LineQuantity("L1", 1),)),
+        Delivered("d1", "S1"),
+    )
+    rest = LinesCancelRequested(
+        "evt-lc", "REQ-2", (LineQuantity("L1", 2), LineQuantity("L2", 1)), "too slow"
+    )
+    saga = run(saga, rest, ShipmentCancelled("x2", "S2", "too slow", cancel_request_id="REQ-2"))
+    assert saga.state is OrderState.DELIVERED
+    assert [(line.shipped, line.cancelled) for line in saga.lines] == [(1, 2), (0, 1)]
+
+
+@pytest.mark.parametrize(
+    ("build", "reason"),
+    [
+        (lambda: run(confirmed(), S1_PLANNED), "not_cancellable"),  # 4 asked, 3 wait
+        (confirmed, "not_cancellable"),  # no shipment planned yet
+        (shipped, "already_shipped"),
+        (started, "not_cancellable"),
+    ],
+)
+def test_a_lines_cancel_for_units_not_waiting_in_a_shipment_is_refused(
+    build: Any, reason: str
+) -> None:
+    saga = build()
+    too_many = LinesCancelRequested("e", "REQ-3", (LineQuantity("L1", 4),), "x")
+    asked = too_many if saga.planned else CANCEL_ONE
+    decision = decide(saga, asked, LATER)
+    assert_unchanged(saga, decision, Outcome.REFUSED)
+    assert the_event(decision, AnnounceCancelRefused).reason == reason
+
+
+def test_the_same_lines_cancel_request_again_changes_nothing() -> None:
+    saga = run(confirmed(), S1_PLANNED, CANCEL_ONE)
+    again = LinesCancelRequested("evt-lc-2", "REQ-1", (LineQuantity("L1", 1),), "changed my mind")
+    decision = decide(saga, again, LATER)
+    assert_unchanged(saga, decision, Outcome.IGNORED)
+    assert decision.effects == ()
 
 
 # --- properties over every state -----------------------------------------------------------
@@ -1080,6 +1153,8 @@ EVERY_INPUT: list[SagaInput] = [
     ShipmentPlanned("e", "S1", "WH1", (LineQuantity("L1", 3),)),
     ShipmentShortened("e", "S1", "WH1", (LineQuantity("L1", 1),)),
     ShipmentCancelled("e", "S1", "damaged in the warehouse"),
+    LinesCancelRequested("e", "REQ-7", (LineQuantity("L1", 1),), "customer_request"),
+    ShipmentShortened("e", "S1", "WH1", (LineQuantity("L1", 1),), "REQ-7", "customer_request"),
 ]
 
 

@@ -578,7 +578,7 @@ async def test_a_short_pick_cancels_the_missing_units_and_the_order_ends_deliver
         assert len(seen.matching(COMMANDS, order_id, "stock.release.requested.v1")) == 1
         assert len(seen.matching(ORDERS, order_id, "order.line_cancelled.v1")) == 1
         notes = [entry["note"] for entry in order["timeline"]]
-        assert any("duplicate short pick" in note for note in notes)
+        assert any("duplicate report" in note for note in notes)
 
 
 async def test_a_warehouse_cancel_of_the_only_shipment_cancels_the_order_and_its_units(

@@ -6,18 +6,25 @@ role `read` (or `admin`). The counts per state carry no personal data and are op
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
 
-from stockflow.order import store
-from stockflow.order.domain import SETTLED_STATES, OrderSaga, OrderState
-from stockflow.runtime.http import require_role
+from stockflow.contracts import events as wire
+from stockflow.contracts.types import Identifier, ShortText
+from stockflow.order import store, usecases
+from stockflow.order.domain import DEFAULT_POLICY, SETTLED_STATES, OrderSaga, OrderState, Outcome
+from stockflow.runtime.http import idempotent_write, require_role
+from stockflow.runtime.outbox import UnitOfWork
 
 router = APIRouter(tags=["orders"])
 READ = Depends(require_role("read"))
+SUPPORT = Depends(require_role("support"))
 MAX_PAGE = 500
 
 StateQuery = Annotated[OrderState | None, Query(description="Only orders in this state.")]
@@ -160,3 +167,51 @@ async def get_order(request: Request, order_id: str) -> dict[str, Any]:
         "timers": [dict(t) for t in timers],
         "timeline": [dict(entry) for entry in timeline],
     }
+
+
+class LinesCancel(BaseModel):
+    """Units of lines to cancel before they ship (`request_id`: your id for this request)."""
+
+    request_id: Identifier | None = Field(
+        default=None, description="Identifies the request; default: a new one."
+    )
+    lines: list[wire.CancelLine] = Field(min_length=1, max_length=wire.MAX_LINES)
+    reason: ShortText = "customer_request"
+
+
+_ANSWER = {Outcome.APPLIED: (202, "requested"), Outcome.IGNORED: (200, "duplicate")}
+
+
+@router.post("/orders/{order_id}/line-cancellations", dependencies=[SUPPORT])
+async def cancel_lines(request: Request, order_id: str, body: LinesCancel) -> JSONResponse:
+    """Cancel units of lines that wait in a shipment which has not left, as
+    `checkout.order.lines_cancel_requested.v1` does: 202 when fulfillment was asked to drop
+    them (`order.line_cancelled.v1` follows for what it dropped), 409 when refused (shipped,
+    or not in a waiting shipment; `order.cancel_refused.v1` is published too), 404 unknown.
+    Honours `Idempotency-Key`; the same `request_id` again changes nothing (200)."""
+    try:
+        asked = wire.CheckoutOrderLinesCancelRequested(
+            order_id=order_id,
+            request_id=body.request_id or uuid.uuid4().hex,
+            lines=body.lines,
+            reason=body.reason,
+        )
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise HTTPException(422, f"{field}: {first['msg']}") from exc
+
+    async def action(uow: UnitOfWork) -> tuple[int, Any]:
+        # A lines-cancel decision reads none of the saga's tunables.
+        decision = await usecases.request_lines_cancel(uow, order_id, asked, DEFAULT_POLICY)
+        if decision is None:
+            raise HTTPException(404, f"order_id: no order {order_id}")
+        status, outcome = _ANSWER.get(decision.timeline.outcome, (409, "refused"))
+        return status, {
+            "order_id": order_id,
+            "request_id": asked.request_id,
+            "outcome": outcome,
+            "detail": decision.timeline.note,
+        }
+
+    return await idempotent_write(request, action)

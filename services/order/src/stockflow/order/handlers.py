@@ -20,6 +20,7 @@ log = get_logger(__name__)
 CHECKOUT_EVENTS = {
     wire.CheckoutOrderSubmitted.event_type,
     wire.CheckoutOrderCancelRequested.event_type,
+    wire.CheckoutOrderLinesCancelRequested.event_type,
     wire.CheckoutPaymentConfirmed.event_type,
 }
 STOCK_EVENTS = {

@@ -70,6 +70,20 @@ def release_reservation(
     )
 
 
+def lines_cancel_requested(
+    effect: domain.AnnounceLinesCancelRequested, _context: PublicationContext
+) -> wire.OrderLinesCancelRequested:
+    return wire.OrderLinesCancelRequested(
+        order_id=effect.order_id,
+        request_id=effect.request_id,
+        lines=[
+            wire.LineItem(line_id=unit.line_id, sku=unit.sku, quantity=unit.quantity)
+            for unit in effect.lines
+        ],
+        reason=effect.reason,
+    )
+
+
 def line_cancelled(
     effect: domain.AnnounceLineCancelled, _context: PublicationContext
 ) -> wire.OrderLineCancelled:
@@ -244,6 +258,7 @@ _BUILDERS: dict[type[Any], Callable[[Any, PublicationContext], Event]] = {
     domain.AnnounceCancelled: order_cancelled,
     domain.AnnounceCancelRefused: cancel_refused,
     domain.AnnounceLineCancelled: line_cancelled,
+    domain.AnnounceLinesCancelRequested: lines_cancel_requested,
     domain.AnnounceBackorderFilled: backorder_allocated,
     domain.AnnounceShipped: order_shipped,
     domain.AnnounceDelivered: order_delivered,

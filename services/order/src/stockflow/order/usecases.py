@@ -39,7 +39,10 @@ log = get_logger(__name__)
 
 # The events each consumer receives, as its event_types guarantee.
 CheckoutEvent = (
-    wire.CheckoutOrderSubmitted | wire.CheckoutOrderCancelRequested | wire.CheckoutPaymentConfirmed
+    wire.CheckoutOrderSubmitted
+    | wire.CheckoutOrderCancelRequested
+    | wire.CheckoutOrderLinesCancelRequested
+    | wire.CheckoutPaymentConfirmed
 )
 StockEvent = wire.StockReserved | wire.ReservationRejected | wire.BackorderAllocated
 FulfillmentEvent = (
@@ -60,7 +63,8 @@ _ADDRESS = TypeAdapter(wire.Address)
 async def take_checkout(
     uow: UnitOfWork, batch: Sequence[Inbound], policy: SagaPolicy, store: SagaStore | None = None
 ) -> None:
-    """Submissions, cancel requests and payment confirmations, in the order they came."""
+    """Submissions, cancel requests (whole orders or lines) and payment confirmations, in the
+    order they came."""
     sagas = await LoadedOrders.open(
         uow, policy, store, (cast(CheckoutEvent, i.event).order_id for i in batch)
     )
@@ -70,9 +74,28 @@ async def take_checkout(
             sagas.submit(cause, event)
         elif isinstance(event, wire.CheckoutOrderCancelRequested):
             sagas.decide(cause, event.order_id, domain.CancelRequested(cause.id, event.reason))
+        elif isinstance(event, wire.CheckoutOrderLinesCancelRequested):
+            sagas.decide(cause, event.order_id, lines_cancel_input(event, cause.id))
         elif isinstance(event, wire.CheckoutPaymentConfirmed):
             sagas.decide(cause, event.order_id, domain.PaymentConfirmed(cause.id))
     await sagas.save()
+
+
+async def request_lines_cancel(
+    uow: UnitOfWork,
+    order_id: str,
+    request: wire.CheckoutOrderLinesCancelRequested,
+    policy: SagaPolicy,
+    store: SagaStore | None = None,
+) -> Decision | None:
+    """A lines-cancel request made over HTTP (support, the customer's account page): decided as
+    the checkout's would be; None when the order is unknown."""
+    sagas = await LoadedOrders.open(uow, policy, store, [order_id])
+    decision = sagas.decide(
+        None, order_id, lines_cancel_input(request, f"http:{request.request_id}")
+    )
+    await sagas.save()
+    return decision
 
 
 async def answer_invalid_submission(
@@ -344,6 +367,14 @@ def _valid(adapter: TypeAdapter[Any], value: Any) -> Any:
         return None
 
 
+def lines_cancel_input(
+    event: wire.CheckoutOrderLinesCancelRequested, cause_id: str
+) -> domain.LinesCancelRequested:
+    return domain.LinesCancelRequested(
+        cause_id, event.request_id, _quantities(event.lines), event.reason
+    )
+
+
 def stock_input(event: Event, cause_id: str) -> domain.SagaInput:
     if isinstance(event, wire.StockReserved):
         return domain.StockHeld(
@@ -378,10 +409,17 @@ def fulfillment_input(event: Event, cause_id: str) -> domain.SagaInput:
         )
     if isinstance(event, wire.ShipmentShortened):
         return domain.ShipmentShortened(
-            cause_id, event.shipment_id, event.location, _quantities(event.removed)
+            cause_id,
+            event.shipment_id,
+            event.location,
+            _quantities(event.removed),
+            cancel_request_id=event.cancel_request_id,
+            reason=event.reason or "",
         )
     if isinstance(event, wire.ShipmentCancelled):
-        return domain.ShipmentCancelled(cause_id, event.shipment_id, event.reason or "")
+        return domain.ShipmentCancelled(
+            cause_id, event.shipment_id, event.reason or "", event.cancel_request_id
+        )
     if isinstance(event, wire.ShipmentShipped):
         return domain.Shipped(cause_id, event.shipment_id, _quantities(event.lines))
     if isinstance(event, wire.ShipmentDelivered):

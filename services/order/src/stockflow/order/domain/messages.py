@@ -157,22 +157,38 @@ class ShipmentPlanned:
 
 @dataclass(frozen=True)
 class ShipmentShortened:
-    """The warehouse ships a shipment without `removed` units it did not find at `location`."""
+    """A shipment leaves without `removed` units: not found at `location` (a short pick), or
+    dropped for the order's lines-cancel request `cancel_request_id` (for `reason`)."""
 
     cause_type: ClassVar[str] = "ShipmentShortened"
     cause_id: str
     shipment_id: str
     location: str
     removed: tuple[LineQuantity, ...]
+    cancel_request_id: str | None = None
+    reason: str = ""
 
 
 @dataclass(frozen=True)
 class ShipmentCancelled:
-    """A shipment will not leave (the warehouse cancelled it, or the order's cancel did)."""
+    """A shipment will not leave: the warehouse cancelled it, the order's cancel did, or the
+    order's lines-cancel request `cancel_request_id` took every unit it had."""
 
     cause_type: ClassVar[str] = "ShipmentCancelled"
     cause_id: str
     shipment_id: str
+    reason: str
+    cancel_request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class LinesCancelRequested:
+    """The customer or support asked to cancel units of lines (request `request_id`)."""
+
+    cause_type: ClassVar[str] = "LinesCancelRequested"
+    cause_id: str
+    request_id: str
+    lines: tuple[LineQuantity, ...]
     reason: str
 
 
@@ -190,6 +206,7 @@ SagaInput = (
     | ShipmentPlanned
     | ShipmentShortened
     | ShipmentCancelled
+    | LinesCancelRequested
 )
 
 # Effects ------------------------------------------------------------------------------------
@@ -293,6 +310,17 @@ class AnnounceLineCancelled:
 
 
 @dataclass(frozen=True)
+class AnnounceLinesCancelRequested:
+    """order.lines_cancel_requested.v1: fulfillment is to drop these units (`ShippedUnits`:
+    line, sku, quantity) from the shipments that have not left."""
+
+    order_id: str
+    request_id: str
+    lines: tuple[ShippedUnits, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
 class AnnounceCancelRefused:
     """order.cancel_refused.v1: too late to cancel (`reason`); `requested_reason` is the
     customer's."""
@@ -368,6 +396,7 @@ Announcement = (
     | AnnounceCancelled
     | AnnounceCancelRefused
     | AnnounceLineCancelled
+    | AnnounceLinesCancelRequested
     | AnnounceBackorderFilled
     | AnnounceShipped
     | AnnounceDelivered

@@ -145,8 +145,9 @@ class OrderSaga:
     `fingerprint` identifies the submitted payload (see `submission_fingerprint`).
     `reason` says why a rejected or cancelled order ended. `stock_reply_due_at` is when the
     current RequestReservation attempt times out; `stuck` is set once the attempts are used up.
-    `planned` are the shipments waiting to leave; `exceptions` the warehouse exceptions already
-    handled (`shortened:S1`, `cancelled:S2`), so a repeated report changes nothing.
+    `planned` are the shipments waiting to leave; `handled` the business keys of warehouse
+    reports and change requests already applied (`shortened:S1`, `cancelled:S2`,
+    `cancel:REQ-1`), so the same fact again under a new event id changes nothing.
     """
 
     order_id: str
@@ -166,7 +167,7 @@ class OrderSaga:
     return_ids: tuple[str, ...] = ()
     exception_policy: FulfillmentExceptionPolicy = FulfillmentExceptionPolicy.CANCEL_REMAINDER
     planned: tuple[PlannedShipment, ...] = ()
-    exceptions: tuple[str, ...] = ()
+    handled: tuple[str, ...] = ()
 
     def line(self, line_id: str) -> SagaLine | None:
         return next((line for line in self.lines if line.line_id == line_id), None)
@@ -227,7 +228,7 @@ class OrderSaga:
                 }
                 for s in self.planned
             ],
-            "exceptions": list(self.exceptions),
+            "handled": list(self.handled),
         }
 
     @classmethod
@@ -284,7 +285,7 @@ class OrderSaga:
                 )
                 for s in data.get("planned", ())
             ),
-            exceptions=tuple(data.get("exceptions", ())),
+            handled=tuple(data.get("handled", ())),
         )
 
 

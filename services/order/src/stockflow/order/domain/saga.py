@@ -21,6 +21,11 @@ or refused):
                                   -> by the order's exception policy; cancel_remainder: the
                                      units cancelled (line_cancelled, partial release), then
                                      as `_settle` says
+    CONFIRMED, PARTIALLY_SHIPPED  LinesCancelRequested (units waiting in planned shipments)
+                                  -> same (order.lines_cancel_requested to fulfillment); the
+                                     ShipmentShortened / ShipmentCancelled that answer it
+                                     cancel the units dropped, then as `_settle` says
+    any other state               LinesCancelRequested -> refused (order.cancel_refused)
     PARTIALLY_SHIPPED, SHIPPED    Delivered  -> same, or DELIVERED once every shipment arrived
     PARTIALLY_SHIPPED, SHIPPED, DELIVERED  Returned -> same, or RETURNED once all came back
 
@@ -50,6 +55,7 @@ from stockflow.order.domain.messages import (
     AnnounceConfirmed,
     AnnounceDelivered,
     AnnounceLineCancelled,
+    AnnounceLinesCancelRequested,
     AnnounceRejected,
     AnnounceReturned,
     AnnounceShipped,
@@ -61,6 +67,7 @@ from stockflow.order.domain.messages import (
     Delivered,
     Effect,
     InvalidSubmission,
+    LinesCancelRequested,
     Outcome,
     PaymentConfirmed,
     PaymentDeadlinePassed,
@@ -99,6 +106,8 @@ from stockflow.order.domain.model import (
 INVALID_ORDER = "invalid_order"
 PAYMENT_TIMEOUT = "payment_timeout"
 ALREADY_SHIPPED = "already_shipped"
+NOT_CANCELLABLE = "not_cancellable"
+"""A lines-cancel refused: the units are not in a shipment that waits to leave (yet)."""
 NO_STOCK_REPLY = "no_stock_reply"
 SHORT_PICK = "short_pick"
 WAREHOUSE_CANCELLED = "warehouse_cancelled"
@@ -191,8 +200,8 @@ def decide(
             return _on_delivered(step, event)
         case Returned():
             return _on_returned(step, event)
-        case ShipmentPlanned() | ShipmentShortened() | ShipmentCancelled():
-            return _on_shipment_plan_changed(step, event)
+        case ShipmentPlanned() | ShipmentShortened() | ShipmentCancelled() | LinesCancelRequested():
+            return _on_plan_changed(step, event)
         case _:
             assert_never(event)
 
@@ -466,10 +475,12 @@ def _on_returned(step: _Step, event: Returned) -> Decision:
     return step.apply(after, f"return {event.rma_id} received", published)
 
 
-def _on_shipment_plan_changed(
-    step: _Step, event: ShipmentPlanned | ShipmentShortened | ShipmentCancelled
+def _on_plan_changed(
+    step: _Step,
+    event: ShipmentPlanned | ShipmentShortened | ShipmentCancelled | LinesCancelRequested,
 ) -> Decision:
-    """What fulfillment plans before a shipment leaves: created, shortened or cancelled."""
+    """What will ship changes before it leaves: a shipment created, shortened or cancelled;
+    a customer asks to cancel units."""
     match event:
         case ShipmentPlanned():
             return _on_shipment_planned(step, event)
@@ -477,6 +488,8 @@ def _on_shipment_plan_changed(
             return _on_shipment_shortened(step, event)
         case ShipmentCancelled():
             return _on_shipment_cancelled(step, event)
+        case LinesCancelRequested():
+            return _on_lines_cancel_requested(step, event)
         case _:
             assert_never(event)
 
@@ -494,20 +507,26 @@ def _on_shipment_planned(step: _Step, event: ShipmentPlanned) -> Decision:
 
 def _on_shipment_shortened(step: _Step, event: ShipmentShortened) -> Decision:
     saga = step.saga
+    what = f"units dropped from {event.shipment_id}"
     key = f"shortened:{event.shipment_id}"
-    if key in saga.exceptions:
-        return step.ignore(f"duplicate short pick of shipment {event.shipment_id}")
+    if event.cancel_request_id:
+        key += f":{event.cancel_request_id}"
+    if key in saga.handled:
+        return step.ignore(f"duplicate report of {what}")
     if saga.state not in (OrderState.CONFIRMED, OrderState.PARTIALLY_SHIPPED):
-        return step.ignore(f"short pick of {event.shipment_id} ignored in state {saga.state}")
+        return step.ignore(f"{what} ignored in state {saga.state}")
     quantities = _sum_by_line(event.removed)
     problem = _quantity_problem(saga, quantities, lambda line: line.outstanding)
     if problem:
-        return step.refuse(f"short pick of {event.shipment_id} refused: {problem}")
+        return step.refuse(f"{what} refused: {problem}")
     planned = tuple(
         replace(s, lines=_less(s.lines, quantities)) if s.shipment_id == event.shipment_id else s
         for s in saga.planned
     )
-    noted = replace(saga, planned=planned, exceptions=(*saga.exceptions, key))
+    noted = replace(saga, planned=planned, handled=(*saga.handled, key))
+    if event.cancel_request_id:
+        dropped = _Dropped(event.location, quantities, not_found=False, reason=event.reason)
+        return _cancel_units(step, noted, dropped)
     dropped = _Dropped(event.location, quantities, not_found=True, reason=SHORT_PICK)
     return _drop_units(step, noted, dropped)
 
@@ -515,7 +534,7 @@ def _on_shipment_shortened(step: _Step, event: ShipmentShortened) -> Decision:
 def _on_shipment_cancelled(step: _Step, event: ShipmentCancelled) -> Decision:
     saga = step.saga
     key = f"cancelled:{event.shipment_id}"
-    if key in saga.exceptions:
+    if key in saga.handled:
         return step.ignore(f"duplicate cancel of shipment {event.shipment_id}")
     if saga.state not in (OrderState.CONFIRMED, OrderState.PARTIALLY_SHIPPED):
         # The order's own cancel cancels its shipments: nothing more to do.
@@ -526,14 +545,46 @@ def _on_shipment_cancelled(step: _Step, event: ShipmentCancelled) -> Decision:
     noted = replace(
         saga,
         planned=tuple(s for s in saga.planned if s.shipment_id != event.shipment_id),
-        exceptions=(*saga.exceptions, key),
+        handled=(*saga.handled, key),
     )
     quantities = _sum_by_line(planned.lines)
     problem = _quantity_problem(saga, quantities, lambda line: line.outstanding)
     if problem:
         return step.refuse(f"cancel of shipment {event.shipment_id} refused: {problem}")
+    if event.cancel_request_id:
+        dropped = _Dropped(planned.location, quantities, not_found=False, reason=event.reason)
+        return _cancel_units(step, noted, dropped)
     dropped = _Dropped(planned.location, quantities, not_found=False, reason=WAREHOUSE_CANCELLED)
     return _drop_units(step, noted, dropped)
+
+
+def _on_lines_cancel_requested(step: _Step, event: LinesCancelRequested) -> Decision:
+    """Units that wait in a planned shipment may be cancelled: fulfillment drops them from
+    shipments that have not left and reports it (shortened or cancelled, with the request id),
+    and only then are they cancelled. Units fulfillment could not drop ship as planned."""
+    saga = step.saga
+    key = f"cancel:{event.request_id}"
+    if key in saga.handled:
+        return step.ignore(f"duplicate lines cancel request {event.request_id}")
+    if saga.state not in (OrderState.CONFIRMED, OrderState.PARTIALLY_SHIPPED):
+        reason = ALREADY_SHIPPED if saga.state in SHIPPING_STARTED else NOT_CANCELLABLE
+        refused = AnnounceCancelRefused(saga.order_id, reason, event.reason)
+        return step.refuse(f"lines cancel refused: order is {saga.state}", refused)
+    quantities = _sum_by_line(event.lines)
+    problem = _quantity_problem(saga, quantities, lambda line: _waiting_to_ship(saga, line))
+    if problem:
+        refused = AnnounceCancelRefused(saga.order_id, NOT_CANCELLABLE, event.reason)
+        return step.refuse(f"lines cancel refused: {problem} in a waiting shipment", refused)
+    asked = AnnounceLinesCancelRequested(
+        saga.order_id, event.request_id, _shipped_units(saga, quantities), event.reason
+    )
+    noted = replace(saga, handled=(*saga.handled, key))
+    return step.apply(noted, f"lines cancel {event.request_id} sent to fulfillment", asked)
+
+
+def _waiting_to_ship(saga: OrderSaga, line: SagaLine) -> int:
+    """Units of `line` in shipments fulfillment created that have not left."""
+    return sum(q.quantity for s in saga.planned for q in s.lines if q.line_id == line.line_id)
 
 
 @dataclass(frozen=True)
