@@ -214,3 +214,52 @@ async def test_a_shipment_the_warehouse_cancels_cancels_the_order_and_frees_its_
     assert (int(totals["on_hand"]), int(totals["available"])) == (5, 5)
     violations = await check_system(infra.admin_database_url, settle_seconds=0)
     assert [v for v in violations if order_id in v.subject or sku in v.subject] == []
+
+
+async def test_a_customer_cancels_a_unit_before_picking_and_the_rest_ships_and_ends_delivered(
+    system, producer, infra
+):
+    sku = f"LC{uuid.uuid4().hex[:6].upper()}"
+    order_id = f"o-lcancel-{sku.lower()}"
+    await stocked(system, producer, sku, 10)
+    payload = order_payload(order_id, [(sku, 3)], prices={sku: Decimal("25.00")})
+    await send(producer, CheckoutOrderSubmitted.model_validate(payload))
+    await order_in(system, order_id, "confirmed")
+
+    async with (
+        httpx.AsyncClient(base_url=system.url("fulfillment"), headers=ADMIN, timeout=15) as api,
+        httpx.AsyncClient(base_url=system.url("order"), headers=ADMIN, timeout=15) as orders,
+    ):
+        warehouse = Warehouse(api)
+        [shipment] = await warehouse.shipments(order_id)
+
+        async def accepted():
+            response = await orders.post(
+                f"/orders/{order_id}/line-cancellations",
+                json={"request_id": "REQ-1", "lines": [{"line_id": "L1", "quantity": 1}]},
+                headers={"Idempotency-Key": f"cancel-{order_id}"},
+            )
+            return response.status_code == 202  # 409 until the order heard of the shipment
+
+        await eventually(accepted, "the lines cancel accepted")
+
+        async def dropped():
+            current = (await api.get(f"/shipments/{shipment['shipment_id']}")).json()
+            return current["lines"][0]["quantity"] == 2
+
+        await eventually(dropped, "fulfillment dropped the cancelled unit")
+        await warehouse.pick(shipment["shipment_id"], {sku: 2})
+        await warehouse.ship_and_deliver(shipment["shipment_id"])
+
+    order = await order_in(system, order_id, "delivered")
+    assert (order["lines"][0]["shipped"], order["lines"][0]["cancelled"]) == (2, 1)
+
+    async def settled():
+        totals = await level(system, sku)
+        return totals if int(totals["reserved"]) == 0 and int(totals["on_hand"]) == 8 else None
+
+    totals = await eventually(settled, "stock settled: 2 shipped, 1 back on sale")
+    assert int(totals["available"]) == 8
+    assert await revenue_of(system, order_id, Decimal("50.00")) == Decimal("50.00")
+    violations = await check_system(infra.admin_database_url, settle_seconds=0)
+    assert [v for v in violations if order_id in v.subject or sku in v.subject] == []

@@ -609,6 +609,95 @@ async def test_a_warehouse_cancel_of_the_only_shipment_cancels_the_order_and_its
         await order_state(client, order_id, "cancelled")
 
 
+async def confirmed_with_a_planned_shipment(producer, seen, order_id: str) -> None:
+    await Checkout(producer).submit(submission(order_id))
+    await seen.wait(COMMANDS, order_id, "stock.reserve.requested.v1")
+    await reply(producer, reserved_in_full(order_id, FULL))
+    await seen.wait(ORDERS, order_id, "order.confirmed.v1")
+    await reply(producer, shipment_created(order_id, "S1", FULL))
+
+
+async def test_a_lines_cancel_from_checkout_goes_to_fulfillment_and_what_it_drops_is_cancelled(
+    run_service, producer, watch
+) -> None:
+    order_id = new_order_id()
+    async with run_service("order") as (_app, client), watch(COMMANDS, ORDERS) as seen:
+        await confirmed_with_a_planned_shipment(producer, seen, order_id)
+        request = {
+            "order_id": order_id,
+            "request_id": "REQ-1",
+            "lines": [{"line_id": "L1", "quantity": 1}],
+            "reason": "changed my mind",
+        }
+        checkout = Checkout(producer)
+        await checkout.send("checkout.order.lines_cancel_requested.v1", request)
+        await checkout.send("checkout.order.lines_cancel_requested.v1", request)  # a retry
+        [asked] = await seen.wait(ORDERS, order_id, "order.lines_cancel_requested.v1")
+        assert asked.data["request_id"] == "REQ-1"
+        assert asked.data["lines"] == [{"line_id": "L1", "sku": "SKU-A", "quantity": 1}]
+
+        dropped = wire.ShipmentShortened(
+            shipment_id="S1",
+            order_id=order_id,
+            location="WH1",
+            removed=[{"line_id": "L1", "sku": "SKU-A", "quantity": 1}],
+            reason="changed my mind",
+            cancel_request_id="REQ-1",
+        )
+        await reply(producer, dropped)
+        [release] = await seen.wait(COMMANDS, order_id, "stock.release.requested.v1")
+        assert release.data["lines"] == [
+            {"line_id": "L1", "sku": "SKU-A", "location": "WH1", "quantity": 1, "not_found": False}
+        ]
+        [cancelled] = await seen.wait(ORDERS, order_id, "order.line_cancelled.v1")
+        assert (cancelled.data["reason"], cancelled.data["remaining"]) == ("changed my mind", 1)
+        await seen.idle(0.5)
+        assert len(seen.matching(ORDERS, order_id, "order.lines_cancel_requested.v1")) == 1
+        order = await order_state(client, order_id, "confirmed")
+        assert order["lines"][0]["cancelled"] == 1
+
+
+async def test_the_http_lines_cancel_answers_by_outcome_and_honours_idempotency_key(
+    run_service, producer, watch
+) -> None:
+    order_id = new_order_id()
+    async with run_service("order") as (_app, client), watch(COMMANDS, ORDERS) as seen:
+        await confirmed_with_a_planned_shipment(producer, seen, order_id)
+        await order_state(client, order_id, "confirmed")
+        path = f"/orders/{order_id}/line-cancellations"
+        body = {"request_id": "REQ-H", "lines": [{"line_id": "L2", "quantity": 1}]}
+
+        assert (await client.post(path, json=body, headers=READ)).status_code == 403
+        for _ in range(50):  # until the order heard of its shipment
+            first = await client.post(path, json=body, headers=ADMIN | {"Idempotency-Key": "k1"})
+            if first.status_code != 409:
+                break
+            await asyncio.sleep(0.1)
+        assert first.status_code == 202, first.text
+        assert first.json()["outcome"] == "requested"
+        replay = await client.post(path, json=body, headers=ADMIN | {"Idempotency-Key": "k1"})
+        assert replay.json() == first.json() and replay.headers["Idempotent-Replayed"] == "true"
+        again = await client.post(path, json=body, headers=ADMIN)
+        assert (again.status_code, again.json()["outcome"]) == (200, "duplicate")
+
+        too_many = {"request_id": "REQ-X", "lines": [{"line_id": "L1", "quantity": 3}]}
+        refused = await client.post(path, json=too_many, headers=ADMIN)
+        assert refused.status_code == 409 and "exceed" in refused.json()["detail"]
+        [answer] = await seen.wait(ORDERS, order_id, "order.cancel_refused.v1")
+        assert answer.data["reason"] == "not_cancellable"
+
+        twice = {"lines": [{"line_id": "L1", "quantity": 1}, {"line_id": "L1", "quantity": 1}]}
+        bad = await client.post(path, json=twice, headers=ADMIN)
+        assert bad.status_code == 422 and bad.json()["detail"].startswith("lines")
+        zero = await client.post(
+            path, json={"lines": [{"line_id": "L1", "quantity": 0}]}, headers=ADMIN
+        )
+        assert zero.status_code == 422 and "quantity" in zero.text
+        unknown = await client.post("/orders/nobody/line-cancellations", json=body, headers=ADMIN)
+        assert unknown.status_code == 404
+        await seen.wait(ORDERS, order_id, "order.lines_cancel_requested.v1")
+
+
 async def test_payment_deadline_cancels_and_a_late_payment_never_revives(
     run_service, producer, watch, service_with
 ) -> None:
