@@ -18,7 +18,15 @@ from pydantic import BaseModel, Field, ValidationError
 from stockflow.contracts import events as wire
 from stockflow.contracts.types import Identifier, ShortText
 from stockflow.order import store, usecases
-from stockflow.order.domain import DEFAULT_POLICY, SETTLED_STATES, OrderSaga, OrderState, Outcome
+from stockflow.order.domain import (
+    DEFAULT_POLICY,
+    SETTLED_STATES,
+    LineQuantity,
+    OrderSaga,
+    OrderState,
+    Outcome,
+    SagaLine,
+)
 from stockflow.runtime.http import idempotent_write, require_role
 from stockflow.runtime.outbox import UnitOfWork
 
@@ -128,24 +136,7 @@ async def get_order(request: Request, order_id: str) -> dict[str, Any]:
         "fulfillment_exception_policy": saga.exception_policy.value,
         "reserve_attempts": saga.reserve_attempts,
         "shipping_address": row["shipping_address"],
-        "lines": [
-            {
-                "line_id": line.line_id,
-                "sku": line.sku,
-                "quantity": line.quantity,
-                "unit_price": str(line.unit_price),
-                "reserved": line.reserved,
-                "backordered": line.backordered,
-                "untracked": line.untracked,
-                "shipped": line.shipped,
-                "returned": line.returned,
-                "cancelled": line.cancelled,
-                "allocations": [
-                    {"location": a.location, "quantity": a.quantity} for a in line.allocations
-                ],
-            }
-            for line in saga.lines
-        ],
+        "lines": [_line_view(line) for line in saga.lines],
         "shipments": [
             {
                 "shipment_id": s.shipment_id,
@@ -156,17 +147,33 @@ async def get_order(request: Request, order_id: str) -> dict[str, Any]:
             for s in saga.shipments
         ],
         "planned_shipments": [
-            {
-                "shipment_id": s.shipment_id,
-                "location": s.location,
-                "lines": [{"line_id": q.line_id, "quantity": q.quantity} for q in s.lines],
-            }
+            {"shipment_id": s.shipment_id, "location": s.location, "lines": _quantities(s.lines)}
             for s in saga.planned
         ],
         "returns": list(saga.return_ids),
         "timers": [dict(t) for t in timers],
         "timeline": [dict(entry) for entry in timeline],
     }
+
+
+def _line_view(line: SagaLine) -> dict[str, Any]:
+    return {
+        "line_id": line.line_id,
+        "sku": line.sku,
+        "quantity": line.quantity,
+        "unit_price": str(line.unit_price),
+        "reserved": line.reserved,
+        "backordered": line.backordered,
+        "untracked": line.untracked,
+        "shipped": line.shipped,
+        "returned": line.returned,
+        "cancelled": line.cancelled,
+        "allocations": [{"location": a.location, "quantity": a.quantity} for a in line.allocations],
+    }
+
+
+def _quantities(lines: tuple[LineQuantity, ...]) -> list[dict[str, Any]]:
+    return [{"line_id": q.line_id, "quantity": q.quantity} for q in lines]
 
 
 class LinesCancel(BaseModel):
