@@ -106,9 +106,11 @@ class Warehouse:
 
         return await eventually(planned, f"a shipment of {order_id}")
 
-    async def pick(self, shipment_id: str, found: dict[str, int]) -> dict:
+    async def pick(
+        self, shipment_id: str, found: dict[str, int], location: str = WAREHOUSE
+    ) -> dict:
         pick_list = await self.post(
-            "/pick-lists", {"location": WAREHOUSE, "shipment_ids": [shipment_id]}
+            "/pick-lists", {"location": location, "shipment_ids": [shipment_id]}
         )
         return await self.post(f"/pick-lists/{pick_list['pick_list_id']}/confirm", {"found": found})
 
@@ -261,5 +263,58 @@ async def test_a_customer_cancels_a_unit_before_picking_and_the_rest_ships_and_e
     totals = await eventually(settled, "stock settled: 2 shipped, 1 back on sale")
     assert int(totals["available"]) == 8
     assert await revenue_of(system, order_id, Decimal("50.00")) == Decimal("50.00")
+    violations = await check_system(infra.admin_database_url, settle_seconds=0)
+    assert [v for v in violations if order_id in v.subject or sku in v.subject] == []
+
+
+async def test_a_short_pick_under_reallocate_ships_the_missing_unit_from_another_warehouse(
+    system, producer, infra
+):
+    sku = f"RA{uuid.uuid4().hex[:6].upper()}"
+    order_id = f"o-realloc-{sku.lower()}"
+    await send(producer, variant(sku))
+    await send(producer, goods_received(sku, WAREHOUSE, 3, unit_cost="4.00", currency="USD"))
+    await send(producer, goods_received(sku, "WH-WEST", 5, unit_cost="4.00", currency="USD"))
+
+    async def received():
+        return int((await level(system, sku)).get("on_hand", 0)) == 8
+
+    await eventually(received, f"stock received 8 of {sku}")
+    payload = order_payload(order_id, [(sku, 3)], prices={sku: Decimal("25.00")})
+    payload["fulfillment_exception_policy"] = "reallocate"
+    await send(producer, CheckoutOrderSubmitted.model_validate(payload))
+    await order_in(system, order_id, "confirmed")
+
+    async with httpx.AsyncClient(
+        base_url=system.url("fulfillment"), headers=ADMIN, timeout=15
+    ) as api:
+        warehouse = Warehouse(api)
+        [first] = await warehouse.shipments(order_id)
+        assert first["location"] == WAREHOUSE
+        await warehouse.pick(first["shipment_id"], {sku: 2})
+        await warehouse.post(f"/shipments/{first['shipment_id']}/ship-picked")
+        await warehouse.ship_and_deliver(first["shipment_id"])
+
+        async def second_planned():
+            shipments = (await api.get(f"/orders/{order_id}/shipments")).json()["shipments"]
+            return [s for s in shipments if s["shipment_id"] != first["shipment_id"]]
+
+        [second] = await eventually(second_planned, "a second shipment for the missing unit")
+        assert second["location"] == "WH-WEST"
+        assert [(line["sku"], line["quantity"]) for line in second["lines"]] == [(sku, 1)]
+        await warehouse.pick(second["shipment_id"], {sku: 1}, location="WH-WEST")
+        await warehouse.ship_and_deliver(second["shipment_id"])
+
+    order = await order_in(system, order_id, "delivered")
+    assert (order["lines"][0]["shipped"], order["lines"][0]["cancelled"]) == (3, 0)
+
+    async def settled():
+        totals = await level(system, sku)
+        return totals if int(totals["reserved"]) == 0 and int(totals["on_hand"]) == 4 else None
+
+    # 8 - 3 shipped - 1 not found at the first warehouse.
+    totals = await eventually(settled, "stock settled across both warehouses")
+    assert (int(totals["available"]), int(totals["backordered"])) == (4, 0)
+    assert await revenue_of(system, order_id, Decimal("75.00")) == Decimal("75.00")
     violations = await check_system(infra.admin_database_url, settle_seconds=0)
     assert [v for v in violations if order_id in v.subject or sku in v.subject] == []

@@ -37,6 +37,7 @@ from stockflow.order.domain import (
     Decision,
     Delivered,
     Effect,
+    FulfillmentExceptionPolicy,
     HeldAtLocation,
     InvalidSubmission,
     LineQuantity,
@@ -1034,8 +1035,10 @@ def test_units_not_held_at_the_location_are_cancelled_without_a_release() -> Non
 
 def test_the_order_keeps_the_merchant_default_or_its_own_exception_policy() -> None:
     assert started().exception_policy is DEFAULT_POLICY.exception_policy
-    chosen = started(fulfillment_exception_policy="cancel_remainder")
-    assert chosen.exception_policy.value == "cancel_remainder"
+    chosen = started(fulfillment_exception_policy="reallocate")
+    assert chosen.exception_policy.value == "reallocate"
+    merchant = SagaPolicy(exception_policy=FulfillmentExceptionPolicy.REALLOCATE)
+    assert submit(None, order(), "e", T0, merchant).saga.exception_policy.value == "reallocate"
 
 
 def test_an_order_with_cancelled_units_is_fully_returned_once_all_that_shipped_came_back() -> None:
@@ -1062,6 +1065,47 @@ def test_a_saga_stored_before_warehouse_exceptions_existed_still_loads() -> None
     for line in data["lines"]:
         del line["cancelled"]
     assert OrderSaga.from_dict(data) == confirmed()
+
+
+def reallocating(**overrides: Any) -> OrderSaga:
+    return run(confirmed(fulfillment_exception_policy="reallocate", **overrides), S1_PLANNED)
+
+
+def test_reallocate_puts_units_not_found_back_on_the_lines_backorder() -> None:
+    decision = decide(reallocating(), SHORT_ONE, LATER)
+    assert the_event(decision, RequestRelease) == RequestRelease(
+        "ord-1",
+        "short_pick",
+        (ReleaseUnits("L1", "SKU-A", "WH1", 1, not_found=True, backorder=True),),
+    )
+    line = decision.saga.line("L1")
+    assert line is not None
+    assert (line.backordered, line.cancelled, line.allocations) == (
+        1,
+        0,
+        (HeldAtLocation("WH1", 2),),
+    )
+    assert events(decision) == [] and decision.saga.state is OrderState.CONFIRMED
+
+
+def test_reallocated_units_ship_later_as_a_new_shipment_and_the_order_ends_delivered() -> None:
+    saga = run(reallocating(), SHORT_ONE, WHAT_WAS_PICKED, Delivered("d1", "S1"))
+    assert saga.state is OrderState.PARTIALLY_SHIPPED
+    filled = decide(saga, BackorderFilled("b1", "L1", "WH2", 1), LATER)
+    assert the_event(filled, AnnounceBackorderFilled).location == "WH2"
+    saga = run(
+        filled.saga,
+        ShipmentPlanned("c2", "S2", "WH2", (LineQuantity("L1", 1),)),
+        Shipped("s2", "S2", (LineQuantity("L1", 1),)),
+        Delivered("d2", "S2"),
+    )
+    assert saga.state is OrderState.DELIVERED
+
+
+def test_reallocate_cancels_instead_when_the_order_refuses_backorders() -> None:
+    decision = decide(reallocating(backorder_policy="reject"), SHORT_ONE, LATER)
+    assert the_event(decision, AnnounceLineCancelled).reason == "short_pick"
+    assert the_event(decision, RequestRelease).lines[0].backorder is False
 
 
 # --- lines cancelled by the customer or support ----------------------------------------------

@@ -69,6 +69,22 @@ class InMemoryReservations(store.ReservationStore):
     async def release_hold(self, order_id: str, hold: HeldUnits, quantity: int) -> None:
         self.held[(order_id, hold.line_id, hold.sku, hold.location)] -= quantity
 
+    async def queue_again(self, order_id: str, units: HeldUnits) -> str:
+        for row in self.backorders:
+            if (row["order_id"], row["line_id"], row["sku"]) == (
+                order_id,
+                units.line_id,
+                units.sku,
+            ):
+                row["quantity"] += units.quantity
+                row["open"] += units.quantity
+                return row["location"]
+        new = store.NewBackorder(
+            order_id, units.line_id, units.sku, units.location, units.quantity, 0
+        )
+        await self.insert_backorders([new])
+        return units.location
+
     async def insert_backorders(self, backorders: Sequence[store.NewBackorder]) -> None:
         for new in backorders:
             row = new.__dict__ | {"id": len(self.backorders) + 1, "open": new.quantity}
@@ -275,6 +291,44 @@ async def test_units_not_found_at_a_short_pick_leave_on_hand_and_are_never_offer
     [adjustment] = [r.movement for r in batch.book.recorded if r.movement.kind == "adjustment"]
     assert (adjustment.quantity, adjustment.reason) == (-1, "not_found_at_pick")
     assert not [e for e in uow.published if isinstance(e, wire.BackorderAllocated)]
+
+
+def release_again(line_id: str, sku: str, location: str, quantity: int) -> list[wire.ReleaseLine]:
+    return [
+        wire.ReleaseLine(
+            line_id=line_id,
+            sku=sku,
+            location=location,
+            quantity=quantity,
+            not_found=True,
+            backorder=True,
+        )
+    ]
+
+
+async def test_units_not_found_and_queued_again_are_served_at_once_from_another_location():
+    batch, rows = batch_over({("A", "WH-1"): 3, ("A", "WH-2"): 5})
+    uow = RecordingUnitOfWork()
+    await reserve(batch, uow, reserve_command("O1", ("A", 3)))
+    await batch.holds.release_lines(uow, "O1", release_again("1", "A", "WH-1", 1), "short")
+    allocated = uow.last(wire.BackorderAllocated)
+    assert (allocated.line_id, allocated.location, allocated.quantity) == ("1", "WH-2", 1)
+    assert allocated.remaining_backordered == 0
+    one, two = batch.book.level("A", "WH-1"), batch.book.level("A", "WH-2")
+    assert (one.on_hand, one.reserved, one.backordered) == (2, 2, 0)
+    assert (two.on_hand, two.reserved, two.available) == (5, 1, 4)
+    assert rows.held[("O1", "1", "A", "WH-2")] == 1
+
+
+async def test_units_queued_again_with_no_stock_anywhere_wait_on_the_lines_backorder():
+    batch, rows = batch_over({("A", "WH-1"): 3})
+    uow = RecordingUnitOfWork()
+    await reserve(batch, uow, reserve_command("O1", ("A", 3)))
+    await batch.holds.release_lines(uow, "O1", release_again("1", "A", "WH-1", 1), "short")
+    assert not [e for e in uow.published if isinstance(e, wire.BackorderAllocated)]
+    level = batch.book.level("A", "WH-1")
+    assert (level.on_hand, level.reserved, level.backordered, level.available) == (2, 2, 1, 0)
+    assert [(b["order_id"], b["line_id"], b["open"]) for b in rows.backorders] == [("O1", "1", 1)]
 
 
 async def test_a_partial_release_never_frees_more_than_the_line_holds_there():

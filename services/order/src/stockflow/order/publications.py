@@ -62,6 +62,7 @@ def release_reservation(
             location=unit.location,
             quantity=unit.quantity,
             not_found=unit.not_found,
+            backorder=unit.backorder,
         )
         for unit in effect.lines
     ]

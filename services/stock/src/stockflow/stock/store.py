@@ -563,6 +563,22 @@ class ReservationStore:
             quantity,
         )
 
+    async def queue_again(self, order_id: str, units: HeldUnits) -> str:
+        """Put `units` of a line back on its backorder (one row per order line and sku: an
+        existing row grows and keeps its place in the queue); returns where it waits."""
+        location: str = await self.conn.fetchval(
+            "INSERT INTO backorders (order_id, line_id, sku, location, quantity, open) "
+            "VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (order_id, line_id, sku) DO UPDATE "
+            "SET quantity = backorders.quantity + EXCLUDED.quantity, "
+            "open = backorders.open + EXCLUDED.open RETURNING location",
+            order_id,
+            units.line_id,
+            units.sku,
+            units.location,
+            units.quantity,
+        )
+        return location
+
     async def insert_backorders(self, backorders: Sequence[NewBackorder]) -> None:
         await self.conn.execute(
             "INSERT INTO backorders (order_id, line_id, sku, location, quantity, open, "

@@ -22,7 +22,7 @@ from stockflow.contracts.types import Currency, Identifier, ShortText, Timestamp
 
 TOPIC = "checkout.orders.v1"
 
-FulfillmentExceptionPolicy = Literal["cancel_remainder"]
+FulfillmentExceptionPolicy = Literal["cancel_remainder", "reallocate"]
 
 MAX_LINE_QUANTITY = 10_000
 """Most units of one checkout line.
@@ -103,8 +103,11 @@ class CheckoutOrderSubmitted(Event):
         default=None,
         description="What to do with units a warehouse cannot ship (short pick, shipment "
         "cancelled by the warehouse): cancel_remainder cancels them (the customer is told "
-        "with order.line_cancelled.v1, the reservation released). None: the merchant's "
-        "default (STOCKFLOW_ORDER_FULFILLMENT_EXCEPTION_POLICY).",
+        "with order.line_cancelled.v1, the reservation released); reallocate releases them "
+        "and puts them back on the line's backorder, served at once from any location with "
+        "stock, else when goods arrive (order.backorder.allocated.v1 each time; an order "
+        "refusing backorders is cancelled instead). None: the merchant's default "
+        "(STOCKFLOW_ORDER_FULFILLMENT_EXCEPTION_POLICY).",
     )
 
     @field_validator("lines")

@@ -79,10 +79,13 @@ class ReleaseLine(LocatedLine):
 
     `not_found`: the picker did not find them on the shelf (a short pick). Stock takes them off
     on hand as well (an `adjustment`, until a count says otherwise), so units that are not
-    there are never offered for sale again.
+    there are never offered for sale again. `backorder`: the line still wants them; stock
+    queues them as a backorder of the line, served at once from any location that has them
+    (`stock.backorder.allocated.v1`), else when goods arrive.
     """
 
     not_found: StrictBool = False
+    backorder: StrictBool = False
 
 
 @register

@@ -234,13 +234,15 @@ class RequestReservation:
 
 @dataclass(frozen=True)
 class ReleaseUnits:
-    """Units of a line held at a location; `not_found` when the picker did not find them."""
+    """Units of a line held at a location; `not_found` when the picker did not find them;
+    `backorder` when the line waits for them again (stock queues them)."""
 
     line_id: str
     sku: str
     location: str
     quantity: int
     not_found: bool = False
+    backorder: bool = False
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,10 @@ class FulfillmentExceptionPolicy(StrEnum):
 
     CANCEL_REMAINDER = "cancel_remainder"
     """The units are cancelled: the customer is told, the reservation released."""
+    REALLOCATE = "reallocate"
+    """The units are released where they were and wait on the line's backorder: stock serves
+    them at once from any location that has them, else when goods arrive; each allocation
+    becomes a new shipment. An order that refuses backorders is cancelled instead."""
 
 
 @dataclass(frozen=True)

@@ -602,8 +602,51 @@ def _drop_units(step: _Step, saga: OrderSaga, dropped: _Dropped) -> Decision:
     match saga.exception_policy:
         case FulfillmentExceptionPolicy.CANCEL_REMAINDER:
             return _cancel_units(step, saga, dropped)
+        case FulfillmentExceptionPolicy.REALLOCATE:
+            return _reallocate_units(step, saga, dropped)
         case _:
             assert_never(saga.exception_policy)
+
+
+def _reallocate_units(step: _Step, saga: OrderSaga, dropped: _Dropped) -> Decision:
+    """Release the units where they were held and put them back on the line's backorder;
+    stock's allocations (BackorderFilled) bring them back, and fulfillment ships each one."""
+    held = {
+        line_id: sum(
+            a.quantity for a in _line(saga, line_id).allocations if a.location == dropped.location
+        )
+        for line_id in dropped.quantities
+    }
+    refuses_backorders = saga.backorder_policy is BackorderPolicy.REJECT
+    if refuses_backorders or any(q > held[i] for i, q in dropped.quantities.items()):
+        # Units the order never heard were allocated there cannot be moved: cancel them all.
+        return _cancel_units(step, saga, dropped)
+    after = saga
+    released = []
+    for line_id, quantity in dropped.quantities.items():
+        line = _line(after, line_id)
+        after = _with_line(
+            after,
+            replace(
+                line,
+                backordered=line.backordered + quantity,
+                allocations=_less_held(line.allocations, dropped.location, quantity),
+            ),
+        )
+        released.append(
+            ReleaseUnits(
+                line_id, line.sku, dropped.location, quantity, dropped.not_found, backorder=True
+            )
+        )
+    release = RequestRelease(saga.order_id, dropped.reason, tuple(released))
+    summary = ", ".join(f"{q} of line {line_id}" for line_id, q in dropped.quantities.items())
+    return step.apply(after, f"{dropped.reason}: {summary} back on backorder", release)
+
+
+def _line(saga: OrderSaga, line_id: str) -> SagaLine:
+    line = saga.line(line_id)
+    assert line is not None  # the caller checked every line id
+    return line
 
 
 def _cancel_units(step: _Step, saga: OrderSaga, dropped: _Dropped) -> Decision:

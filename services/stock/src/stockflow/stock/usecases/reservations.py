@@ -146,10 +146,11 @@ class OrderHolds:
     ) -> None:
         """Free only these units (at most what each line holds there). Units `not_found` at a
         short pick also leave on hand (an adjustment), so they are never sold again; the
-        others serve the backorder queue first. The reservation stays open for the rest."""
+        others serve the backorder queue first. Lines to `backorder` join the queue again, so
+        any location with stock serves them now. The reservation stays open for the rest."""
         outcome = release_outcome(self.status(order_id), self._holds_any(order_id, lines))
         freed: list[HeldUnits] = []
-        on_shelf: set[tuple[str, str]] = set()
+        to_serve: set[tuple[str, str]] = set()
         if outcome is ReleaseOutcome.RELEASED:
             for line in lines:
                 parts = self.components.get(line.sku) or (BundleComponent(line.sku, 1),)
@@ -157,12 +158,28 @@ class OrderHolds:
                     released = self._release_part(order_id, (part, line), cause)
                     freed += released
                     if not line.not_found:
-                        on_shelf |= {(h.sku, h.location) for h in released}
+                        to_serve |= {(h.sku, h.location) for h in released}
+                    if line.backorder:
+                        to_serve |= await self._queue_again(order_id, released, cause)
             for held in freed:
                 await self.rows.release_hold(order_id, held, held.quantity)
-            for where in sorted(on_shelf):
+            for where in sorted(to_serve):
                 await serve_waiting_backorders(uow, self.book, where, cause, self.rows)
         uow.publish(wire.StockReleased(order_id=order_id, outcome=outcome, lines=_located(freed)))
+
+    async def _queue_again(
+        self, order_id: str, released: Sequence[HeldUnits], cause: str
+    ) -> set[tuple[str, str]]:
+        """Queue released units as a backorder of their line (where the line's backorder
+        waits, if it has one; else where they were held); return every location of their
+        skus, where available units may serve the queue now."""
+        for held in released:
+            waits_at = await self.rows.queue_again(order_id, held)
+            self.book.move_for_order(
+                MovementKind.BACKORDER_OPENED, (held.sku, waits_at), held.quantity, order_id, cause
+            )
+        skus = {held.sku for held in released}
+        return {(sku, location) for sku in skus for location in self.book.locations_of(sku)}
 
     def _holds_any(self, order_id: str, lines: Sequence[wire.ReleaseLine]) -> bool:
         wanted = {(line.line_id, line.location) for line in lines}
