@@ -20,7 +20,8 @@ or refused):
     CONFIRMED, PARTIALLY_SHIPPED  ShipmentShortened, ShipmentCancelled (by the warehouse)
                                   -> by the order's exception policy; cancel_remainder: the
                                      units cancelled (line_cancelled, partial release), then
-                                     as `_settle` says
+                                     as `_settle` says; reallocate: same state, the units
+                                     released and backordered again (BackorderFilled later)
     CONFIRMED, PARTIALLY_SHIPPED  LinesCancelRequested (units waiting in planned shipments)
                                   -> same (order.lines_cancel_requested to fulfillment); the
                                      ShipmentShortened / ShipmentCancelled that answer it
