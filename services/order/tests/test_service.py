@@ -556,7 +556,14 @@ async def test_a_short_pick_cancels_the_missing_units_and_the_order_ends_deliver
         [release] = await seen.wait(COMMANDS, order_id, "stock.release.requested.v1")
         assert release.data["reason"] == "short_pick"
         assert release.data["lines"] == [
-            {"line_id": "L1", "sku": "SKU-A", "location": "WH1", "quantity": 1, "not_found": True}
+            {
+                "line_id": "L1",
+                "sku": "SKU-A",
+                "location": "WH1",
+                "quantity": 1,
+                "not_found": True,
+                "backorder": False,
+            }
         ]
         [cancelled] = await seen.wait(ORDERS, order_id, "order.line_cancelled.v1")
         assert (cancelled.data["line_id"], cancelled.data["quantity"]) == ("L1", 1)
@@ -647,7 +654,14 @@ async def test_a_lines_cancel_from_checkout_goes_to_fulfillment_and_what_it_drop
         await reply(producer, dropped)
         [release] = await seen.wait(COMMANDS, order_id, "stock.release.requested.v1")
         assert release.data["lines"] == [
-            {"line_id": "L1", "sku": "SKU-A", "location": "WH1", "quantity": 1, "not_found": False}
+            {
+                "line_id": "L1",
+                "sku": "SKU-A",
+                "location": "WH1",
+                "quantity": 1,
+                "not_found": False,
+                "backorder": False,
+            }
         ]
         [cancelled] = await seen.wait(ORDERS, order_id, "order.line_cancelled.v1")
         assert (cancelled.data["reason"], cancelled.data["remaining"]) == ("changed my mind", 1)
