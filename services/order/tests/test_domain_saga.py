@@ -34,6 +34,7 @@ from stockflow.order.domain import (
     BackorderPolicy,
     CancelRequested,
     CancelTimer,
+    CarrierException,
     Decision,
     Delivered,
     Effect,
@@ -1108,6 +1109,24 @@ def test_reallocate_cancels_instead_when_the_order_refuses_backorders() -> None:
     assert the_event(decision, RequestRelease).lines[0].backorder is False
 
 
+def test_a_carrier_exception_calls_an_operator_once_and_a_later_delivery_still_ends_the_order() -> (
+    None
+):
+    damaged = CarrierException("evt-x", "S1", "parcel damaged")
+    decision = decide(shipped(), damaged, LATER)
+    assert decision.changed and decision.saga.state is OrderState.SHIPPED
+    assert the_event(decision, AnnounceStuck).reason == "carrier_exception"
+    again = decide(decision.saga, CarrierException("evt-x2", "S1", "still damaged"), LATER)
+    assert_unchanged(decision.saga, again, Outcome.IGNORED)
+    assert run(decision.saga, Delivered("d1", "S1")).state is OrderState.DELIVERED
+
+
+def test_a_carrier_exception_on_an_unknown_shipment_is_refused() -> None:
+    saga = shipped()
+    decision = decide(saga, CarrierException("evt-x", "S9", "lost"), LATER)
+    assert_unchanged(saga, decision, Outcome.REFUSED)
+
+
 # --- lines cancelled by the customer or support ----------------------------------------------
 
 CANCEL_ONE = LinesCancelRequested("evt-lc", "REQ-1", (LineQuantity("L1", 1),), "changed my mind")
@@ -1199,6 +1218,7 @@ EVERY_INPUT: list[SagaInput] = [
     ShipmentCancelled("e", "S1", "damaged in the warehouse"),
     LinesCancelRequested("e", "REQ-7", (LineQuantity("L1", 1),), "customer_request"),
     ShipmentShortened("e", "S1", "WH1", (LineQuantity("L1", 1),), "REQ-7", "customer_request"),
+    CarrierException("e", "S1", "parcel damaged"),
 ]
 
 

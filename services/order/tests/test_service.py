@@ -616,6 +616,36 @@ async def test_a_warehouse_cancel_of_the_only_shipment_cancels_the_order_and_its
         await order_state(client, order_id, "cancelled")
 
 
+async def test_a_carrier_exception_calls_an_operator_once_and_the_order_waits_for_delivery(
+    run_service, producer, watch
+) -> None:
+    order_id = new_order_id()
+    async with run_service("order") as (_app, client), watch(COMMANDS, ORDERS) as seen:
+        await Checkout(producer).submit(submission(order_id))
+        await seen.wait(COMMANDS, order_id, "stock.reserve.requested.v1")
+        await reply(producer, reserved_in_full(order_id, FULL))
+        await seen.wait(ORDERS, order_id, "order.confirmed.v1")
+        await reply(producer, shipment_shipped(order_id, "S1", FULL))
+        await seen.wait(ORDERS, order_id, "order.shipped.v1")
+        for detail in ("parcel damaged", "parcel damaged, returned to depot"):
+            await reply(
+                producer,
+                wire.ShipmentException(shipment_id="S1", order_id=order_id, detail=detail),
+            )
+        [stuck] = await seen.wait(ORDERS, order_id, "order.stuck.v1")
+        assert (stuck.data["reason"], stuck.data["state"]) == ("carrier_exception", "shipped")
+        await reply(
+            producer,
+            wire.ShipmentDelivered(
+                shipment_id="S1", order_id=order_id, delivered_at=datetime.now(UTC)
+            ),
+        )
+        await seen.wait(ORDERS, order_id, "order.delivered.v1")
+        assert len(seen.matching(ORDERS, order_id, "order.stuck.v1")) == 1
+        assert not seen.matching(COMMANDS, order_id, "stock.release.requested.v1")
+        await order_state(client, order_id, "delivered")
+
+
 async def confirmed_with_a_planned_shipment(producer, seen, order_id: str) -> None:
     await Checkout(producer).submit(submission(order_id))
     await seen.wait(COMMANDS, order_id, "stock.reserve.requested.v1")

@@ -34,6 +34,7 @@ FULFILLMENT_EVENTS = {
     wire.ShipmentCancelled.event_type,
     wire.ShipmentShipped.event_type,
     wire.ShipmentDelivered.event_type,
+    wire.ShipmentException.event_type,
     wire.ReturnReceived.event_type,
 }
 

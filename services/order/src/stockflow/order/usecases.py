@@ -51,6 +51,7 @@ FulfillmentEvent = (
     | wire.ShipmentShortened
     | wire.ShipmentCancelled
     | wire.ShipmentDelivered
+    | wire.ShipmentException
     | wire.ReturnReceived
 )
 TIMER_RETRY_DELAY = timedelta(minutes=1)
@@ -424,6 +425,8 @@ def fulfillment_input(event: Event, cause_id: str) -> domain.SagaInput:
         return domain.Shipped(cause_id, event.shipment_id, _quantities(event.lines))
     if isinstance(event, wire.ShipmentDelivered):
         return domain.Delivered(cause_id, event.shipment_id)
+    if isinstance(event, wire.ShipmentException):
+        return domain.CarrierException(cause_id, event.shipment_id, event.detail)
     if isinstance(event, wire.ReturnReceived):
         return domain.Returned(cause_id, event.rma_id, _quantities(event.lines))
     raise TypeError(f"not a fulfillment event the saga takes: {event.event_type}")

@@ -135,6 +135,18 @@ class Delivered:
 
 
 @dataclass(frozen=True)
+class CarrierException:
+    """The carrier reported a problem with a shipment on its way (lost, damaged, undeliverable).
+
+    Not final: a delivered scan may still follow."""
+
+    cause_type: ClassVar[str] = "ShipmentException"
+    cause_id: str
+    shipment_id: str
+    detail: str
+
+
+@dataclass(frozen=True)
 class Returned:
     """A return (RMA) received by fulfillment."""
 
@@ -202,6 +214,7 @@ SagaInput = (
     | BackorderFilled
     | Shipped
     | Delivered
+    | CarrierException
     | Returned
     | ShipmentPlanned
     | ShipmentShortened

@@ -28,6 +28,8 @@ or refused):
                                      cancel the units dropped, then as `_settle` says
     any other state               LinesCancelRequested -> refused (order.cancel_refused)
     PARTIALLY_SHIPPED, SHIPPED    Delivered  -> same, or DELIVERED once every shipment arrived
+    PARTIALLY_SHIPPED, SHIPPED    CarrierException -> same (order.stuck once per shipment: a
+                                     person decides to reship or refund; delivery may follow)
     PARTIALLY_SHIPPED, SHIPPED, DELIVERED  Returned -> same, or RETURNED once all came back
 
 `_settle` ends an order once no unit is left to ship: CANCELLED when every unit was
@@ -64,6 +66,7 @@ from stockflow.order.domain.messages import (
     BackorderFilled,
     CancelRequested,
     CancelTimer,
+    CarrierException,
     Decision,
     Delivered,
     Effect,
@@ -110,6 +113,7 @@ ALREADY_SHIPPED = "already_shipped"
 NOT_CANCELLABLE = "not_cancellable"
 """A lines-cancel refused: the units are not in a shipment that waits to leave (yet)."""
 NO_STOCK_REPLY = "no_stock_reply"
+CARRIER_EXCEPTION = "carrier_exception"
 SHORT_PICK = "short_pick"
 WAREHOUSE_CANCELLED = "warehouse_cancelled"
 SUBMISSION = "OrderSubmitted"
@@ -197,8 +201,8 @@ def decide(
             return _on_backorder_allocated(step, event)
         case Shipped():
             return _on_shipped(step, event)
-        case Delivered():
-            return _on_delivered(step, event)
+        case Delivered() | CarrierException():
+            return _on_carrier_report(step, event)
         case Returned():
             return _on_returned(step, event)
         case ShipmentPlanned() | ShipmentShortened() | ShipmentCancelled() | LinesCancelRequested():
@@ -425,6 +429,36 @@ def _on_shipped(step: _Step, event: Shipped) -> Decision:
         saga.order_id, event.shipment_id, _shipped_units(saga, quantities), fully_shipped
     )
     return step.apply(after, f"shipment {event.shipment_id} shipped", published)
+
+
+def _on_carrier_report(step: _Step, event: Delivered | CarrierException) -> Decision:
+    match event:
+        case Delivered():
+            return _on_delivered(step, event)
+        case CarrierException():
+            return _on_carrier_exception(step, event)
+        case _:
+            assert_never(event)
+
+
+def _on_carrier_exception(step: _Step, event: CarrierException) -> Decision:
+    """The goods left stock and the books already hold them as sold: whether to reship or
+    refund is a person's call, so the order waits for delivery and calls an operator once."""
+    saga = step.saga
+    shipment = saga.shipment(event.shipment_id)
+    if shipment is None:
+        return step.refuse(f"carrier exception on unknown shipment {event.shipment_id}")
+    key = f"exception:{event.shipment_id}"
+    if shipment.delivered or key in saga.handled:
+        return step.ignore(
+            f"carrier exception on {event.shipment_id} already known: {event.detail}"
+        )
+    if saga.state not in (OrderState.PARTIALLY_SHIPPED, OrderState.SHIPPED):
+        return step.ignore(f"carrier exception on {event.shipment_id} in state {saga.state}")
+    alert = AnnounceStuck(saga.order_id, saga.state, 0, CARRIER_EXCEPTION)
+    noted = replace(saga, handled=(*saga.handled, key))
+    note = f"carrier exception on {event.shipment_id}: {event.detail}; an operator decides"
+    return step.apply(noted, note, alert)
 
 
 def _on_delivered(step: _Step, event: Delivered) -> Decision:
