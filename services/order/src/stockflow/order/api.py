@@ -115,6 +115,7 @@ async def get_order(request: Request, order_id: str) -> dict[str, Any]:
         timeline = await store.timeline(conn, order_id)
         shipments = await store.shipments(conn, order_id)
         timers = await store.timers(conn, order_id)
+        etas = await store.backorder_etas(conn, order_id)
     saga = OrderSaga.from_dict(row["saga"])
     carrier = {s["shipment_id"]: dict(s) for s in shipments}
     return {
@@ -136,7 +137,7 @@ async def get_order(request: Request, order_id: str) -> dict[str, Any]:
         "fulfillment_exception_policy": saga.exception_policy.value,
         "reserve_attempts": saga.reserve_attempts,
         "shipping_address": row["shipping_address"],
-        "lines": [_line_view(line) for line in saga.lines],
+        "lines": [_line_json(line, etas) for line in saga.lines],
         "shipments": [
             {
                 "shipment_id": s.shipment_id,
@@ -156,7 +157,8 @@ async def get_order(request: Request, order_id: str) -> dict[str, Any]:
     }
 
 
-def _line_view(line: SagaLine) -> dict[str, Any]:
+def _line_json(line: SagaLine, etas: dict[str, datetime | None]) -> dict[str, Any]:
+    """A line with its progress; a backordered line with the date stock expects it."""
     return {
         "line_id": line.line_id,
         "sku": line.sku,
@@ -164,6 +166,7 @@ def _line_view(line: SagaLine) -> dict[str, Any]:
         "unit_price": str(line.unit_price),
         "reserved": line.reserved,
         "backordered": line.backordered,
+        "expected_date": etas.get(line.line_id) if line.backordered else None,
         "untracked": line.untracked,
         "shipped": line.shipped,
         "returned": line.returned,

@@ -42,6 +42,7 @@ from stockflow.contracts.events.orders import (
     ConfirmedLine,
     OrderAccepted,
     OrderBackorderAllocated,
+    OrderBackorderEtaChanged,
     OrderCancelled,
     OrderCancelRefused,
     OrderConfirmed,
@@ -58,6 +59,7 @@ from stockflow.contracts.events.orders import (
 )
 from stockflow.contracts.events.stock import (
     BackorderAllocated,
+    BackorderEtaChanged,
     CommitReservation,
     InvariantViolated,
     ReleaseLine,
@@ -84,6 +86,7 @@ __all__ = [
     "Address",
     "Allocation",
     "BackorderAllocated",
+    "BackorderEtaChanged",
     "BundleComponent",
     "CancelLine",
     "CatalogVariantRemoved",
@@ -103,6 +106,7 @@ __all__ = [
     "LocatedLine",
     "OrderAccepted",
     "OrderBackorderAllocated",
+    "OrderBackorderEtaChanged",
     "OrderCancelRefused",
     "OrderCancelled",
     "OrderConfirmed",
