@@ -739,7 +739,11 @@ async def test_the_http_lines_cancel_answers_by_outcome_and_honours_idempotency_
         assert zero.status_code == 422 and "quantity" in zero.text
         unknown = await client.post("/orders/nobody/line-cancellations", json=body, headers=ADMIN)
         assert unknown.status_code == 404
-        await seen.wait(ORDERS, order_id, "order.lines_cancel_requested.v1")
+        # No request_id: the Idempotency-Key names the request.
+        keyed = {"lines": [{"line_id": "L1", "quantity": 1}]}
+        by_key = await client.post(path, json=keyed, headers=ADMIN | {"Idempotency-Key": "k2"})
+        assert (by_key.status_code, by_key.json()["request_id"]) == (202, "k2")
+        await seen.wait(ORDERS, order_id, "order.lines_cancel_requested.v1", count=2)
 
 
 async def test_payment_deadline_cancels_and_a_late_payment_never_revives(

@@ -183,7 +183,9 @@ class LinesCancel(BaseModel):
     """Units of lines to cancel before they ship (`request_id`: your id for this request)."""
 
     request_id: Identifier | None = Field(
-        default=None, description="Identifies the request; default: a new one."
+        default=None,
+        description="Identifies the request; default: the Idempotency-Key, else a new one "
+        "(then a retry without either is another request).",
     )
     lines: list[wire.CancelLine] = Field(min_length=1, max_length=wire.MAX_LINES)
     reason: ShortText = "customer_request"
@@ -202,7 +204,9 @@ async def cancel_lines(request: Request, order_id: str, body: LinesCancel) -> JS
     try:
         asked = wire.CheckoutOrderLinesCancelRequested(
             order_id=order_id,
-            request_id=body.request_id or uuid.uuid4().hex,
+            request_id=body.request_id
+            or request.headers.get("idempotency-key")
+            or uuid.uuid4().hex,
             lines=body.lines,
             reason=body.reason,
         )
