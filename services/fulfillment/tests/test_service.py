@@ -28,6 +28,7 @@ from stockflow.contracts.events import (
     OrderBackorderAllocated,
     OrderCancelled,
     OrderConfirmed,
+    OrderLinesCancelRequested,
 )
 from stockflow.fulfillment.domain import is_valid_s10
 
@@ -449,6 +450,48 @@ async def test_cancelled_order_cancels_its_open_shipments(
     ]
     current = (await service.get(f"/shipments/{shipment['shipment_id']}")).json()
     assert current["status"] == "cancelled"
+
+
+async def test_cancelled_lines_are_dropped_from_waiting_shipments_and_reported_with_the_request(
+    service: httpx.AsyncClient, send, events: Events
+) -> None:
+    order_id, east, west = unique("ORD"), unique("E"), unique("W")
+    mug, tea = unique("MUG"), unique("TEA")
+    await send(
+        confirmed(order_id, [("L1", mug, 900, {east: 3}, 0), ("L2", tea, 500, {west: 1}, 0)])
+    )
+    east_shipment, west_shipment = await shipments_of(service, order_id, 2)
+
+    await send(
+        OrderLinesCancelRequested(
+            order_id=order_id,
+            request_id="REQ-1",
+            lines=[
+                {"line_id": "L1", "sku": mug, "quantity": 1},
+                {"line_id": "L2", "sku": tea, "quantity": 1},
+            ],
+            reason="changed my mind",
+        )
+    )
+
+    seen = dict(
+        await events.wait_for(
+            order_id, "fulfillment.shipment.shortened.v1", "fulfillment.shipment.cancelled.v1"
+        )
+    )
+    shortened = seen["fulfillment.shipment.shortened.v1"]
+    assert (shortened.shipment_id, shortened.cancel_request_id) == (
+        east_shipment["shipment_id"],
+        "REQ-1",
+    )
+    assert [(line.line_id, line.quantity) for line in shortened.removed] == [("L1", 1)]
+    cancelled = seen["fulfillment.shipment.cancelled.v1"]
+    assert (cancelled.shipment_id, cancelled.cancel_request_id) == (
+        west_shipment["shipment_id"],
+        "REQ-1",
+    )
+    east_now = (await service.get(f"/shipments/{east_shipment['shipment_id']}")).json()
+    assert [(line["line_id"], line["quantity"]) for line in east_now["lines"]] == [("L1", 2)]
 
 
 async def test_autopilot_ships_and_delivers_without_a_warehouse_person(

@@ -460,6 +460,56 @@ async def test_api_levels_availability_with_a_bundle_count_and_idempotent_receip
         assert [m["kind"] for m in moves] == ["receipt", "adjustment"]
 
 
+async def test_a_partial_release_frees_a_lines_units_and_units_not_found_leave_on_hand(
+    run_service, producer, infra, admin
+):
+    mug = sku_name("MUG")
+    order_id = f"o-part-{RUN}"
+    async with run_service("stock"), Replies(infra) as replies:
+        await catalog(producer, mug)
+        await receipt(producer, mug, "WH-EAST", 10)
+        await until(lambda: _has(admin, mug, "WH-EAST", 10))
+        await send(producer, reserve(order_id, [(mug, 3), (mug, 2)]))
+        await replies.wait(order_id)
+
+        def release(line_id: str, quantity: int, not_found: bool) -> ReleaseReservation:
+            return ReleaseReservation(
+                order_id=order_id,
+                reason="short_pick" if not_found else "customer",
+                lines=[
+                    {
+                        "line_id": line_id,
+                        "sku": mug,
+                        "location": "WH-EAST",
+                        "quantity": quantity,
+                        "not_found": not_found,
+                    }
+                ],
+            )
+
+        await send(producer, release("L1", 1, not_found=True))
+        await send(producer, release("L2", 2, not_found=False))
+        _, lost, cancelled = await replies.wait(order_id, 3)
+        assert [(line.line_id, line.quantity) for line in lost.lines] == [("L1", 1)]
+        assert [(line.line_id, line.quantity) for line in cancelled.lines] == [("L2", 2)]
+        level = (await levels_of(admin, mug))["WH-EAST"]
+        # 1 unit not found left on hand; 2 cancelled units are sellable again; 2 still held.
+        assert (level["on_hand"], level["reserved"], level["available"]) == (9, 2, 7)
+        held = await admin.fetch(
+            "SELECT line_id, quantity, released FROM stock.reservations WHERE order_id = $1 "
+            "ORDER BY line_id",
+            order_id,
+        )
+        assert [tuple(r) for r in held] == [("L1", 2, 1), ("L2", 0, 2)]
+        adjustment = await admin.fetchrow(
+            "SELECT quantity, reason FROM stock.movements WHERE order_id = $1 "
+            "AND kind = 'adjustment'",
+            order_id,
+        )
+        assert tuple(adjustment) == (-1, "not_found_at_pick")
+        await _ledger_explains(admin, mug)
+
+
 async def _ledger_explains(admin, sku: str) -> None:
     """Replaying the sku's movements from zero gives every one of its levels today."""
     rows = await admin.fetch(

@@ -69,6 +69,25 @@ class InMemoryReservations(store.ReservationStore):
     async def commit_hold(self, order_id: str, hold: HeldUnits, quantity: int) -> None:
         self.held[(order_id, hold.line_id, hold.sku, hold.location)] -= quantity
 
+    async def release_hold(self, order_id: str, hold: HeldUnits, quantity: int) -> None:
+        self.held[(order_id, hold.line_id, hold.sku, hold.location)] -= quantity
+
+    async def queue_again(self, order_id: str, units: HeldUnits) -> str:
+        for row in self.backorders:
+            if (row["order_id"], row["line_id"], row["sku"]) == (
+                order_id,
+                units.line_id,
+                units.sku,
+            ):
+                row["quantity"] += units.quantity
+                row["open"] += units.quantity
+                return row["location"]
+        new = store.NewBackorder(
+            order_id, units.line_id, units.sku, units.location, units.quantity, 0
+        )
+        await self.insert_backorders([new])
+        return units.location
+
     async def insert_backorders(self, backorders: Sequence[store.NewBackorder]) -> None:
         for new in backorders:
             row = new.__dict__ | {"id": len(self.backorders) + 1, "open": new.quantity}
@@ -268,6 +287,102 @@ async def test_released_units_serve_a_waiting_backorder_before_anyone_else():
     level = batch.book.level("A", "WH-1")
     assert (level.reserved, level.backordered, level.available) == (2, 0, 1)
     assert rows.held[("WAITER", "1", "A", "WH-1")] == 2
+
+
+def release_lines(*lines: tuple[str, str, str, int, bool]) -> list[wire.ReleaseLine]:
+    return [
+        wire.ReleaseLine(
+            line_id=line_id, sku=sku, location=location, quantity=quantity, not_found=not_found
+        )
+        for line_id, sku, location, quantity, not_found in lines
+    ]
+
+
+async def test_a_partial_release_frees_only_the_lines_units_and_the_rest_stays_held():
+    batch, rows = batch_over({("A", "WH-1"): 5, ("B", "WH-1"): 5})
+    uow = RecordingUnitOfWork()
+    await reserve(batch, uow, reserve_command("O1", ("A", 3), ("B", 2)))
+    wanted = release_lines(("1", "A", "WH-1", 1, False))
+    await batch.holds.release_lines(uow, "O1", wanted, "cancel-line")
+    released = uow.last(wire.StockReleased)
+    assert released.outcome == "released"
+    assert [(line.line_id, line.quantity) for line in released.lines] == [("1", 1)]
+    assert (batch.book.level("A", "WH-1").reserved, batch.book.level("B", "WH-1").reserved) == (
+        2,
+        2,
+    )
+    assert rows.held[("O1", "1", "A", "WH-1")] == 2 and rows.status["O1"] == "held"
+    await batch.holds.commit(uow, shipment("O1", "S1", ("A", "WH-1", 2), ("B", "WH-1", 2)), "s")
+    assert rows.status["O1"] == "committed"
+    assert batch.book.level("A", "WH-1").on_hand == 3
+
+
+async def test_units_not_found_at_a_short_pick_leave_on_hand_and_are_never_offered_again():
+    batch, _ = batch_over({("A", "WH-1"): 3})
+    uow = RecordingUnitOfWork()
+    await reserve(batch, uow, reserve_command("O1", ("A", 3)))
+    await reserve(batch, uow, reserve_command("WAITER", ("A", 1), backorder_policy="allow"))
+    wanted = release_lines(("1", "A", "WH-1", 1, True))
+    await batch.holds.release_lines(uow, "O1", wanted, "short-pick")
+    level = batch.book.level("A", "WH-1")
+    assert (level.on_hand, level.reserved, level.available, level.backordered) == (2, 2, 0, 1)
+    [adjustment] = [r.movement for r in batch.book.recorded if r.movement.kind == "adjustment"]
+    assert (adjustment.quantity, adjustment.reason) == (-1, "not_found_at_pick")
+    assert not [e for e in uow.published if isinstance(e, wire.BackorderAllocated)]
+
+
+def release_again(line_id: str, sku: str, location: str, quantity: int) -> list[wire.ReleaseLine]:
+    return [
+        wire.ReleaseLine(
+            line_id=line_id,
+            sku=sku,
+            location=location,
+            quantity=quantity,
+            not_found=True,
+            backorder=True,
+        )
+    ]
+
+
+async def test_units_not_found_and_queued_again_are_served_at_once_from_another_location():
+    batch, rows = batch_over({("A", "WH-1"): 3, ("A", "WH-2"): 5})
+    uow = RecordingUnitOfWork()
+    await reserve(batch, uow, reserve_command("O1", ("A", 3)))
+    await batch.holds.release_lines(uow, "O1", release_again("1", "A", "WH-1", 1), "short")
+    allocated = uow.last(wire.BackorderAllocated)
+    assert (allocated.line_id, allocated.location, allocated.quantity) == ("1", "WH-2", 1)
+    assert allocated.remaining_backordered == 0
+    one, two = batch.book.level("A", "WH-1"), batch.book.level("A", "WH-2")
+    assert (one.on_hand, one.reserved, one.backordered) == (2, 2, 0)
+    assert (two.on_hand, two.reserved, two.available) == (5, 1, 4)
+    assert rows.held[("O1", "1", "A", "WH-2")] == 1
+
+
+async def test_units_queued_again_with_no_stock_anywhere_wait_on_the_lines_backorder():
+    batch, rows = batch_over({("A", "WH-1"): 3})
+    uow = RecordingUnitOfWork()
+    await reserve(batch, uow, reserve_command("O1", ("A", 3)))
+    await batch.holds.release_lines(uow, "O1", release_again("1", "A", "WH-1", 1), "short")
+    assert not [e for e in uow.published if isinstance(e, wire.BackorderAllocated)]
+    level = batch.book.level("A", "WH-1")
+    assert (level.on_hand, level.reserved, level.backordered, level.available) == (2, 2, 1, 0)
+    assert [(b["order_id"], b["line_id"], b["open"]) for b in rows.backorders] == [("O1", "1", 1)]
+
+
+async def test_a_partial_release_never_frees_more_than_the_line_holds_there():
+    batch, _ = batch_over({("A", "WH-1"): 5})
+    uow = RecordingUnitOfWork()
+    await reserve(batch, uow, reserve_command("O1", ("A", 2), ("A", 2)))
+    await batch.holds.release_lines(
+        uow, "O1", release_lines(("1", "A", "WH-1", 5, False)), "cancel-line"
+    )
+    assert [line.quantity for line in uow.last(wire.StockReleased).lines] == [2]
+    assert batch.book.level("A", "WH-1").reserved == 2
+    await batch.holds.release_lines(
+        uow, "O1", release_lines(("1", "A", "WH-1", 1, False)), "cancel-again"
+    )
+    assert uow.last(wire.StockReleased).lines == []
+    assert batch.book.level("A", "WH-1").reserved == 2
 
 
 async def test_commits_ship_held_units_until_the_order_is_committed_and_repeats_change_nothing():

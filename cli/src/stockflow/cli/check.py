@@ -74,6 +74,39 @@ def reservations_of_terminal_orders(orders_schema: str, settle_seconds: float) -
     )
 
 
+def reservations_beyond_what_is_left_to_ship(
+    orders_schema: str, settle_seconds: float
+) -> Invariant:
+    """Stock holds more units for a line of a live order than the order has left to ship
+    (ordered - shipped - cancelled): units cancelled or lost whose release never came. A
+    bundle line holds its components, so for it only "holds something, nothing left" counts.
+    `{schema}` is the stock schema; terminal orders are `reservations_of_terminal_orders`."""
+    states = ", ".join(f"'{s}'" for s in TERMINAL_ORDER_STATES)
+    return Invariant(
+        "reservations_beyond_what_is_left_to_ship",
+        "stock holds no more for an order line than the order has left to ship",
+        f"""SELECT r.order_id || '/' || r.line_id AS subject,
+                   format('%s holds %s unit(s) (%s); %s left to ship of %s ordered',
+                          o.state, sum(r.quantity),
+                          string_agg(r.sku || '@' || r.location, ', ' ORDER BY r.sku, r.location),
+                          w.left_to_ship, w.sku) AS detail
+            FROM {{schema}}.reservations r
+            JOIN {orders_schema}.orders o USING (order_id)
+            CROSS JOIN LATERAL (
+                SELECT l->>'sku' AS sku,
+                       (l->>'quantity')::int - (l->>'shipped')::int
+                       - coalesce((l->>'cancelled')::int, 0) AS left_to_ship
+                FROM jsonb_array_elements(o.saga->'lines') l
+                WHERE l->>'line_id' = r.line_id
+            ) w
+            WHERE r.quantity > 0 AND o.state NOT IN ({states})
+              AND o.updated_at < now() - make_interval(secs => {float(settle_seconds)!r})
+            GROUP BY r.order_id, r.line_id, o.state, w.sku, w.left_to_ship
+            HAVING coalesce(sum(r.quantity) FILTER (WHERE r.sku = w.sku), 0) > w.left_to_ship
+                OR w.left_to_ship = 0""",
+    )
+
+
 def service_invariants(settle_seconds: float) -> dict[str, tuple[Invariant, ...]]:
     return {
         "stock": stock_invariants.INVARIANTS,
@@ -106,7 +139,10 @@ async def find_system_violations(
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         for service, invariants in service_invariants(settle_seconds).items():
             found += await run_invariants(conn, schemas[service], invariants, limit=limit)
-        cross = [reservations_of_terminal_orders(schemas["order"], settle_seconds)]
+        cross = [
+            reservations_of_terminal_orders(schemas["order"], settle_seconds),
+            reservations_beyond_what_is_left_to_ship(schemas["order"], settle_seconds),
+        ]
         found += await run_invariants(conn, schemas["stock"], cross, limit=limit)
     return found
 

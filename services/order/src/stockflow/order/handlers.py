@@ -20,6 +20,7 @@ log = get_logger(__name__)
 CHECKOUT_EVENTS = {
     wire.CheckoutOrderSubmitted.event_type,
     wire.CheckoutOrderCancelRequested.event_type,
+    wire.CheckoutOrderLinesCancelRequested.event_type,
     wire.CheckoutPaymentConfirmed.event_type,
 }
 STOCK_EVENTS = {
@@ -29,8 +30,12 @@ STOCK_EVENTS = {
     wire.BackorderEtaChanged.event_type,
 }
 FULFILLMENT_EVENTS = {
+    wire.ShipmentCreated.event_type,
+    wire.ShipmentShortened.event_type,
+    wire.ShipmentCancelled.event_type,
     wire.ShipmentShipped.event_type,
     wire.ShipmentDelivered.event_type,
+    wire.ShipmentException.event_type,
     wire.ReturnReceived.event_type,
 }
 
@@ -76,7 +81,7 @@ class OrderHandlers:
         await usecases.apply_eta_changes(uow, moves)
 
     async def on_fulfillment(self, uow: UnitOfWork, batch: list[Inbound]) -> None:
-        """Shipments leaving and arriving, and returns."""
+        """Shipments created, shortened, cancelled, leaving and arriving, and returns."""
         await usecases.apply_fulfillment(uow, batch, self.policy)
 
 

@@ -55,7 +55,47 @@ def reserve_stock(
 def release_reservation(
     effect: domain.RequestRelease, _context: PublicationContext
 ) -> wire.ReleaseReservation:
-    return wire.ReleaseReservation(order_id=effect.order_id, reason=effect.reason)
+    lines = [
+        wire.ReleaseLine(
+            line_id=unit.line_id,
+            sku=unit.sku,
+            location=unit.location,
+            quantity=unit.quantity,
+            not_found=unit.not_found,
+            backorder=unit.backorder,
+        )
+        for unit in effect.lines
+    ]
+    return wire.ReleaseReservation(
+        order_id=effect.order_id, reason=effect.reason, lines=lines or None
+    )
+
+
+def lines_cancel_requested(
+    effect: domain.AnnounceLinesCancelRequested, _context: PublicationContext
+) -> wire.OrderLinesCancelRequested:
+    return wire.OrderLinesCancelRequested(
+        order_id=effect.order_id,
+        request_id=effect.request_id,
+        lines=[
+            wire.LineItem(line_id=unit.line_id, sku=unit.sku, quantity=unit.quantity)
+            for unit in effect.lines
+        ],
+        reason=effect.reason,
+    )
+
+
+def line_cancelled(
+    effect: domain.AnnounceLineCancelled, _context: PublicationContext
+) -> wire.OrderLineCancelled:
+    return wire.OrderLineCancelled(
+        order_id=effect.order_id,
+        line_id=effect.line_id,
+        sku=effect.sku,
+        quantity=effect.quantity,
+        reason=effect.reason,
+        remaining=effect.remaining,
+    )
 
 
 def order_accepted(
@@ -223,6 +263,8 @@ _BUILDERS: dict[type[Any], Callable[[Any, PublicationContext], Event]] = {
     domain.AnnounceRejected: order_rejected,
     domain.AnnounceCancelled: order_cancelled,
     domain.AnnounceCancelRefused: cancel_refused,
+    domain.AnnounceLineCancelled: line_cancelled,
+    domain.AnnounceLinesCancelRequested: lines_cancel_requested,
     domain.AnnounceBackorderFilled: backorder_allocated,
     domain.AnnounceShipped: order_shipped,
     domain.AnnounceDelivered: order_delivered,

@@ -604,6 +604,18 @@ class ReservationStore:
             order_id,
         )
 
+    async def release_hold(self, order_id: str, hold: HeldUnits, quantity: int) -> None:
+        """Give back `quantity` held units of the order's `hold` (a partial release)."""
+        await self.conn.execute(
+            "UPDATE reservations SET quantity = quantity - $5, released = released + $5 "
+            "WHERE order_id = $1 AND line_id = $2 AND sku = $3 AND location = $4",
+            order_id,
+            hold.line_id,
+            hold.sku,
+            hold.location,
+            quantity,
+        )
+
     async def commit_hold(self, order_id: str, hold: HeldUnits, quantity: int) -> None:
         """Turn `quantity` held units of the order's `hold` into committed ones."""
         await self.conn.execute(
@@ -615,6 +627,22 @@ class ReservationStore:
             hold.location,
             quantity,
         )
+
+    async def queue_again(self, order_id: str, units: HeldUnits) -> str:
+        """Put `units` of a line back on its backorder (one row per order line and sku: an
+        existing row grows and keeps its place in the queue); returns where it waits."""
+        location: str = await self.conn.fetchval(
+            "INSERT INTO backorders (order_id, line_id, sku, location, quantity, open) "
+            "VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (order_id, line_id, sku) DO UPDATE "
+            "SET quantity = backorders.quantity + EXCLUDED.quantity, "
+            "open = backorders.open + EXCLUDED.open RETURNING location",
+            order_id,
+            units.line_id,
+            units.sku,
+            units.location,
+            units.quantity,
+        )
+        return location
 
     async def insert_backorders(self, backorders: Sequence[NewBackorder]) -> None:
         await self.conn.execute(

@@ -74,9 +74,24 @@ class ReserveStock(Event):
         return self
 
 
+class ReleaseLine(LocatedLine):
+    """Units of one order line to release at one location.
+
+    `not_found`: the picker did not find them on the shelf (a short pick). Stock takes them off
+    on hand as well (an `adjustment`, until a count says otherwise), so units that are not
+    there are never offered for sale again. `backorder`: the line still wants them; stock
+    queues them as a backorder of the line, served at once from any location that has them
+    (`stock.backorder.allocated.v1`), else when goods arrive.
+    """
+
+    not_found: StrictBool = False
+    backorder: StrictBool = False
+
+
 @register
 class ReleaseReservation(Event):
-    """Release whatever an order holds (cancellation, payment timeout)."""
+    """Release what an order holds: everything (cancellation, payment timeout), or only
+    `lines` (units of a line cancelled, or lost at a short pick)."""
 
     event_type: ClassVar[str] = "stock.release.requested.v1"
     topic: ClassVar[str] = COMMANDS
@@ -84,6 +99,11 @@ class ReleaseReservation(Event):
 
     order_id: Identifier
     reason: ShortText
+    lines: list[ReleaseLine] | None = Field(
+        default=None,
+        max_length=MAX_LINES,
+        description="Only these units (at most what the line holds there); none: everything.",
+    )
 
 
 @register

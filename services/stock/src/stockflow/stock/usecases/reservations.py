@@ -10,7 +10,7 @@ statement per table. Status transitions are decided by `domain.reservations`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import cast
 
@@ -44,6 +44,9 @@ from stockflow.stock.ledger import LevelBook
 from stockflow.stock.usecases.backorders import Arrivals, serve_waiting_backorders
 
 log = get_logger(__name__)
+
+NOT_FOUND = "not_found_at_pick"
+"""The reason of the adjustment that takes units a picker did not find off on hand."""
 
 Command = wire.ReserveStock | wire.ReleaseReservation | wire.CommitReservation
 """The events the command consumer receives, as its event types guarantee."""
@@ -139,6 +142,82 @@ class OrderHolds:
         freed = lines if outcome is ReleaseOutcome.RELEASED else []
         uow.publish(wire.StockReleased(order_id=order_id, outcome=outcome, lines=_located(freed)))
 
+    async def release_lines(
+        self, uow: UnitOfWork, order_id: str, lines: Sequence[wire.ReleaseLine], cause: str
+    ) -> None:
+        """Free only these units (at most what each line holds there). Units `not_found` at a
+        short pick also leave on hand (an adjustment), so they are never sold again; the
+        others serve the backorder queue first. Lines to `backorder` join the queue again, so
+        any location with stock serves them now. The reservation stays open for the rest."""
+        outcome = release_outcome(self.status(order_id), self._holds_any(order_id, lines))
+        freed: list[HeldUnits] = []
+        to_serve: set[tuple[str, str]] = set()
+        if outcome is ReleaseOutcome.RELEASED:
+            for line in lines:
+                parts = self.components.get(line.sku) or (BundleComponent(line.sku, 1),)
+                for part in parts:
+                    released = self._release_part(order_id, (part, line), cause)
+                    freed += released
+                    if not line.not_found:
+                        to_serve |= {(h.sku, h.location) for h in released}
+                    if line.backorder:
+                        to_serve |= await self._queue_again(order_id, released, cause)
+            for held in freed:
+                await self.rows.release_hold(order_id, held, held.quantity)
+            for where in sorted(to_serve):
+                await serve_waiting_backorders(uow, self.book, where, cause, self.rows)
+        uow.publish(wire.StockReleased(order_id=order_id, outcome=outcome, lines=_located(freed)))
+
+    async def _queue_again(
+        self, order_id: str, released: Sequence[HeldUnits], cause: str
+    ) -> set[tuple[str, str]]:
+        """Queue released units as a backorder of their line (where the line's backorder
+        waits, if it has one; else where they were held); return every location of their
+        skus, where available units may serve the queue now."""
+        for held in released:
+            waits_at = await self.rows.queue_again(order_id, held)
+            self.book.move_for_order(
+                MovementKind.BACKORDER_OPENED, (held.sku, waits_at), held.quantity, order_id, cause
+            )
+        skus = {held.sku for held in released}
+        return {(sku, location) for sku in skus for location in self.book.locations_of(sku)}
+
+    def _holds_any(self, order_id: str, lines: Sequence[wire.ReleaseLine]) -> bool:
+        wanted = {(line.line_id, line.location) for line in lines}
+        return any(
+            h.quantity and (h.line_id, h.location) in wanted for h in self.held.get(order_id, [])
+        )
+
+    def _release_part(
+        self,
+        order_id: str,
+        part_of: tuple[BundleComponent, wire.ReleaseLine],
+        cause: str,
+    ) -> list[HeldUnits]:
+        """Release one line's units of one sku (its own, or a component of its bundle)."""
+        part, line = part_of
+        take = take_for_shipment(
+            self.held.get(order_id, []),
+            part.sku,
+            line.location,
+            line.quantity * part.quantity,
+            line_id=line.line_id,
+        )
+        self.held[order_id] = list(take.holds)
+        freed = []
+        for hold, quantity in take.taken:
+            where = (part.sku, line.location)
+            self.book.move_for_order(MovementKind.RELEASE, where, quantity, order_id, cause)
+            if line.not_found:
+                self.book.move(
+                    _not_found(part.sku, line.location, quantity, order_id),
+                    cause_event_id=cause,
+                    order_id=order_id,
+                    reference_type="order",
+                )
+            freed.append(replace(hold, quantity=quantity))
+        return freed
+
     async def commit(self, uow: UnitOfWork, shipment: ShipmentCommit, cause: str) -> None:
         """Turn the shipped units the order holds into shipped stock (on hand and reserved -)."""
         committed = await self.rows.shipment_committed(shipment.order_id, shipment.shipment_id)
@@ -193,6 +272,13 @@ class OrderHolds:
             )
 
 
+def _not_found(sku: str, location: str, quantity: int, order_id: str) -> Movement:
+    """Units a picker did not find leave on hand until a count finds them again."""
+    return Movement(
+        MovementKind.ADJUSTMENT, sku, location, -quantity, reason=NOT_FOUND, reference=order_id
+    )
+
+
 def _shipped(sku: str, location: str, quantity: int, shipment_id: str) -> Movement:
     return Movement(MovementKind.SHIPMENT, sku, location, quantity, reference=shipment_id)
 
@@ -225,6 +311,12 @@ class CommandBatch:
         }
         shipped = {
             line.sku for c in commands if isinstance(c, wire.CommitReservation) for line in c.lines
+        }
+        shipped |= {
+            line.sku
+            for c in commands
+            if isinstance(c, wire.ReleaseReservation)
+            for line in c.lines or ()
         }
         catalog = await store.load_catalog_skus(conn, reserved | shipped)
         order_ids = [command.order_id for command in commands]
@@ -466,7 +558,9 @@ async def answer_commands(uow: UnitOfWork, messages: Sequence[Inbound]) -> None:
         await batch.pending.write(
             batch.holds.rows
         )  # a release or commit below reads the rows reserves wrote
-        if isinstance(event, wire.ReleaseReservation):
+        if isinstance(event, wire.ReleaseReservation) and event.lines:
+            await batch.holds.release_lines(caused, event.order_id, event.lines, message.event_id)
+        elif isinstance(event, wire.ReleaseReservation):
             await batch.holds.release(caused, event.order_id, message.event_id)
         else:
             shipment = ShipmentCommit(event.order_id, event.shipment_id, tuple(event.lines))
