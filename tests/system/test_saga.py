@@ -29,6 +29,7 @@ from stockflow.cli.checkout_sim import (
     send_orders,
 )
 from stockflow.cli.demo import receive
+from stockflow.cli.kafka_tools import consumer_lag
 from stockflow.contracts import encode
 from stockflow.runtime.testing.factories import variant
 
@@ -173,6 +174,20 @@ async def stock_levels(admin: asyncpg.Connection, prefix: str) -> dict:
     return {(r["sku"].split("-", 1)[1], r["location"]): tuple(r)[2:] for r in rows}
 
 
+STOCK_GROUPS = ("stock.commands", "stock.receipts", "stock.catalog", "stock.fulfillment")
+
+
+async def stock_caught_up(bootstrap: str, timeout_s: float = 90.0) -> None:
+    """Orders can end while a restarted stock still reads the shipments they caused (delivery
+    does not wait for stock): compare stock only once its groups have read everything."""
+    for _ in range(int(timeout_s * 4)):
+        lags = await consumer_lag(bootstrap, STOCK_GROUPS)
+        if all(row.lag == 0 for rows in lags.values() for row in rows):
+            return
+        await asyncio.sleep(0.25)
+    pytest.fail(f"stock's consumers still lag after {timeout_s:g} s: {lags}")
+
+
 @pytest.fixture(scope="module")
 async def kit(system, infra):
     producer = AIOKafkaProducer(
@@ -279,6 +294,7 @@ async def test_sigkill_of_order_and_stock_mid_stream_ends_like_an_undisturbed_ru
         )
         ids = [p.order_id for p in planned]
         states = await order_states(admin, ids)
+        await stock_caught_up(system.kafka_bootstrap)
         assert await stock_violations(admin, prefix) == []
         results.append(([states.get(o) for o in ids], await stock_levels(admin, prefix)))
     calm, chaos = results
