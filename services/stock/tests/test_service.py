@@ -691,3 +691,45 @@ async def test_location_priority_decides_where_an_order_ships_from(run_service, 
         await until(lambda: _answered(admin, f"o-{pen}"))
         reply = (await client.get(f"/reservations/o-{pen}")).json()
         assert [line["location"] for line in reply["lines"]] == [near]
+
+
+async def test_a_backordered_bundle_is_allocated_in_whole_units_when_its_last_component_arrives(
+    run_service, producer, admin, infra
+):
+    """Kits of 1 pen and 1 ink: one is in stock, two wait. Pens alone allocate no kit; one
+    ink then makes one whole kit, not two. Cancelling frees what the waiting kit held."""
+    pen, ink, kit = sku_name("PEN"), sku_name("INK"), sku_name("KIT")
+    order_id = f"o-kit-{kit}"
+    async with run_service("stock"), Replies(infra) as replies:
+        await catalog(producer, pen)
+        await catalog(producer, ink)
+        await catalog(producer, kit, components=[(pen, 1), (ink, 1)])
+        await receipt(producer, pen, "WH-EAST", 1)
+        await receipt(producer, ink, "WH-EAST", 1)
+        await until(lambda: _has(admin, ink, "WH-EAST", 1))
+        await until(lambda: _known(admin, kit))
+        await send(producer, reserve(order_id, [(kit, 3)], policy="allow"))
+        (reserved,) = await replies.wait(order_id)
+        assert (reserved.lines[0].reserved, reserved.lines[0].backordered) == (1, 2)
+
+        await receipt(producer, pen, "WH-EAST", 3)
+        await until(lambda: _has(admin, pen, "WH-EAST", 4))
+        await asyncio.sleep(1)  # an announcement would be published with the receipt's commit
+        assert len(replies.by_order[order_id]) == 1
+        level = (await levels_of(admin, pen))["WH-EAST"]
+        assert (level["reserved"], level["backordered"], level["available"]) == (3, 0, 1)
+
+        await receipt(producer, ink, "WH-EAST", 1)
+        _, allocated = await replies.wait(order_id, 2)
+        assert allocated.event_type == "stock.backorder.allocated.v1"
+        assert (allocated.sku, allocated.location) == (kit, "WH-EAST")
+        assert (allocated.quantity, allocated.remaining_backordered) == (1, 1)
+        await asyncio.sleep(1)
+        assert len(replies.by_order[order_id]) == 2  # one kit, announced once
+
+        await send(producer, ReleaseReservation(order_id=order_id, reason="cancelled"))
+        await replies.wait(order_id, 3)
+        for sku, on_hand in ((pen, 4), (ink, 2)):
+            level = (await levels_of(admin, sku))["WH-EAST"]
+            assert (level["reserved"], level["backordered"], level["available"]) == (0, 0, on_hand)
+            await _ledger_explains(admin, sku)
