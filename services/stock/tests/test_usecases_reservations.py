@@ -295,6 +295,8 @@ async def test_a_bundle_holds_and_ships_as_its_components():
     assert isinstance(answer, wire.StockReserved) and answer.lines[0].reserved == 2
     assert batch.book.level("A", "WH-1").reserved == 4
     await batch.holds.commit(uow, shipment("O1", "S1", ("KIT", "WH-1", 2)), "ship-1")
+    [shipped] = [r.movement for r in batch.book.recorded if r.movement.kind == "shipment"]
+    assert (shipped.sku, shipped.quantity, shipped.bundle) == ("A", 4, "KIT")  # the kit sold
     level = batch.book.level("A", "WH-1")
     assert (level.on_hand, level.reserved) == (1, 0)
     assert rows.status["O1"] == "committed"

@@ -124,7 +124,11 @@ class Books:
             self.post(post_receipt(cause, at, m.sku, cost))
         elif m.kind == "shipment":
             issued = self._held(m.sku).issue(quantity)
-            self.post(post_shipment_cost(cause, at, m.sku, issued.cost, order_id=m.order_id))
+            self.post(
+                post_shipment_cost(
+                    cause, at, m.sku, issued.cost, order_id=m.order_id, sold_as=m.bundle_sku
+                )
+            )
             if m.order_id is not None:
                 shipped = ShipmentCost(
                     m.movement_id,

@@ -89,16 +89,26 @@ def post_receipt(cause: Cause, occurred_at: datetime, sku: str, cost: Money) -> 
 
 
 def post_shipment_cost(
-    cause: Cause, occurred_at: datetime, sku: str, cost: Money, order_id: str | None = None
+    cause: Cause,
+    occurred_at: datetime,
+    sku: str,
+    cost: Money,
+    order_id: str | None = None,
+    *,
+    sold_as: str | None = None,
 ) -> JournalEntry:
-    """Goods shipped: Dr cost of goods sold / Cr inventory, at `IssuedCost.cost`."""
+    """Goods shipped: Dr cost of goods sold / Cr inventory, at `IssuedCost.cost`.
+
+    The cost is the SKU's that was sold (`sold_as`: the bundle a component shipped in), so
+    a bundle's revenue and cost share its line of the margin; inventory is the shelf's SKU.
+    """
     return _entry(
         cause,
         "shipment_cost",
         sku,
         occurred_at,
         [
-            dr(Account.COST_OF_GOODS_SOLD, cost, sku=sku, order_id=order_id),
+            dr(Account.COST_OF_GOODS_SOLD, cost, sku=sold_as or sku, order_id=order_id),
             cr(Account.INVENTORY, cost, sku=sku, order_id=order_id),
         ],
     )

@@ -182,7 +182,14 @@ class OrderHolds:
         self.held[order_id] = list(take.holds)
         for hold, quantity in take.taken:
             self.book.move(
-                _shipped(part.sku, line.location, quantity, shipment.shipment_id),
+                Movement(
+                    MovementKind.SHIPMENT,
+                    part.sku,
+                    line.location,
+                    quantity,
+                    reference=shipment.shipment_id,
+                    bundle=line.sku if part.sku != line.sku else None,
+                ),
                 cause_event_id=cause,
                 order_id=order_id,
                 reference_type="shipment",
@@ -196,10 +203,6 @@ class OrderHolds:
                 location=line.location,
                 missing=take.missing,
             )
-
-
-def _shipped(sku: str, location: str, quantity: int, shipment_id: str) -> Movement:
-    return Movement(MovementKind.SHIPMENT, sku, location, quantity, reference=shipment_id)
 
 
 def _located(lines: Sequence[HeldUnits]) -> list[wire.LocatedLine]:

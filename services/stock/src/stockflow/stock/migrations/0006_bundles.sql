@@ -12,3 +12,7 @@ CREATE TABLE bundle_backorders (
     components  jsonb   NOT NULL,          -- [{"sku": ..., "quantity": units per bundle}]
     PRIMARY KEY (order_id, line_id)
 );
+
+-- The shipment of a bundle's component names the bundle sold, so the books can put the
+-- component's cost on the bundle's margin (stock.movement.recorded.v1 `bundle_sku`).
+ALTER TABLE movements ADD COLUMN bundle_sku text;
