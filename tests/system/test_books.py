@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 
 from stockflow.cli.checkout_sim import order_payload
 from stockflow.contracts import encode
-from stockflow.contracts.events.checkout import CheckoutOrderSubmitted
+from stockflow.contracts.events.checkout import CheckoutOrderCancelRequested, CheckoutOrderSubmitted
 from stockflow.runtime.testing.factories import goods_received, variant
 
 pytestmark = pytest.mark.system
@@ -220,3 +220,34 @@ async def test_a_bundles_revenue_and_cost_share_one_line_of_the_margin_report(sy
     # 2 kits at 25.00; each kit is 1 pen at 4.00 and 3 ink at 1.00.
     assert (rows[kit]["revenue"], rows[kit]["cost_of_goods_sold"]) == ("50.00", "14.00")
     assert rows[kit]["gross_margin"] == "36.00"
+
+
+async def test_a_digital_lines_revenue_is_reversed_when_its_order_is_cancelled_before_shipping(
+    system, producer
+):
+    """The e-book's revenue posts on confirmation (the customer has it); the backordered book
+    keeps the order open, and the customer cancels: the books end with no revenue for it."""
+    prefix = f"DC{uuid.uuid4().hex[:6].upper()}"
+    book, ebook = f"{prefix}-BOOK", f"{prefix}-EBOOK"
+    await send(producer, variant(book, backorderable=True))
+    await send(producer, variant(ebook, tracked=False))
+    order_id = f"o-{prefix.lower()}"
+    payload = order_payload(
+        order_id, [(book, 1), (ebook, 2)], prices={book: Decimal("20.00"), ebook: Decimal("7.50")}
+    )
+    await asyncio.sleep(1)  # stock learns both variants from the catalog topic first
+    await send(producer, CheckoutOrderSubmitted.model_validate(payload))
+    await order_ends(system, order_id, "confirmed")
+    posted = await journal_lines(
+        system, order_id, lambda lines: ebook in net_by_sku(lines, "revenue")
+    )
+    assert net_by_sku(posted, "revenue") == {ebook: Decimal("15.00")}
+
+    await send(producer, CheckoutOrderCancelRequested(order_id=order_id, reason="changed my mind"))
+    await order_ends(system, order_id, "cancelled")
+    lines = await journal_lines(
+        system, order_id, lambda lines: net_by_sku(lines, "revenue").get(ebook) == 0
+    )
+
+    assert net_by_sku(lines, "revenue") == {ebook: Decimal("0.00")}
+    assert net_by_sku(lines, "clearing") == {None: Decimal("0.00")}

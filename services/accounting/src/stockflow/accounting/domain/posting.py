@@ -5,6 +5,7 @@
 | post_receipt              | inventory             | goods rec. not inv.  | receipt cost      |
 | post_shipment_cost        | cost of goods sold    | inventory            | valuation cost    |
 | post_revenue              | clearing              | revenue (per line)   | unit price x qty  |
+| post_revenue_reversal     | revenue (per sku)     | clearing             | revenue recognised|
 | post_refund               | sales returns         | clearing             | refunded price    |
 | post_return_restocked     | inventory             | cost of goods sold   | original cost     |
 | post_return_written_off   | inventory shrinkage   | cost of goods sold   | original cost     |
@@ -27,7 +28,7 @@ the event; pass them through `PeriodCalendar.place` before storing them.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -139,6 +140,27 @@ def post_revenue(
         order_id,
         occurred_at,
         [dr(Account.CLEARING, receivable, order_id=order_id), *credits],
+    )
+
+
+def post_revenue_reversal(
+    cause: Cause, occurred_at: datetime, order_id: str, revenue: Mapping[str, Money]
+) -> JournalEntry:
+    """Revenue recognised for an order that was then cancelled (its untracked lines, counted
+    delivered on confirmation): Dr revenue per SKU / Cr clearing, the sale undone."""
+    if not revenue:
+        raise AccountingError(f"order {order_id}: nothing to reverse")
+    debits = [
+        dr(Account.REVENUE, amount, sku=sku, order_id=order_id)
+        for sku, amount in sorted(revenue.items())
+    ]
+    owed = total((line.debit for line in debits), debits[0].currency)
+    return _entry(
+        cause,
+        "revenue_reversal",
+        order_id,
+        occurred_at,
+        [*debits, cr(Account.CLEARING, owed, order_id=order_id)],
     )
 
 
