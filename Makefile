@@ -38,11 +38,17 @@ status: ## KEY=value lines for the environment, then what is up
 run: up ## run the five services and the replenishment worker in the foreground (Ctrl-C stops them); logs in .state/dev/logs
 	@$(INFRA) run
 
-demo: up ## the whole system plus a simulated checkout stream and a summary
+# The demo warehouse's short picks and cancels (every Nth pick list / picked shipment; 0: never).
+DEMO_SHORT_PICK_EVERY ?= 0
+DEMO_WAREHOUSE_CANCEL_EVERY ?= 0
+
+demo: up ## the whole system plus a simulated checkout stream and a summary (STOCKFLOW_PROFILE picks the lane)
 	@$(INFRA) stop-services
 	@STOCKFLOW_FULFILLMENT_AUTO_SHIP=true STOCKFLOW_FULFILLMENT_AUTO_DELIVER_DELAY_S=4 \
+	  STOCKFLOW_FULFILLMENT_AUTO_SHORT_PICK_EVERY=$(DEMO_SHORT_PICK_EVERY) \
+	  STOCKFLOW_FULFILLMENT_AUTO_CANCEL_EVERY=$(DEMO_WAREHOUSE_CANCEL_EVERY) \
 	  $(INFRA) start-services
-	@$(VENV)/bin/stockflow demo $(DEMO_ARGS)
+	@set -a; eval "$$($(INFRA) status)"; set +a; $(VENV)/bin/stockflow demo $(DEMO_ARGS)
 
 test: setup tools ## every test that must pass (unit, integration, system) against real Kafka and PostgreSQL
 	$(PY) -m pytest -m "not chaos" $(PYTEST_ARGS)
