@@ -251,3 +251,70 @@ async def test_a_digital_lines_revenue_is_reversed_when_its_order_is_cancelled_b
 
     assert net_by_sku(lines, "revenue") == {ebook: Decimal("0.00")}
     assert net_by_sku(lines, "clearing") == {None: Decimal("0.00")}
+
+
+async def order_when(system, order_id: str, ready, what: str) -> dict:
+    """The order as the API shows it, once `ready(order)` holds."""
+    async with httpx.AsyncClient(base_url=system.url("order"), headers=ADMIN, timeout=15) as api:
+        for _ in range(240):
+            response = await api.get(f"/orders/{order_id}")
+            if response.status_code == 200 and ready(response.json()):
+                return response.json()
+            await asyncio.sleep(0.25)
+    pytest.fail(f"order {order_id} never {what}: {response.text}")
+
+
+def backordered(order: dict, sku: str) -> int:
+    return next(line["backordered"] for line in order["lines"] if line["sku"] == sku)
+
+
+async def test_a_backordered_bundle_ships_in_whole_kits_as_its_components_arrive(system, producer):
+    """3 kits (a lamp and 2 bulbs) and an e-book; stock for 1 kit. Lamps alone allocate no
+    kit; 3 bulbs make 1 whole kit, the 4th the last. The books: the kit's revenue and all its
+    components' cost on the kit's line, the e-book's revenue."""
+    prefix = f"BB{uuid.uuid4().hex[:6].upper()}"
+    lamp, bulb, kit, ebook = (f"{prefix}-{n}" for n in ("LAMP", "BULB", "KIT", "EBOOK"))
+    await send(producer, variant(kit, components=[(lamp, 1), (bulb, 2)], backorderable=True))
+    await send(producer, variant(ebook, tracked=False))
+    await stocked(system, producer, lamp, 1)
+    await stocked(system, producer, bulb, 2)
+    async with httpx.AsyncClient(base_url=system.url("stock"), timeout=15) as stock_api:
+        for _ in range(100):
+            known = (await stock_api.post("/availability", json={"skus": [kit, ebook]})).json()
+            if {kit, ebook} <= set(known.get("known", [])):
+                break
+            await asyncio.sleep(0.2)
+    order_id = f"o-{prefix.lower()}"
+    payload = order_payload(
+        order_id, [(kit, 3), (ebook, 1)], prices={kit: Decimal("30.00"), ebook: Decimal("5.00")}
+    )
+    await send(producer, CheckoutOrderSubmitted.model_validate(payload))
+    await order_when(system, order_id, lambda o: backordered(o, kit) == 2, "backordered 2 kits")
+
+    await send(producer, goods_received(lamp, "WH-EAST", 3, unit_cost="4.00"))
+    async with httpx.AsyncClient(base_url=system.url("stock"), timeout=15) as stock_api:
+        for _ in range(100):
+            totals = (await stock_api.get(f"/levels/{lamp}")).json().get("totals") or {}
+            if int(totals.get("backordered", -1)) == 0:  # the lamps went to the waiting kits
+                break
+            await asyncio.sleep(0.2)
+    await asyncio.sleep(1)
+    waiting = await order_when(system, order_id, lambda o: True, "answered")
+    assert backordered(waiting, kit) == 2  # no kit is whole without its bulbs
+
+    await send(producer, goods_received(bulb, "WH-EAST", 3, unit_cost="4.00"))
+    await order_when(system, order_id, lambda o: backordered(o, kit) == 1, "got one kit")
+    await send(producer, goods_received(bulb, "WH-EAST", 1, unit_cost="4.00"))
+    await order_ends(system, order_id, "delivered")
+
+    lines = await journal_lines(
+        system,
+        order_id,
+        lambda lines: (
+            net_by_sku(lines, "cost_of_goods_sold").get(kit) == Decimal("36.00")
+            and net_by_sku(lines, "revenue").get(kit) == Decimal("90.00")
+        ),
+    )
+    assert net_by_sku(lines, "revenue") == {kit: Decimal("90.00"), ebook: Decimal("5.00")}
+    assert net_by_sku(lines, "cost_of_goods_sold") == {kit: Decimal("36.00")}
+    assert net_by_sku(lines, "inventory") == {lamp: Decimal("-12.00"), bulb: Decimal("-24.00")}

@@ -559,12 +559,12 @@ def report_paths(run: DemoRun, warehouse: Outcomes, receipt_retries: int) -> Non
     table.add_row(
         "short picks (shipments shipped as picked)",
         str(fulfillment["fulfillment.shipment.shortened.v1"]),
-        "autopilot: STOCKFLOW_FULFILLMENT_AUTO_SHORT_PICK_EVERY",
+        "make demo DEMO_SHORT_PICK_EVERY=N",
     )
     table.add_row(
         "shipments cancelled (customer or warehouse)",
         str(fulfillment["fulfillment.shipment.cancelled.v1"]),
-        "autopilot: STOCKFLOW_FULFILLMENT_AUTO_CANCEL_EVERY",
+        "make demo DEMO_WAREHOUSE_CANCEL_EVERY=N",
     )
     console.print(table)
     console.print(
