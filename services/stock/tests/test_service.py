@@ -15,15 +15,20 @@ import pytest
 
 from stockflow.contracts import decode, encode, parse
 from stockflow.contracts.events.stock import (
+    BackorderAllocated,
     CommitReservation,
     ReleaseReservation,
     ReserveStock,
 )
 from stockflow.runtime import metrics
+from stockflow.runtime.db import init_connection
 from stockflow.runtime.testing.factories import goods_received, variant
 from stockflow.runtime.testing.plugin import ADMIN
 from stockflow.runtime.testing.system import System
 from stockflow.stock.domain import BUCKETS, Level, Movement, MovementKind, replay
+from stockflow.stock.ledger import LevelBook
+from stockflow.stock.store import ReservationStore
+from stockflow.stock.usecases.backorders import serve_waiting_backorders
 
 pytestmark = pytest.mark.integration
 
@@ -733,3 +738,68 @@ async def test_a_backordered_bundle_is_allocated_in_whole_units_when_its_last_co
             level = (await levels_of(admin, sku))["WH-EAST"]
             assert (level["reserved"], level["backordered"], level["available"]) == (0, 0, on_hand)
             await _ledger_explains(admin, sku)
+
+
+class _RecordingUnitOfWork:
+    """A unit of work over one connection that keeps what it publishes (no outbox)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.published: list = []
+
+    def publish(self, event, *, subject: str | None = None) -> None:
+        self.published.append(event)
+
+
+async def _arrive(conn: asyncpg.Connection, where: tuple[str, str], units: int, cause: str):
+    """In the caller's open transaction: units of (sku, location) arrive and serve the queue."""
+    uow = _RecordingUnitOfWork(conn)
+    book = await LevelBook.load(conn, [where[0]])
+    book.move(Movement(MovementKind.RECEIPT, *where, units, reference=cause), cause_event_id=cause)
+    await serve_waiting_backorders(uow, book, where, cause, ReservationStore(conn))
+    await book.flush(uow)
+    return [event for event in uow.published if isinstance(event, BackorderAllocated)]
+
+
+async def test_two_components_arriving_in_two_transactions_at_once_announce_the_kit_once(
+    run_service, producer, admin, infra
+):
+    """The lamps' transaction holds the kit's row; the bulbs' waits for it, then counts the
+    lamps it committed: the kits are announced, once, by the transaction that made them whole."""
+    lamp, bulb, kit = sku_name("LAMP"), sku_name("BULB"), sku_name("KIT")
+    order_id = f"o-race-{kit}"
+    async with run_service("stock"), Replies(infra) as replies:
+        for sku in (lamp, bulb):
+            await catalog(producer, sku)
+            await receipt(producer, sku, "WH-EAST", 1)
+        await catalog(producer, kit, components=[(lamp, 1), (bulb, 1)])
+        await until(lambda: _has(admin, bulb, "WH-EAST", 1))
+        await until(lambda: _known(admin, kit))
+        await send(producer, reserve(order_id, [(kit, 3)], policy="allow"))
+        (reserved,) = await replies.wait(order_id)
+        assert reserved.lines[0].backordered == 2
+    lamps = await asyncpg.connect(infra.admin_database_url)
+    bulbs = await asyncpg.connect(infra.admin_database_url)
+    try:
+        for conn in (lamps, bulbs):  # as the service's pool sets them up
+            await init_connection(conn)
+            await conn.execute("SET search_path TO stock")
+        lamp_tx, bulb_tx = lamps.transaction(), bulbs.transaction()
+        await lamp_tx.start()
+        await bulb_tx.start()
+        from_lamps = await _arrive(lamps, (lamp, "WH-EAST"), 2, f"race-{lamp}")
+        bulbs_arrive = asyncio.create_task(_arrive(bulbs, (bulb, "WH-EAST"), 2, f"race-{bulb}"))
+        await asyncio.sleep(1)
+        assert not bulbs_arrive.done()  # waiting for the kit's row the lamps hold
+        await lamp_tx.commit()
+        from_bulbs = await bulbs_arrive
+        await bulb_tx.commit()
+    finally:
+        await lamps.close()
+        await bulbs.close()
+    assert from_lamps == []
+    [allocated] = from_bulbs
+    assert (allocated.sku, allocated.quantity, allocated.remaining_backordered) == (kit, 2, 0)
+    for sku in (lamp, bulb):
+        level = (await levels_of(admin, sku))["WH-EAST"]
+        assert (level["reserved"], level["backordered"]) == (3, 0)
