@@ -29,10 +29,10 @@ up: setup ## start Kafka and PostgreSQL (local processes), create roles, schemas
 up-secure: setup ## the `secure` profile: Kafka with SASL/SCRAM + ACLs per service (local passwords)
 	@$(INFRA) up --profile secure
 
-down: ## stop services, Kafka and PostgreSQL
-	@test -x $(PY) && $(INFRA) down || $(PYTHON) deploy/local/infra.py down
+down: ## stop services, Kafka and PostgreSQL of every profile started here (dev, test, secure, ...)
+	@$(PYTHON) deploy/local/infra.py down --all
 
-status: ## KEY=value lines for the environment, then what is up
+status: ## KEY=value lines to eval (they also put .venv/bin, the CLI, on PATH), then what is up
 	@$(PYTHON) deploy/local/infra.py status
 
 run: up ## run the five services and the replenishment worker in the foreground (Ctrl-C stops them); logs in .state/dev/logs
@@ -50,8 +50,12 @@ demo: up ## the whole system plus a simulated checkout stream and a summary (STO
 	  $(INFRA) start-services
 	@set -a; eval "$$($(INFRA) status)"; set +a; $(VENV)/bin/stockflow demo $(DEMO_ARGS)
 
-test: setup tools ## every test that must pass (unit, integration, system) against real Kafka and PostgreSQL
-	$(PY) -m pytest -m "not chaos" $(PYTEST_ARGS)
+# The tests start their Kafka and PostgreSQL on demand (the `test` profile, or
+# STOCKFLOW_TEST_PROFILE); `make test` stops them when it ends unless KEEP_INFRA=1.
+STOP_TEST_INFRA = $(if $(KEEP_INFRA),true,$(INFRA) down --profile $${STOCKFLOW_TEST_PROFILE:-test})
+
+test: setup tools ## every test that must pass (unit, integration, system) against real Kafka and PostgreSQL; KEEP_INFRA=1 leaves it running
+	$(PY) -m pytest -m "not chaos" $(PYTEST_ARGS); status=$$?; $(STOP_TEST_INFRA); exit $$status
 
 tools: ## helm and docker-compose for the deploy checks, built into ~/.cache/stockflow/tools
 	@bash deploy/tools/install-tools.sh
@@ -62,7 +66,7 @@ test-unit: setup tools ## only the tests that need no infrastructure
 	$(PY) -m pytest -m "not integration and not system and not chaos" $(PYTEST_ARGS)
 
 test-chaos: setup ## fault injection under load (tests/chaos), then the README reliability table
-	$(PY) -m pytest tests/chaos $(PYTEST_ARGS); status=$$?; $(PY) tests/chaos/report.py; exit $$status
+	$(PY) -m pytest tests/chaos $(PYTEST_ARGS); status=$$?; $(PY) tests/chaos/report.py; $(STOP_TEST_INFRA); exit $$status
 
 lint: setup ## ruff (rules, complexity, format), mypy (strict on every domain), import contracts
 	$(VENV)/bin/ruff check .

@@ -124,6 +124,35 @@ async def test_tail_decodes_both_content_modes_and_filters(cli, new_topic, produ
     assert "structured" in table.stdout and "invalid" in table.stdout
 
 
+async def test_tail_by_type_finds_the_newest_matches_behind_newer_records(
+    cli, new_topic, producer
+) -> None:
+    """`--type X -n 2` shows the newest two X even when 30 other records came after them."""
+    topic = await new_topic(partitions=1)
+    for sku in ("SKU-A", "SKU-B", "SKU-C"):
+        receipt = encode(_receipt(sku), source="test/warehouse")
+        await producer.send_and_wait(topic, receipt.value, key=receipt.key, headers=receipt.headers)
+    for n in range(30):
+        cancel = _structured("checkout.order.cancel_requested.v1", {"order_id": f"ord-{n}"})
+        await producer.send_and_wait(topic, cancel, key=f"ord-{n}".encode())
+
+    found = await cli("topics", "tail", topic, "--type", "warehouse.*", "-n", "2", "--json")
+    assert found.exit_code == 0, found.output
+    assert [r["key"] for r in _lines(found.stdout)] == ["SKU-B", "SKU-C"]
+
+    # What it searched is what it says when nothing there matches.
+    narrow = await cli(
+        "topics", "tail", topic, "--type", "warehouse.*", "-n", "2", "--look-back", "10"
+    )
+    assert narrow.exit_code == 0, narrow.output
+    message = " ".join(narrow.stdout.split())
+    assert f"no matching records among the newest 10 of each partition of {topic}" in message
+    assert "--from-beginning" in message
+
+    unfiltered = await cli("topics", "tail", topic, "-n", "3", "--json")
+    assert [r["key"] for r in _lines(unfiltered.stdout)] == ["ord-27", "ord-28", "ord-29"]
+
+
 def _dead_letter_headers(source: str, offset: int, reason: str) -> list[tuple[str, bytes]]:
     return [
         ("dlq_reason", reason.encode()),

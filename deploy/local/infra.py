@@ -12,7 +12,7 @@ local use only; `status --profile secure` prints the operator CLI's (principal `
 
   infra.py fetch                      resolve the Kafka jars from Maven Central into the cache
   infra.py up [--profile P]           start Kafka and PostgreSQL, then create roles/schemas/topics
-  infra.py down [--profile P]         stop services, Kafka and PostgreSQL
+  infra.py down [--profile P | --all] stop services, Kafka and PostgreSQL (--all: every profile)
   infra.py status [--profile P]       KEY=value lines (eval-able), then what is up as comments
   infra.py run [--profile P]          run the five services and the workers in the foreground
   infra.py start-services / stop-services
@@ -25,6 +25,7 @@ import contextlib
 import importlib.util
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import socket
@@ -32,7 +33,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -809,12 +810,30 @@ def down(p: Profile) -> None:
     pg_down(p)
 
 
+def down_all() -> None:
+    """Stop every profile started from this checkout: each folder of .state/ (dev, test,
+    test-N, secure, and tests/bench's `bench`, which this script does not define: stopping
+    only needs its folder's pid files and PostgreSQL data)."""
+    folders = (ROOT / ".state").iterdir() if (ROOT / ".state").is_dir() else ()
+    for folder in sorted(f for f in folders if f.is_dir()):
+        down(PROFILES.get(folder.name) or replace(PROFILES["dev"], name=folder.name))
+
+
+def path_line(bin_dir: Path) -> str:
+    """Shell that puts the virtualenv's bin (the `stockflow` CLI) first on PATH, once."""
+    quoted = shlex.quote(str(bin_dir))
+    return f'case ":$PATH:" in *:{quoted}:*) ;; *) PATH={quoted}:"$PATH" ;; esac'
+
+
 def status(p: Profile) -> None:
     env = p.env()
     if p.secure:  # the operator CLI's own principal (stockflow.runtime.security.OPERATOR)
         env.update(kafka_credentials(security_module().OPERATOR))
     for key, value in env.items():
-        print(f"{key}={value}")
+        print(f"{key}={shlex.quote(value)}")
+    # After `eval`, the CLI sees these and finds itself: export them, put .venv/bin on PATH.
+    print(f"export {' '.join(env)}")
+    print(path_line(ROOT / ".venv" / "bin"))
     kafka = read_pid(p.state / "run" / "kafka.pid") is not None and port_open(p.kafka_port)
     print(f"# kafka: {'up' if kafka else 'down'} ({p.kafka_bootstrap})")
     print(f"# postgres: {'up' if pg_running(p) else 'down'} (127.0.0.1:{p.pg_port})")
@@ -832,6 +851,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", default=os.environ.get("STOCKFLOW_PROFILE", "dev"), choices=sorted(PROFILES)
     )
+    parser.add_argument("--all", action="store_true", help="down: every profile, not one")
     args = parser.parse_args(argv)
     profile = PROFILES[args.profile]
     try:
@@ -840,6 +860,8 @@ def main(argv: list[str] | None = None) -> int:
                 fetch_kafka()
             case "up":
                 up(profile)
+            case "down" if args.all:
+                down_all()
             case "down":
                 down(profile)
             case "status":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -47,7 +48,7 @@ def status_env() -> dict[str, str]:
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr
-    lines = [line for line in result.stdout.splitlines() if line and not line.startswith("#")]
+    lines = [line for line in result.stdout.splitlines() if re.match(r"[A-Z_][A-Z0-9_]*=", line)]
     return dict(line.split("=", 1) for line in lines)
 
 

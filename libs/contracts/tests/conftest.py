@@ -91,6 +91,13 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "quantity": 1,
         "remaining_backordered": 0,
     },
+    "stock.backorder.eta_changed.v1": {
+        "order_id": "o-1",
+        "line_id": "l1",
+        "sku": "SKU-1",
+        "expected_date": T,
+        "previous_expected_date": None,
+    },
     "stock.level.changed.v1": {
         "sku": "SKU-1",
         "location": "WH1",
@@ -180,6 +187,13 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "sku": "SKU-1",
         "location": "WH1",
         "quantity": 1,
+    },
+    "order.backorder.eta_changed.v1": {
+        "order_id": "o-1",
+        "line_id": "l1",
+        "sku": "SKU-1",
+        "expected_date": T,
+        "previous_expected_date": T,
     },
     "order.shipped.v1": {
         "order_id": "o-1",

@@ -10,7 +10,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from stockflow.cli.common import auth_headers, service_url
+from stockflow.cli.common import (
+    CliError,
+    JsonOption,
+    auth_headers,
+    call,
+    get,
+    plain,
+    print_json,
+    refusal,
+    service_url,
+)
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -18,41 +28,21 @@ TIMEOUT = 30.0
 
 
 def _get(path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    params = {k: v for k, v in (params or {}).items() if v is not None}
-    try:
-        response = httpx.get(
-            f"{service_url('accounting')}{path}",
-            params=params,
-            headers=auth_headers(),
-            timeout=TIMEOUT,
-        )
-    except httpx.HTTPError as exc:
-        _fail(f"accounting service unreachable: {exc}")
-    return _checked(response)
-
-
-def _checked(response: httpx.Response) -> dict[str, Any]:
-    if response.status_code >= 400:
-        try:
-            detail = response.json().get("detail", response.text)
-        except ValueError:
-            detail = response.text
-        _fail(f"{response.status_code}: {detail}")
-    return response.json()
+    data: dict[str, Any] = get("accounting", path, params)
+    return data
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(1)
+    raise CliError(message)
 
 
 def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    table = Table(title=title)
+    table = Table(title=plain(title))
     for column in columns:
         numeric = column in NUMERIC
         table.add_column(column, justify="right" if numeric else "left")
     for row in rows:
-        table.add_row(*("" if value is None else str(value) for value in row))
+        table.add_row(*(plain(value) for value in row))
     console.print(table)
 
 
@@ -77,9 +67,13 @@ NUMERIC = {
 @app.command("trial-balance")
 def trial_balance(
     period: str | None = typer.Option(None, help="Only entries of this period (YYYY-MM)."),
+    as_json: JsonOption = False,
 ) -> None:
     """Debits, credits and balance per account and currency."""
     data = _get("/reports/trial-balance", {"period": period})
+    if as_json:
+        print_json(data)
+        return
     _table(
         f"Trial balance{' ' + period if period else ''}",
         ["currency", "account", "debit", "credit", "balance"],
@@ -99,9 +93,13 @@ def valuation(
         None, "--as-of", help="RFC 3339 time, e.g. 2024-05-31T23:59:59Z."
     ),
     sku: str | None = typer.Option(None, help="One SKU only."),
+    as_json: JsonOption = False,
 ) -> None:
     """Inventory value per SKU: now (open cost layers) or as of a moment (from the ledger)."""
     data = _get("/reports/valuation", {"as_of": as_of, "sku": sku})
+    if as_json:
+        print_json(data)
+        return
     if as_of:
         _table(
             f"Inventory value as of {data['as_of']}",
@@ -134,6 +132,7 @@ def margin(
     period: str | None = typer.Option(None, help="Only this period (YYYY-MM)."),
     sku: str | None = typer.Option(None),
     order: str | None = typer.Option(None, "--order", help="Only this order id."),
+    as_json: JsonOption = False,
 ) -> None:
     """Revenue, COGS, gross margin, shipping and profit per SKU, period or order."""
     if by not in ("sku", "period", "order"):
@@ -141,6 +140,9 @@ def margin(
     data = _get(
         "/reports/profitability", {"by": by, "period": period, "sku": sku, "order_id": order}
     )
+    if as_json:
+        print_json(data)
+        return
     _table(
         f"Profitability by {by}",
         [
@@ -166,36 +168,25 @@ def margin(
 
 
 @app.command()
-def journal(
+def journal(  # noqa: PLR0913 -- typer: one parameter per command-line option
     sku: str | None = typer.Option(None),
     order: str | None = typer.Option(None, "--order", help="Order id."),
     period: str | None = typer.Option(None, help="YYYY-MM."),
     account: str | None = typer.Option(None, help="e.g. inventory, revenue."),
     limit: int = typer.Option(100, help="Entries to show (the CSV export takes all)."),
     csv_file: Path | None = typer.Option(None, "--csv", help="Write the journal as CSV here."),
+    as_json: JsonOption = False,
 ) -> None:
     """Journal entries with filters; --csv FILE exports every matching line as CSV."""
     params = {"sku": sku, "order_id": order, "period": period, "account": account}
     params = {k: v for k, v in params.items() if v is not None}
     if csv_file is not None:
-        url = f"{service_url('accounting')}/journal.csv"
-        rows = 0
-        try:
-            with httpx.stream(
-                "GET", url, params=params, headers=auth_headers(), timeout=TIMEOUT
-            ) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    _checked(response)
-                with csv_file.open("w", encoding="utf-8", newline="") as out:
-                    for chunk in response.iter_text():
-                        out.write(chunk)
-                        rows += chunk.count("\n")
-        except httpx.HTTPError as exc:
-            _fail(f"accounting service unreachable: {exc}")
-        console.print(f"wrote {max(rows - 1, 0)} journal line(s) to {csv_file}")
+        _export_journal(csv_file, params)
         return
     data = _get("/journal", {**params, "limit": limit})
+    if as_json:
+        print_json(data)
+        return
     table_rows = []
     for entry in data["entries"]:
         for n, line in enumerate(entry["lines"]):
@@ -219,20 +210,32 @@ def journal(
         table_rows,
     )
     if data["next_after"] is not None:
-        console.print(f"more entries: use the API with after={data['next_after']}")
+        console.print(f"more entries: use the API with after={plain(data['next_after'])}")
+
+
+def _export_journal(csv_file: Path, params: dict[str, Any]) -> None:
+    rows = 0
+    with httpx.stream(
+        "GET",
+        f"{service_url('accounting')}/journal.csv",
+        params=params,
+        headers=auth_headers(),
+        timeout=TIMEOUT,
+    ) as response:
+        if response.status_code >= 400:
+            response.read()
+            raise CliError(refusal("accounting", response))
+        with csv_file.open("w", encoding="utf-8", newline="") as out:
+            for chunk in response.iter_text():
+                out.write(chunk)
+                rows += chunk.count("\n")
+    console.print(f"wrote {max(rows - 1, 0)} journal line(s) to {plain(csv_file)}")
 
 
 @app.command("close-period")
 def close_period(period: str = typer.Argument(..., help="YYYY-MM")) -> None:
     """Close a period: later events dated in it post into the first open period."""
-    try:
-        response = httpx.post(
-            f"{service_url('accounting')}/periods/{period}/close",
-            headers=auth_headers(),
-            timeout=TIMEOUT,
-        )
-    except httpx.HTTPError as exc:
-        _fail(f"accounting service unreachable: {exc}")
-    body = _checked(response)
+    response = call("accounting", "POST", f"/periods/{period}/close", timeout=TIMEOUT)
+    body = response.json()
     state = "closed" if response.status_code == 201 else "was already closed"
-    console.print(f"period {body['period']} {state} (at {body['closed_at']})")
+    console.print(f"period {plain(body['period'])} {state} (at {body['closed_at']})")

@@ -31,7 +31,15 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from stockflow.cli.common import auth_headers, service_url
+from stockflow.cli.common import (
+    CliError,
+    JsonOption,
+    auth_headers,
+    plain,
+    print_json,
+    refusal,
+    service_url,
+)
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -196,15 +204,15 @@ def post_chunk(
                 params={"format": fmt, "currency": currency, "first_row": chunk.first_row},
                 headers={"Content-Type": CONTENT_TYPES[fmt], "Idempotency-Key": key},
             )
-        except httpx.TransportError as exc:
+        except httpx.TransportError:
             if attempt == attempts:
-                raise SystemExit(f"error: the catalog did not answer: {exc}") from exc
+                raise  # main.py names the URL it could not reach
         else:
             if response.status_code < 500 or attempt == attempts:
                 if response.status_code != 200:
-                    raise SystemExit(
-                        f"error: chunk {chunk.number} (from row {chunk.first_row}) refused: "
-                        f"{response.status_code} {response.text[:500]}"
+                    raise CliError(
+                        f"chunk {chunk.number} (from row {chunk.first_row}): "
+                        + refusal("catalog", response)
                     )
                 return response.json(), response.headers.get("idempotent-replayed") == "true"
         time.sleep(delay)
@@ -224,6 +232,7 @@ def import_file(
     chunk_size: Annotated[
         int, typer.Option(min=1, max=2000, help="products per request (one transaction each)")
     ] = 100,
+    as_json: JsonOption = False,
 ) -> None:
     """Import a Shopify product CSV or JSON lines; prints every rejected row at the end."""
     fmt = format_of(file, format)
@@ -242,7 +251,7 @@ def import_file(
     )
     with (
         httpx.Client(base_url=service_url("catalog"), headers=auth_headers(), timeout=300) as http,
-        Progress(*columns, console=console) as progress,
+        Progress(*columns, console=console, disable=as_json) as progress,
     ):
         task = progress.add_task("import", total=total_rows)
         for chunk in chunks_of(file, fmt, chunk_size):
@@ -254,8 +263,15 @@ def import_file(
             progress.advance(task, chunk.rows)
     elapsed = time.perf_counter() - started
     counts = totals.counts
+    if as_json:
+        print_json(
+            counts
+            | {"variants": totals.variants, "chunks": totals.chunks, "replayed": totals.replayed}
+            | {"errors": sorted(totals.errors, key=lambda e: e["row"])}
+        )
+        raise typer.Exit(1 if totals.errors else 0)
     console.print(
-        f"{file.name}: {sum(counts.values())} products in {elapsed:.1f} s "
+        f"{plain(file.name)}: {sum(counts.values())} products in {elapsed:.1f} s "
         f"({total_rows / elapsed if elapsed else 0:.0f} rows/s) — "
         + ", ".join(f"{counts[o]} {o}" for o in OUTCOMES)
     )
@@ -273,7 +289,10 @@ def error_table(errors: list[dict[str, Any]]) -> Table:
     table = Table("row", "column", "handle", "problem", title="rejected rows")
     for error in sorted(errors, key=lambda e: e["row"]):
         table.add_row(
-            str(error["row"]), error["column"], error.get("handle") or "", error["message"]
+            str(error["row"]),
+            plain(error["column"]),
+            plain(error.get("handle")),
+            plain(error["message"]),
         )
     return table
 
@@ -302,12 +321,12 @@ def export(
         ):
             if response.status_code != 200:
                 response.read()
-                raise SystemExit(f"error: {response.status_code} {response.text[:300]}")
+                raise CliError(refusal("catalog", response))
             for block in response.iter_bytes():
                 sink.write(block)
                 written += len(block)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, CliError):
         partial.unlink(missing_ok=True)
-        raise SystemExit(f"error: the catalog at {url} did not answer: {exc}") from exc
+        raise
     partial.replace(out)
-    Console().print(f"wrote {out} ({written:,} bytes, {fmt})")
+    Console().print(f"wrote {plain(out)} ({written:,} bytes, {fmt})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -11,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from stockflow.cli.common import auth_headers, service_url
+from stockflow.cli.common import CliError, JsonOption, call, plain, print_json
 
 app = typer.Typer(no_args_is_help=True)
 returns = typer.Typer(no_args_is_help=True)
@@ -21,32 +22,22 @@ TIMEOUT = 30.0
 
 
 def _call(method: str, path: str, **kwargs: Any) -> httpx.Response:
-    headers = auth_headers()
+    headers = {}
     if method != "GET":
         # One key per command run: a retry inside httpx cannot apply a step twice.
         headers["Idempotency-Key"] = str(uuid.uuid4())
-    try:
-        response = httpx.request(
-            method,
-            f"{service_url('fulfillment')}{path}",
-            headers=headers,
-            timeout=TIMEOUT,
-            **kwargs,
-        )
-    except httpx.HTTPError as exc:
-        _fail(f"fulfillment service unreachable: {exc}")
-    if response.status_code >= 400:
-        try:
-            detail = response.json().get("detail", response.text)
-        except ValueError:
-            detail = response.text
-        _fail(f"{response.status_code}: {detail}")
-    return response
+    return call("fulfillment", method, path, headers=headers, timeout=TIMEOUT, **kwargs)
 
 
 def _fail(message: Any) -> NoReturn:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(1)
+    raise CliError(str(message))
+
+
+def _show(data: dict[str, Any], printer: Callable[[dict[str, Any]], None], as_json: bool) -> None:
+    if as_json:
+        print_json(data)
+    else:
+        printer(data)
 
 
 def _pairs(values: list[str], what: str) -> dict[str, int]:
@@ -61,24 +52,30 @@ def _pairs(values: list[str], what: str) -> dict[str, int]:
 
 
 def _print_pick_list(pick_list: dict[str, Any]) -> None:
-    table = Table(title=f"pick list {pick_list['pick_list_id']} at {pick_list['location']}")
+    table = Table(
+        title=f"pick list {plain(pick_list['pick_list_id'])} at {plain(pick_list['location'])}"
+    )
     for column in ("step", "bin", "sku", "qty", "for shipments"):
         table.add_column(column, justify="right" if column in {"step", "qty"} else "left")
     for number, line in enumerate(pick_list["lines"], start=1):
         shipments = ", ".join(f"{a['shipment_id']} ×{a['quantity']}" for a in line["assignments"])
         table.add_row(
-            str(number), line["bin"] or "?", line["sku"], str(line["quantity"]), shipments
+            str(number),
+            plain(line["bin"] or "?"),
+            plain(line["sku"]),
+            str(line["quantity"]),
+            plain(shipments),
         )
     console.print(table)
 
 
 def _print_shipment(shipment: dict[str, Any]) -> None:
     console.print(
-        f"[bold]{shipment['shipment_id']}[/bold] ({shipment['order_id']}) "
-        f"at {shipment['location']}: [cyan]{shipment['status']}[/cyan]"
+        f"[bold]{plain(shipment['shipment_id'])}[/bold] ({plain(shipment['order_id'])}) "
+        f"at {plain(shipment['location'])}: [cyan]{plain(shipment['status'])}[/cyan]"
     )
     for line in shipment["lines"]:
-        console.print(f"  {line['line_id']}  {line['sku']}  ×{line['quantity']}")
+        console.print(f"  {plain(line['line_id'])}  {plain(line['sku'])}  ×{line['quantity']}")
     for number, package in enumerate(shipment["packages"], start=1):
         size = package["dimensions"]
         console.print(
@@ -88,27 +85,32 @@ def _print_shipment(shipment: dict[str, Any]) -> None:
     if shipment.get("label"):
         label = shipment["label"]
         console.print(
-            f"  {label['carrier']} {label['service_level']}: "
-            f"[bold]{label['tracking_number']}[/bold]"
+            f"  {plain(label['carrier'])} {plain(label['service_level'])}: "
+            f"[bold]{plain(label['tracking_number'])}[/bold]"
         )
 
 
 @app.command()
-def work(location: str = typer.Option(..., help="Location code, e.g. WH1.")) -> None:
+def work(
+    location: str = typer.Option(..., help="Location code, e.g. WH1."), as_json: JsonOption = False
+) -> None:
     """Open shipments at a location, by status."""
     data = _call("GET", "/work", params={"location": location}).json()
-    table = Table(title=f"open work at {location}")
+    if as_json:
+        print_json(data)
+        return
+    table = Table(title=f"open work at {plain(location)}")
     for column in ("status", "shipment", "order", "lines", "pick list"):
         table.add_column(column)
     for status, shipments in data["by_status"].items():
         for shipment in shipments:
             lines = ", ".join(f"{line['sku']} ×{line['quantity']}" for line in shipment["lines"])
             table.add_row(
-                status,
-                shipment["shipment_id"],
-                shipment["order_id"],
-                lines,
-                shipment["pick_list_id"] or "",
+                plain(status),
+                plain(shipment["shipment_id"]),
+                plain(shipment["order_id"]),
+                plain(lines),
+                plain(shipment["pick_list_id"]),
             )
     console.print(table)
     counts = ", ".join(f"{status} {count}" for status, count in data["counts"].items() if count)
@@ -120,18 +122,19 @@ def pick(
     location: str = typer.Option(..., help="Location code."),
     max_shipments: int = typer.Option(20, "--max", help="Most shipments in one walk."),
     shipment: list[str] = typer.Option([], help="Pick these shipments (repeatable)."),
+    as_json: JsonOption = False,
 ) -> None:
     """Batch waiting shipments into one pick list, lines in bin-walk order."""
     body: dict[str, Any] = {"location": location, "max_shipments": max_shipments}
     if shipment:
         body["shipment_ids"] = shipment
-    _print_pick_list(_call("POST", "/pick-lists", json=body).json())
+    _show(_call("POST", "/pick-lists", json=body).json(), _print_pick_list, as_json)
 
 
 @app.command("pick-list")
-def pick_list(pick_list_id: str) -> None:
+def pick_list(pick_list_id: str, as_json: JsonOption = False) -> None:
     """Show a pick list."""
-    _print_pick_list(_call("GET", f"/pick-lists/{pick_list_id}").json())
+    _show(_call("GET", f"/pick-lists/{pick_list_id}").json(), _print_pick_list, as_json)
 
 
 @app.command("confirm-pick")
@@ -140,18 +143,23 @@ def confirm_pick(
     found: list[str] = typer.Option(
         [], help="SKU=N units found (repeatable); skus not named were found in full."
     ),
+    as_json: JsonOption = False,
 ) -> None:
     """Confirm what was found; a short bin raises a stock discrepancy and holds its shipment."""
     listed = _call("GET", f"/pick-lists/{pick_list_id}").json()
     counts = {line["sku"]: line["quantity"] for line in listed["lines"]}
     counts.update(_pairs(found, "--found"))
     result = _call("POST", f"/pick-lists/{pick_list_id}/confirm", json={"found": counts}).json()
-    console.print(f"picked: {', '.join(result['picked']) or '-'}")
+    if as_json:
+        print_json(result)
+        return
+    console.print(f"picked: {plain(', '.join(result['picked'])) or '-'}")
     if result["on_hold"]:
-        console.print(f"[yellow]on hold (short):[/yellow] {', '.join(result['on_hold'])}")
+        console.print(f"[yellow]on hold (short):[/yellow] {plain(', '.join(result['on_hold']))}")
     for d in result["discrepancies"]:
         console.print(
-            f"[yellow]discrepancy:[/yellow] {d['sku']} in {d['bin'] or 'unknown bin'}: "
+            f"[yellow]discrepancy:[/yellow] {plain(d['sku'])} "
+            f"in {plain(d['bin'] or 'unknown bin')}: "
             f"expected {d['expected']}, found {d['found']}"
         )
 
@@ -161,6 +169,7 @@ def pack(
     shipment: str,
     weight: int | None = typer.Option(None, help="Measured weight in grams."),
     size: str | None = typer.Option(None, help="Measured size LxWxH in millimetres."),
+    as_json: JsonOption = False,
 ) -> None:
     """Pack a picked shipment (one package; catalog weights and sizes unless measured)."""
     package: dict[str, Any] = {}
@@ -174,13 +183,13 @@ def pack(
             zip(("length", "width", "height"), map(int, parts), strict=True)
         )
     body = {"packages": [package]} if package else {}
-    _print_shipment(_call("POST", f"/shipments/{shipment}/pack", json=body).json())
+    _show(_call("POST", f"/shipments/{shipment}/pack", json=body).json(), _print_shipment, as_json)
 
 
 @app.command()
-def ship(shipment: str) -> None:
+def ship(shipment: str, as_json: JsonOption = False) -> None:
     """Buy the label from the cheapest fitting carrier and mark the shipment shipped."""
-    _print_shipment(_call("POST", f"/shipments/{shipment}/ship").json())
+    _show(_call("POST", f"/shipments/{shipment}/ship").json(), _print_shipment, as_json)
 
 
 @app.command()
@@ -191,18 +200,29 @@ def label(shipment: str, out: Path = typer.Option(..., help="Where to write the 
 
 
 @app.command()
-def show(shipment: str) -> None:
+def show(shipment: str, as_json: JsonOption = False) -> None:
     """A shipment, its packages, label and tracking history."""
     data = _call("GET", f"/shipments/{shipment}").json()
+    if as_json:
+        print_json(data)
+        return
     _print_shipment(data)
     for scan in data["tracking"]:
-        console.print(f"  {scan['occurred_at']}  {scan['status']}  {scan['detail']}")
+        console.print(f"  {scan['occurred_at']}  {plain(scan['status'])}  {plain(scan['detail'])}")
 
 
 @app.command()
-def cancel(shipment: str, reason: str = typer.Option("cancelled by the warehouse")) -> None:
+def cancel(
+    shipment: str,
+    reason: str = typer.Option("cancelled by the warehouse"),
+    as_json: JsonOption = False,
+) -> None:
     """Cancel a shipment that has not left yet."""
-    _print_shipment(_call("POST", f"/shipments/{shipment}/cancel", json={"reason": reason}).json())
+    _show(
+        _call("POST", f"/shipments/{shipment}/cancel", json={"reason": reason}).json(),
+        _print_shipment,
+        as_json,
+    )
 
 
 @app.command()
@@ -210,29 +230,32 @@ def track(
     tracking_number: str,
     status: str = typer.Option(..., help="in_transit, delivered or exception."),
     detail: str = typer.Option("", help="What the carrier said."),
+    as_json: JsonOption = False,
 ) -> None:
     """Feed a carrier scan (what the carrier webhook does)."""
     body = {"tracking_number": tracking_number, "status": status, "detail": detail}
-    _print_shipment(_call("POST", "/tracking", json=body).json())
+    _show(_call("POST", "/tracking", json=body).json(), _print_shipment, as_json)
 
 
 @app.command("set-bin")
 def set_bin(location: str, sku: str, bin_code: str) -> None:
     """Say where a sku lives (sku '*' sets the location's default bin)."""
     _call("PUT", "/bins", json={"location": location, "sku": sku, "bin": bin_code})
-    console.print(f"{sku} at {location}: bin {bin_code}")
+    console.print(f"{plain(sku)} at {plain(location)}: bin {plain(bin_code)}")
 
 
 def _print_return(rma: dict[str, Any]) -> None:
     console.print(
-        f"[bold]{rma['rma_id']}[/bold] for {rma['order_id']}: "
-        f"[cyan]{rma['status']}[/cyan]" + (f" at {rma['location']}" if rma["location"] else "")
+        f"[bold]{plain(rma['rma_id'])}[/bold] for {plain(rma['order_id'])}: "
+        f"[cyan]{plain(rma['status'])}[/cyan]"
+        + (f" at {plain(rma['location'])}" if rma["location"] else "")
     )
     for line in rma["lines"]:
-        console.print(f"  {line['line_id']}  {line['sku']}  ×{line['quantity']}")
+        console.print(f"  {plain(line['line_id'])}  {plain(line['sku'])}  ×{line['quantity']}")
     for inspection in rma["inspections"]:
         console.print(
-            f"  {inspection['line_id']}: {inspection['quantity']} {inspection['condition']}"
+            f"  {plain(inspection['line_id'])}: {inspection['quantity']} "
+            f"{plain(inspection['condition'])}"
         )
 
 
@@ -241,11 +264,12 @@ def authorize(
     order_id: str,
     line: list[str] = typer.Option(..., help="LINE_ID=N units to return (repeatable)."),
     reason: str = typer.Option("customer return"),
+    as_json: JsonOption = False,
 ) -> None:
     """Authorize returning shipped units of an order."""
     lines = [{"line_id": k, "quantity": v} for k, v in _pairs(line, "--line").items()]
     body = {"order_id": order_id, "lines": lines, "reason": reason}
-    _print_return(_call("POST", "/returns", json=body).json())
+    _show(_call("POST", "/returns", json=body).json(), _print_return, as_json)
 
 
 @returns.command("receive")
@@ -253,12 +277,13 @@ def receive(
     rma_id: str,
     location: str | None = typer.Option(None, help="Default: where the goods shipped from."),
     line: list[str] = typer.Option([], help="LINE_ID=N units that arrived; default all."),
+    as_json: JsonOption = False,
 ) -> None:
     """The returned parcel arrived."""
     body: dict[str, Any] = {"location": location}
     if line:
         body["quantities"] = _pairs(line, "--line")
-    _print_return(_call("POST", f"/returns/{rma_id}/receive", json=body).json())
+    _show(_call("POST", f"/returns/{rma_id}/receive", json=body).json(), _print_return, as_json)
 
 
 @returns.command("inspect")
@@ -266,6 +291,7 @@ def inspect(
     rma_id: str,
     restock: list[str] = typer.Option([], help="LINE_ID=N units back on the shelf."),
     write_off: list[str] = typer.Option([], help="LINE_ID=N units written off."),
+    as_json: JsonOption = False,
 ) -> None:
     """Judge every received unit: restock or write off."""
     lines = [
@@ -273,4 +299,8 @@ def inspect(
         for condition, given in (("restock", restock), ("write_off", write_off))
         for k, v in _pairs(given, f"--{condition.replace('_', '-')}").items()
     ]
-    _print_return(_call("POST", f"/returns/{rma_id}/inspect", json={"lines": lines}).json())
+    _show(
+        _call("POST", f"/returns/{rma_id}/inspect", json={"lines": lines}).json(),
+        _print_return,
+        as_json,
+    )

@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from stockflow.cli import kafka_tools as kt
-from stockflow.cli.common import service_url, setting
+from stockflow.cli.common import CliError, JsonOption, plain, print_json, service_url, setting
 from stockflow.contracts.base import TOPICS
 
 SERVICES = ("catalog", "stock", "order", "fulfillment", "accounting")
@@ -62,20 +62,36 @@ def topics_list(
         list[str] | None, typer.Argument(help="Only topics matching these globs ('stock.*').")
     ] = None,
     internal: Annotated[bool, typer.Option(help="Include __consumer_offsets and co.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Topics with their partitions, end offsets, retained records and cleanup policy."""
     infos = kt.run_command(kt.topics(_bootstrap(), patterns or (), internal=internal))
+    if as_json:
+        print_json(
+            [
+                {
+                    "topic": info.name,
+                    "owner": known.owner if (known := TOPICS.get(info.name)) else None,
+                    "partitions": info.partitions,
+                    "records": info.records,
+                    "end_offsets": info.end_offsets,
+                    "cleanup_policy": info.cleanup_policy,
+                }
+                for info in infos
+            ]
+        )
+        return
     table = Table("topic", "owner", "partitions", "records", "end offsets", "cleanup")
     for info in infos:
         ends = " ".join(f"{p}:{o}" for p, o in sorted(info.end_offsets.items()))
         known = TOPICS.get(info.name)
         table.add_row(
-            info.name,
+            plain(info.name),
             known.owner if known else "",
             str(info.partitions),
             str(info.records),
             _cut(ends, 60),
-            "[bold]compact[/]" if "compact" in info.cleanup_policy else info.cleanup_policy,
+            "[bold]compact[/]" if "compact" in info.cleanup_policy else plain(info.cleanup_policy),
         )
     Console().print(table)
 
@@ -108,12 +124,28 @@ def topics_tail(  # noqa: PLR0913 -- typer: one parameter per command-line optio
     follow: Annotated[
         bool, typer.Option("--follow/--no-follow", "-f", help="Keep printing new records.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+    look_back: Annotated[
+        int,
+        typer.Option(
+            "--look-back",
+            min=1,
+            help="With --type/--key/--order: how many of each partition's newest records to "
+            "search for the newest N matching ones.",
+        ),
+    ] = 10_000,
+    as_json: JsonOption = False,
 ) -> None:
-    """Decoded CloudEvents of a topic (binary or structured mode); bad records say why."""
+    """Decoded CloudEvents of a topic (binary or structured mode); bad records say why.
+
+    Without --from-beginning it shows the newest N records that match the filters, searching
+    the newest --look-back records of each partition (N when nothing is filtered).
+    """
     console = Console()
     filters = {"types": types or (), "key": key, "order": order}
-    kt.run_command(_tail(console, _Tail(topic, filters, from_beginning, limit, follow, as_json)))
+    filtered = bool(types or key or order)
+    window = None if from_beginning else max(limit, look_back) if filtered else limit
+    tail = _Tail(topic, filters, from_beginning, window, limit, follow, as_json)
+    kt.run_command(_tail(console, tail))
 
 
 @dataclass(frozen=True)
@@ -123,6 +155,8 @@ class _Tail:
     topic: str
     filters: dict[str, Any]
     from_beginning: bool
+    window: int | None
+    """Records read back from each partition's end (None: from its beginning)."""
     limit: int
     follow: bool
     as_json: bool
@@ -130,13 +164,21 @@ class _Tail:
     def wanted(self, batch: list[Any]) -> list[kt.Shown]:
         return [s for s in map(kt.describe, batch) if s.matches(**self.filters)]
 
+    def nothing_found(self) -> str:
+        if self.window is None:
+            return f"no matching records in {self.topic}"
+        return (
+            f"no matching records among the newest {self.window} of each partition of "
+            f"{self.topic} (--look-back searches further back, --from-beginning all of it)"
+        )
+
 
 def _by_time(shown: list[kt.Shown]) -> list[kt.Shown]:
     return sorted(shown, key=lambda s: (s.timestamp is None, s.timestamp, s.partition, s.offset))
 
 
 async def _tail(console: Console, tail: _Tail) -> None:
-    window = None if tail.from_beginning else tail.limit
+    window = tail.window
     if not tail.follow:
         shown: list[kt.Shown] = []
         async for batch in kt.scan(_bootstrap(), tail.topic, last=window):
@@ -147,7 +189,7 @@ async def _tail(console: Console, tail: _Tail) -> None:
         shown = shown[: tail.limit] if tail.from_beginning else shown[-tail.limit :]
         _print_records(console, shown, tail.as_json, header=True)
         if not tail.as_json and not shown:
-            console.print(f"[dim]no matching records in {tail.topic}[/]")
+            console.print(f"[dim]{plain(tail.nothing_found())}[/]")
         return
     first = True
     async for batch in kt.scan(_bootstrap(), tail.topic, last=window, follow=True):
@@ -214,7 +256,7 @@ def dlq_list(
     topic: TopicOption = None,
     source_topic: SourceOption = None,
     limit: Annotated[int, typer.Option(min=1, help="The newest N per partition.")] = 200,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Dead letters: where each came from, why, and whether it was replayed."""
     name = _dlq(service, topic)
@@ -255,6 +297,7 @@ def dlq_show(
     offset: Annotated[int, typer.Argument(min=0)],
     partition: Annotated[int, typer.Option(min=0)] = 0,
     topic: TopicOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """One dead letter: every header and the original value (a hex dump when not UTF-8)."""
     name = _dlq(service, topic)
@@ -267,8 +310,11 @@ def dlq_show(
 
     letter, history = kt.run_command(load())
     if letter is None:
-        Console(stderr=True).print(f"[red]error:[/] no record at {name}/{partition}/{offset}")
-        raise typer.Exit(1)
+        raise CliError(f"no record at {name}/{partition}/{offset}")
+    if as_json:
+        replays = [replay.__dict__ for replay in history]
+        print_json({**letter.as_json(), "replays": replays})
+        return
     console = Console()
     summary = Table.grid(padding=(0, 2))
     summary.add_column(style="bold")
@@ -388,7 +434,7 @@ def lag(
     groups: Annotated[
         list[str] | None, typer.Option("--group", "-g", help="Only this group (repeatable).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Consumer lag per group and partition: committed offsets against end offsets."""
     lags = kt.run_command(kt.consumer_lag(_bootstrap(), groups or ()))
@@ -447,9 +493,14 @@ def schemas_export(
 
 def status(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each service.")] = 3.0,
+    as_json: JsonOption = False,
 ) -> None:
     """Each service's readiness (/readyz: database and Kafka reachable)."""
     results = asyncio.run(_readiness(timeout_s=timeout))
+    if as_json:
+        fields = ("service", "url", "state", "detail")
+        print_json([dict(zip(fields, result, strict=True)) for result in results])
+        raise typer.Exit(0 if all(r[2] == "ready" for r in results) else 1)
     table = Table("service", "url", "state", "detail")
     for service, url, state, detail in results:
         colour = "green" if state == "ready" else "red"

@@ -4,33 +4,27 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from stockflow.cli.common import auth_headers, service_url
+from stockflow.cli.common import JsonOption, get, plain, print_json
 
 app = typer.Typer(no_args_is_help=True)
 
 
 def _get(path: str, params: dict[str, Any] | None = None) -> Any:
-    url = service_url("order") + path
-    try:
-        response = httpx.get(url, params=params, headers=auth_headers(), timeout=10)
-    except httpx.HTTPError as exc:
-        raise SystemExit(f"error: the order service at {url} did not answer: {exc}") from exc
-    if response.status_code == 404:
-        raise SystemExit(f"error: {response.json().get('detail', 'not found')}")
-    if response.status_code >= 400:
-        raise SystemExit(f"error: {response.status_code} {response.text[:300]}")
-    return response.json()
+    return get("order", path, params)
 
 
 @app.command()
-def show(order_id: str) -> None:
+def show(order_id: str, as_json: JsonOption = False) -> None:
     """An order: header, lines, allocations, shipments and the saga timeline."""
-    render_order(Console(), _get(f"/orders/{order_id}"))
+    order = _get(f"/orders/{order_id}")
+    if as_json:
+        print_json(order)
+        return
+    render_order(Console(), order)
 
 
 @app.command("list")
@@ -38,15 +32,19 @@ def list_orders(
     state: Annotated[str | None, typer.Option(help="Only orders in this state.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
     after: Annotated[str | None, typer.Option(help="Start after this order id.")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Orders in order-id order, a page at a time."""
     page = _get("/orders", {"state": state, "limit": limit, "after": after})
+    if as_json:
+        print_json(page)
+        return
     table = Table("order", "state", "customer", "lines", "currency", "created", "settled")
     for order in page["orders"]:
         table.add_row(
-            order["order_id"],
+            plain(order["order_id"]),
             order["state"],
-            order["customer_id"] or "",
+            plain(order["customer_id"]),
             str(order["lines"]),
             order["currency"],
             _time(order["created_at"]),
@@ -56,15 +54,18 @@ def list_orders(
     console.print(table)
     if page["next_after"]:
         console.print(
-            f"more: stockflow order list --after {page['next_after']}"
-            + (f" --state {state}" if state else "")
+            f"more: stockflow order list --after {plain(page['next_after'])}"
+            + (f" --state {plain(state)}" if state else "")
         )
 
 
 @app.command()
-def stats() -> None:
+def stats(as_json: JsonOption = False) -> None:
     """Orders per state and how long orders take to settle."""
     figures = _get("/orders/stats")
+    if as_json:
+        print_json(figures)
+        return
     table = Table("state", "orders")
     for state, count in figures["states"].items():
         if count:
@@ -86,13 +87,13 @@ def render_order(console: Console, order: dict[str, Any]) -> None:
     header = Table.grid(padding=(0, 2))
     header.add_column(style="bold")
     header.add_column()
-    state = order["state"] + (f" ({order['reason']})" if order.get("reason") else "")
+    state = order["state"] + (f" ({plain(order['reason'])})" if order.get("reason") else "")
     payment = order["payment"]
     address = order.get("shipping_address") or {}
     for label, value in (
-        ("order", order["order_id"]),
+        ("order", plain(order["order_id"])),
         ("state", state + (" [red]STUCK[/]" if order.get("stuck") else "")),
-        ("customer", order.get("customer_id") or ""),
+        ("customer", plain(order.get("customer_id"))),
         ("total", f"{order['total']} {order['currency']}"),
         (
             "payment",
@@ -103,7 +104,7 @@ def render_order(console: Console, order: dict[str, Any]) -> None:
         (
             "ship to",
             ", ".join(
-                str(address[k])
+                plain(address[k])
                 for k in ("name", "line1", "line2", "city", "postal_code", "country")
                 if address.get(k)
             ),
@@ -132,8 +133,8 @@ def render_order(console: Console, order: dict[str, Any]) -> None:
     for line in order["lines"]:
         reserved = "untracked" if line["untracked"] else str(line["reserved"])
         lines.add_row(
-            line["line_id"],
-            line["sku"],
+            plain(line["line_id"]),
+            plain(line["sku"]),
             str(line["quantity"]),
             line["unit_price"],
             reserved,
@@ -143,7 +144,10 @@ def render_order(console: Console, order: dict[str, Any]) -> None:
         )
         for allocation in line["allocations"]:
             allocations.add_row(
-                line["line_id"], line["sku"], allocation["location"], str(allocation["quantity"])
+                plain(line["line_id"]),
+                plain(line["sku"]),
+                plain(allocation["location"]),
+                str(allocation["quantity"]),
             )
     console.print(lines)
     if allocations.row_count:
@@ -163,11 +167,13 @@ def render_order(console: Console, order: dict[str, Any]) -> None:
         )
         for shipment in order["shipments"]:
             shipments.add_row(
-                shipment["shipment_id"],
-                ", ".join(f"{q['line_id']}×{q['quantity']}" for q in shipment["lines"]),
-                shipment.get("location", ""),
-                " ".join(filter(None, (shipment.get("carrier"), shipment.get("service_level")))),
-                shipment.get("tracking_number", ""),
+                plain(shipment["shipment_id"]),
+                plain(", ".join(f"{q['line_id']}×{q['quantity']}" for q in shipment["lines"])),
+                plain(shipment.get("location")),
+                plain(
+                    " ".join(filter(None, (shipment.get("carrier"), shipment.get("service_level"))))
+                ),
+                plain(shipment.get("tracking_number")),
                 _time(shipment.get("shipped_at")),
                 _time(shipment.get("delivered_at")) or ("yes" if shipment["delivered"] else ""),
             )
@@ -194,9 +200,9 @@ def render_order(console: Console, order: dict[str, Any]) -> None:
             entry["from_state"]
             if entry["from_state"] == entry["to_state"]
             else f"{entry['from_state']} → {entry['to_state']}",
-            f"{entry['cause_type']}\n[dim]{entry['cause_id']}[/]",
-            f"[{outcome}]{entry['outcome']}[/]" if outcome else entry["outcome"],
-            entry["note"],
+            f"{plain(entry['cause_type'])}\n[dim]{plain(entry['cause_id'])}[/]",
+            f"[{outcome}]{entry['outcome']}[/]" if outcome else plain(entry["outcome"]),
+            plain(entry["note"]),
         )
     console.print(timeline)
 

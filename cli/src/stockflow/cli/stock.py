@@ -6,15 +6,15 @@ import asyncio
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-import httpx
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from stockflow.cli.common import service_url, setting
+from stockflow.cli.common import JsonOption, get, plain, print_json, setting
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -31,58 +31,71 @@ COLUMNS = (
 
 
 @app.command()
-def show(sku: str, movements: int = typer.Option(10, help="How many latest movements to list.")):
+def show(
+    sku: str,
+    movements: int = typer.Option(10, help="How many latest movements to list."),
+    as_json: JsonOption = False,
+):
     """Levels of SKU per location with totals, and its latest movements."""
-    response = httpx.get(f"{service_url('stock')}/levels/{sku}", timeout=10)
-    response.raise_for_status()
-    body = response.json()
+    body = get("stock", f"/levels/{sku}")
+    latest = _latest_movements(sku, movements) if movements else []
+    if as_json:
+        print_json(body | {"movements": latest})
+        return
     if not body["locations"]:
-        console.print(f"no stock recorded for {sku}")
+        console.print(f"no stock recorded for {plain(sku)}")
         raise typer.Exit(1)
-    table = Table(title=f"{sku}")
+    table = Table(title=plain(sku))
     table.add_column("location")
     for column in COLUMNS:
         table.add_column(column.replace("_", " "), justify="right")
     for level in body["locations"]:
-        table.add_row(level["location"], *(str(level[c]) for c in COLUMNS))
+        table.add_row(plain(level["location"]), *(str(level[c]) for c in COLUMNS))
     table.add_row("[bold]total", *(f"[bold]{body['totals'][c]}" for c in COLUMNS))
     console.print(table)
     if movements:
-        _print_movements(sku, movements)
+        _print_movements(sku, latest)
 
 
 @app.command("movements")
-def list_movements(sku: str, limit: int = typer.Option(50, help="How many, newest last.")):
+def list_movements(
+    sku: str,
+    limit: int = typer.Option(50, help="How many, newest last."),
+    as_json: JsonOption = False,
+):
     """The ledger of SKU: every change of every level, with its cause."""
-    _print_movements(sku, limit)
+    latest = _latest_movements(sku, limit)
+    if as_json:
+        print_json(latest)
+        return
+    _print_movements(sku, latest)
 
 
-def _print_movements(sku: str, limit: int) -> None:
+def _latest_movements(sku: str, limit: int) -> list[dict]:
     items: list[dict] = []
     after = 0
     while True:  # the API pages oldest first; keep the newest `limit`
-        page = httpx.get(
-            f"{service_url('stock')}/movements",
-            params={"sku": sku, "after": after, "limit": 1000},
-            timeout=10,
-        ).json()
+        page = get("stock", "/movements", {"sku": sku, "after": after, "limit": 1000})
         items = (items + page["items"])[-limit:]
         if page["next_after"] is None:
-            break
+            return items
         after = page["next_after"]
-    table = Table(title=f"latest movements of {sku}")
+
+
+def _print_movements(sku: str, items: list[dict]) -> None:
+    table = Table(title=f"latest movements of {plain(sku)}")
     for column in ("id", "when", "location", "kind", "qty", "order", "reference", "cause"):
         table.add_column(column)
     for m in items:
         table.add_row(
             str(m["id"]),
             str(m["occurred_at"])[:19],
-            m["location"],
-            m["kind"],
+            plain(m["location"]),
+            plain(m["kind"]),
             str(m["quantity"]),
-            m["order_id"] or "",
-            f"{m['reference_type'] or ''} {m['reference_id'] or ''}".strip(),
-            m["cause_event_id"][:12],
+            plain(m["order_id"]),
+            plain(f"{m['reference_type'] or ''} {m['reference_id'] or ''}".strip()),
+            plain(m["cause_event_id"][:12]),
         )
     console.print(table)
 
@@ -125,6 +138,10 @@ def replenish(  # noqa: PLR0913 -- typer: one parameter per command-line option
         ),
     ] = False,
     seed: Annotated[int, typer.Option(help="--simulate: the synthetic histories' seed.")] = 7,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Every column (the forecast's scores and reasoning).")
+    ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Forecast demand per SKU and location, suggest reorders with their reasoning.
 
@@ -135,77 +152,128 @@ def replenish(  # noqa: PLR0913 -- typer: one parameter per command-line option
     if simulate:
         _print_proof(seed)
         return
-    from stockflow.runtime.db import create_pool
-    from stockflow.runtime.settings import SCHEMAS
-    from stockflow.stock.replenishment.run import RunRequest, run_replenishment
+    from stockflow.stock.replenishment.run import RunRequest
 
-    async def run():
-        pool = await create_pool(
-            setting("DATABASE_URL"), SCHEMAS["stock"], application_name="stockflow-cli"
+    request = RunRequest("cli", sku or None, publish, apply_reorder_points, report_dir)
+    result = asyncio.run(_run_replenishment(request, show_progress=not as_json))
+    shown = sorted(
+        result.results if show_all else result.suggestions,
+        key=lambda r: (r.series.sku, r.series.location),
+    )
+    if as_json:
+        print_json(
+            {
+                "results": [_replenishment_json(r) for r in shown],
+                "published": result.published,
+                "reorder_points_set": result.reorder_points_set,
+                "skipped": [
+                    {"sku": s, "location": loc, "why": why} for s, loc, why in result.skipped
+                ],
+                "report": result.report,
+            }
         )
-        try:
-            with Progress(
-                TextColumn("forecasting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-            ) as bar:
-                task = bar.add_task("forecasting", total=None)
-                return await run_replenishment(
-                    pool,
-                    RunRequest("cli", sku or None, publish, apply_reorder_points, report_dir),
-                    source="stockflow/stock",
-                    progress=lambda done, total: bar.update(task, completed=done, total=total),
-                )
-        finally:
-            await pool.close()
-
-    result = asyncio.run(run())
-    shown = result.results if show_all else result.suggestions
-    table = Table(
-        title=f"replenishment: {len(result.suggestions)} of {len(result.results)} "
+        return
+    title = (
+        f"replenishment: {len(result.suggestions)} of {len(result.results)} "
         "SKU/location pairs at or below their reorder point"
     )
-    for column in (
-        "sku",
-        "location",
-        "order",
-        "model",
-        "WAPE (naive)",
-        "MASE",
-        "forecast/day",
-        "lead-time demand",
-        "safety stock",
-        "reorder point (was)",
-        "position",
-        "days of cover",
-    ):
-        table.add_column(
-            column, justify="left" if column in {"sku", "location", "model"} else "right"
-        )
-    for r in sorted(shown, key=lambda r: (r.series.sku, r.series.location)):
-        s = r.suggestion
-        table.add_row(
-            s.sku,
-            s.location or "",
-            str(s.order_qty) if s.should_order else "-",
-            s.model,
-            f"{_fmt(s.wape)} ({_fmt(r.baseline_wape)})",
-            _fmt(s.mase, 2),
-            f"{s.forecast_daily:.2f}",
-            f"{s.lead_time_demand:.1f}",
-            f"{s.safety_stock:.1f}",
-            f"{math.ceil(s.reorder_point)} ({_fmt(r.previous_reorder_point, 0)})",
-            f"{s.inventory_position:.0f}",
-            _fmt(s.days_of_cover, 1),
-        )
-    console.print(table)
+    console.print(replenishment_table(title, [_replenishment_cells(r) for r in shown], wide=wide))
     console.print(
         f"published {result.published} suggestion(s)"
         + (" to the stock outbox (the running stock service sends them)" if publish else "")
         + f"; reorder points set: {result.reorder_points_set}; skipped: {len(result.skipped)}"
     )
     for skipped_sku, location, why in result.skipped:
-        console.print(f"  skipped {skipped_sku} @ {location}: {why}")
+        console.print(f"  skipped {plain(skipped_sku)} @ {plain(location)}: {plain(why)}")
     if result.report:
-        console.print(f"report: {result.report}")
+        console.print(f"report: {plain(result.report)}")
+
+
+async def _run_replenishment(request: Any, *, show_progress: bool) -> Any:
+    from stockflow.runtime.db import create_pool
+    from stockflow.runtime.settings import SCHEMAS
+    from stockflow.stock.replenishment.run import run_replenishment
+
+    pool = await create_pool(
+        setting("DATABASE_URL"), SCHEMAS["stock"], application_name="stockflow-cli"
+    )
+    try:
+        with Progress(
+            TextColumn("forecasting"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            disable=not show_progress,
+        ) as bar:
+            task = bar.add_task("forecasting", total=None)
+            return await run_replenishment(
+                pool,
+                request,
+                source="stockflow/stock",
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    finally:
+        await pool.close()
+
+
+# (header, shown without --wide); the narrow set fits 80 columns with a 24-character SKU.
+REPLENISHMENT_COLUMNS = (
+    ("sku", True),
+    ("location", True),
+    ("order", True),
+    ("model", False),
+    ("WAPE (naive)", False),
+    ("MASE", False),
+    ("per day", True),
+    ("lead-time demand", False),
+    ("safety stock", False),
+    ("reorder (was)", True),
+    ("position", True),
+    ("cover days", True),
+)
+_TEXT_COLUMNS = {"sku", "location", "model"}
+
+
+def replenishment_table(title: str, rows: list[dict[str, str]], *, wide: bool) -> Table:
+    """The suggestions, one line each: when too narrow, SKU and location shorten with `…`,
+    numbers never."""
+    table = Table(
+        title=title, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0), pad_edge=False
+    )
+    for name in (name for name, narrow in REPLENISHMENT_COLUMNS if wide or narrow):
+        text = name in _TEXT_COLUMNS
+        table.add_column(
+            name, justify="left" if text else "right", no_wrap=not text, overflow="ellipsis"
+        )
+    for row in rows:
+        table.add_row(*(row[column.header] for column in table.columns))  # type: ignore[index]
+    return table
+
+
+def _replenishment_cells(r: Any) -> dict[str, str]:
+    s = r.suggestion
+    return {
+        "sku": plain(s.sku),
+        "location": plain(s.location),
+        "order": str(s.order_qty) if s.should_order else "-",
+        "model": plain(s.model),
+        "WAPE (naive)": f"{_fmt(s.wape)} ({_fmt(r.baseline_wape)})",
+        "MASE": _fmt(s.mase, 2),
+        "per day": f"{s.forecast_daily:.2f}",
+        "lead-time demand": f"{s.lead_time_demand:.1f}",
+        "safety stock": f"{s.safety_stock:.1f}",
+        "reorder (was)": f"{math.ceil(s.reorder_point)} ({_fmt(r.previous_reorder_point, 0)})",
+        "position": f"{s.inventory_position:.0f}",
+        "cover days": _fmt(s.days_of_cover, 1),
+    }
+
+
+def _replenishment_json(r: Any) -> dict[str, Any]:
+    return r.suggestion.to_event_data() | {
+        "should_order": r.suggestion.should_order,
+        "previous_reorder_point": r.previous_reorder_point,
+        "baseline_wape": r.baseline_wape,
+    }
 
 
 def _fmt(value: float | None, places: int = 3) -> str:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from stockflow.order import store
-from stockflow.order.domain import SETTLED_STATES, OrderSaga, OrderState
+from stockflow.order.domain import SETTLED_STATES, OrderSaga, OrderState, SagaLine
 from stockflow.runtime.http import require_role
 
 router = APIRouter(tags=["orders"])
@@ -100,6 +100,7 @@ async def get_order(request: Request, order_id: str) -> dict[str, Any]:
         timeline = await store.timeline(conn, order_id)
         shipments = await store.shipments(conn, order_id)
         timers = await store.timers(conn, order_id)
+        etas = await store.backorder_etas(conn, order_id)
     saga = OrderSaga.from_dict(row["saga"])
     carrier = {s["shipment_id"]: dict(s) for s in shipments}
     return {
@@ -120,23 +121,7 @@ async def get_order(request: Request, order_id: str) -> dict[str, Any]:
         "backorder_policy": saga.backorder_policy.value,
         "reserve_attempts": saga.reserve_attempts,
         "shipping_address": row["shipping_address"],
-        "lines": [
-            {
-                "line_id": line.line_id,
-                "sku": line.sku,
-                "quantity": line.quantity,
-                "unit_price": str(line.unit_price),
-                "reserved": line.reserved,
-                "backordered": line.backordered,
-                "untracked": line.untracked,
-                "shipped": line.shipped,
-                "returned": line.returned,
-                "allocations": [
-                    {"location": a.location, "quantity": a.quantity} for a in line.allocations
-                ],
-            }
-            for line in saga.lines
-        ],
+        "lines": [_line_json(line, etas) for line in saga.lines],
         "shipments": [
             {
                 "shipment_id": s.shipment_id,
@@ -149,4 +134,21 @@ async def get_order(request: Request, order_id: str) -> dict[str, Any]:
         "returns": list(saga.return_ids),
         "timers": [dict(t) for t in timers],
         "timeline": [dict(entry) for entry in timeline],
+    }
+
+
+def _line_json(line: SagaLine, etas: dict[str, datetime | None]) -> dict[str, Any]:
+    """A line with its progress; a backordered line with the date stock expects it."""
+    return {
+        "line_id": line.line_id,
+        "sku": line.sku,
+        "quantity": line.quantity,
+        "unit_price": str(line.unit_price),
+        "reserved": line.reserved,
+        "backordered": line.backordered,
+        "expected_date": etas.get(line.line_id) if line.backordered else None,
+        "untracked": line.untracked,
+        "shipped": line.shipped,
+        "returned": line.returned,
+        "allocations": [{"location": a.location, "quantity": a.quantity} for a in line.allocations],
     }

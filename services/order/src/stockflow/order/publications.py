@@ -7,7 +7,7 @@ in the rest.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -87,15 +87,18 @@ def order_confirmed(
         {
             "order_id": effect.order_id,
             "currency": effect.currency,
-            "lines": [_confirmed_line(line) for line in effect.lines],
+            "lines": [_confirmed_line(line, context.facts.backorder_etas) for line in effect.lines],
             "shipping_address": context.facts.shipping_address,
             "confirmed_at": context.now,
         }
     )
 
 
-def _confirmed_line(line: domain.SagaLine) -> wire.ConfirmedLine:
+def _confirmed_line(
+    line: domain.SagaLine, etas: Mapping[str, datetime | None]
+) -> wire.ConfirmedLine:
     return wire.ConfirmedLine(
+        expected_date=etas.get(line.line_id) if line.backordered else None,
         line_id=line.line_id,
         sku=line.sku,
         quantity=line.quantity,
@@ -142,9 +145,11 @@ def cancel_refused(
 
 
 def backorder_allocated(
-    effect: domain.AnnounceBackorderFilled, _context: PublicationContext
+    effect: domain.AnnounceBackorderFilled, context: PublicationContext
 ) -> wire.OrderBackorderAllocated:
+    etas = context.facts.backorder_etas
     return wire.OrderBackorderAllocated(
+        expected_date=etas.get(effect.line_id) if effect.backordered else None,
         order_id=effect.order_id,
         line_id=effect.line_id,
         sku=effect.sku,

@@ -20,6 +20,7 @@ from stockflow.contracts import CloudEvent, Event
 from stockflow.contracts import events as wire
 from stockflow.contracts.types import Identifier, Timestamp
 from stockflow.order import domain
+from stockflow.order import store as sql
 from stockflow.order.domain import Decision, SagaPolicy
 from stockflow.order.publications import PublicationContext, contract_event
 from stockflow.order.store import (
@@ -114,6 +115,44 @@ async def apply_stock_replies(
         event = cast(StockEvent, item.event)
         sagas.decide(item.cloud, event.order_id, stock_input(event, item.cloud.id))
     await sagas.save()
+
+
+async def record_reply_etas(uow: UnitOfWork, batch: Sequence[Inbound]) -> None:
+    """Keep when each backordered line of a reservation reply is expected (before the saga
+    hears the reply, so that order.confirmed.v1 carries the dates)."""
+    await sql.record_backorder_etas(
+        uow.conn,
+        [
+            (item.event.order_id, line.line_id, line.expected_date)
+            for item in batch
+            if isinstance(item.event, wire.StockReserved)
+            for line in item.event.lines
+            if line.backordered
+        ],
+    )
+
+
+async def apply_eta_changes(uow: UnitOfWork, batch: Sequence[Inbound]) -> None:
+    """Stock moved the expected date of a backordered line: keep it, tell the customer.
+
+    Beside the saga (it decides nothing on dates); a repeat, or a date already known, changes
+    and announces nothing."""
+    for item in batch:
+        event = cast(wire.BackorderEtaChanged, item.event)
+        moved = await sql.move_backorder_eta(
+            uow.conn, event.order_id, event.line_id, event.expected_date
+        )
+        if moved is None:
+            continue
+        uow.with_cause(item.cloud).publish(
+            wire.OrderBackorderEtaChanged(
+                order_id=event.order_id,
+                line_id=event.line_id,
+                sku=event.sku,
+                expected_date=event.expected_date,
+                previous_expected_date=moved["previous"],
+            )
+        )
 
 
 async def apply_fulfillment(

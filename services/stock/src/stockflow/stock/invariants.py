@@ -172,6 +172,17 @@ BUNDLE_ALLOCATED_WHOLE = Invariant(
        HAVING least(min(whole), quantity) <> allocated""",
 )
 
+# LevelBook.flush writes a level's version and published_version in one statement, beside the
+# record it stages; a trigger (migration 0006) moves the version on any other change of a bucket.
+LEVEL_CHANGES_PUBLISHED = Invariant(
+    "level_changes_published",
+    "every change of a level staged its record on stock.levels.v1",
+    """SELECT l.sku || '@' || l.location AS subject,
+              format('version %s, last published %s', l.version, l.published_version) AS detail
+       FROM {schema}.levels l
+       WHERE l.version <> l.published_version""",
+)
+
 INVARIANTS = (
     NO_OVERSELL,
     RESERVED_IS_OPEN_RESERVATIONS,
@@ -179,6 +190,7 @@ INVARIANTS = (
     RESERVATION_APPLIED_ONCE,
     SHIPMENT_APPLIED_ONCE,
     BACKORDERED_IS_OPEN_BACKORDERS,
+    LEVEL_CHANGES_PUBLISHED,
     BUNDLE_ALLOCATED_WHOLE,
 )
 

@@ -134,7 +134,10 @@ class LevelBook:
         )
 
     async def flush(self, uow: UnitOfWork) -> None:
-        """Write changed levels and new movements; stage their events and alerts."""
+        """Write changed levels and new movements; stage their events and alerts.
+
+        Every written level's `published_version` is its new version, in the same statement:
+        the record staged below is that version's (invariant `level_changes_published`)."""
         if not self.changed:
             return
         now = datetime.now(UTC)
@@ -146,14 +149,15 @@ class LevelBook:
         ]
         rows = await uow.conn.fetch(
             f"""INSERT INTO levels (sku, location, {", ".join(BUCKETS)}, alert_state, version,
-                                    updated_at)
-                SELECT u.*, 1, now() FROM unnest($1::text[], $2::text[],
+                                    published_version, updated_at)
+                SELECT u.*, 1, 1, now() FROM unnest($1::text[], $2::text[],
                     {", ".join(f"${i}::int[]" for i in range(3, 3 + len(BUCKETS)))},
                     ${3 + len(BUCKETS)}::text[]) AS u
                 ON CONFLICT (sku, location) DO UPDATE SET
                     {", ".join(f"{b} = EXCLUDED.{b}" for b in BUCKETS)},
                     alert_state = EXCLUDED.alert_state,
-                    version = levels.version + 1, updated_at = now()
+                    version = levels.version + 1, published_version = levels.version + 1,
+                    updated_at = now()
                 RETURNING sku, location, version, reorder_point""",
             [k[0] for k in keys],
             [k[1] for k in keys],
@@ -163,22 +167,7 @@ class LevelBook:
         versions = {(r["sku"], r["location"]): (r["version"], r["reorder_point"]) for r in rows}
         for key, level, zone in zip(keys, levels, zones, strict=True):
             version, reorder_point = versions[key]
-            uow.publish(
-                StockLevelChanged(
-                    sku=level.sku,
-                    location=level.location,
-                    on_hand=level.on_hand,
-                    reserved=level.reserved,
-                    available=level.available,
-                    incoming=level.incoming,
-                    backordered=level.backordered,
-                    damaged=level.damaged,
-                    quality_control=level.quality_control,
-                    safety_stock=level.safety_stock,
-                    version=version,
-                    changed_at=now,
-                )
-            )
+            uow.publish(level_record(level, version, now))
             previous = self.zones.get(key, "ok")
             alert = zone_change_alert(type(zone)(previous), zone)
             if alert is not None and reorder_point is not None:
@@ -234,6 +223,46 @@ class LevelBook:
                     bundle_sku=r.movement.bundle,
                 )
             )
+
+
+def level_record(level: Level, version: int, changed_at: datetime) -> StockLevelChanged:
+    """The stock.levels.v1 record of `level` at `version`."""
+    return StockLevelChanged(
+        sku=level.sku,
+        location=level.location,
+        on_hand=level.on_hand,
+        reserved=level.reserved,
+        available=level.available,
+        incoming=level.incoming,
+        backordered=level.backordered,
+        damaged=level.damaged,
+        quality_control=level.quality_control,
+        safety_stock=level.safety_stock,
+        version=version,
+        changed_at=changed_at,
+    )
+
+
+async def publish_unpublished_levels(uow: UnitOfWork, limit: int) -> int:
+    """Stage the record of up to `limit` levels whose version has none (levels from before the
+    key named the location, or a change made outside LevelBook); how many. Locked levels are
+    skipped: their writer publishes them."""
+    rows = await uow.conn.fetch(
+        "SELECT * FROM levels WHERE version > published_version "
+        "ORDER BY sku, location LIMIT $1 FOR UPDATE SKIP LOCKED",
+        limit,
+    )
+    now = datetime.now(UTC)
+    for row in rows:
+        level = Level(row["sku"], row["location"], **{b: row[b] for b in BUCKETS})
+        uow.publish(level_record(level, row["version"], now))
+    await uow.conn.execute(
+        "UPDATE levels SET published_version = version "
+        "WHERE (sku, location) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+        [r["sku"] for r in rows],
+        [r["location"] for r in rows],
+    )
+    return len(rows)
 
 
 def _alert(alert: StockAlert, level: Level, reorder_point: int):

@@ -39,6 +39,7 @@ from stockflow.contracts.events.orders import (
     ConfirmedLine,
     OrderAccepted,
     OrderBackorderAllocated,
+    OrderBackorderEtaChanged,
     OrderCancelled,
     OrderCancelRefused,
     OrderConfirmed,
@@ -53,6 +54,7 @@ from stockflow.contracts.events.orders import (
 )
 from stockflow.contracts.events.stock import (
     BackorderAllocated,
+    BackorderEtaChanged,
     CommitReservation,
     InvariantViolated,
     ReleaseReservation,
@@ -78,6 +80,7 @@ __all__ = [
     "Address",
     "Allocation",
     "BackorderAllocated",
+    "BackorderEtaChanged",
     "BundleComponent",
     "CatalogVariantRemoved",
     "CatalogVariantUpserted",
@@ -95,6 +98,7 @@ __all__ = [
     "LocatedLine",
     "OrderAccepted",
     "OrderBackorderAllocated",
+    "OrderBackorderEtaChanged",
     "OrderCancelRefused",
     "OrderCancelled",
     "OrderConfirmed",

@@ -57,6 +57,9 @@ class ConfirmedLine(Part):
     unit_price: NonNegativeMoney
     allocations: list[Allocation] = Field(default_factory=list, max_length=MAX_ALLOCATIONS)
     untracked: StrictBool = False
+    expected_date: Timestamp | None = Field(
+        default=None, description="When the backordered units are expected, if stock knows."
+    )
 
     @model_validator(mode="after")
     def _adds_up(self) -> ConfirmedLine:
@@ -180,6 +183,26 @@ class OrderBackorderAllocated(Event):
     backordered: NonNegativeQuantity | None = Field(
         default=None, description="Units of the line still waiting on the backorder."
     )
+    expected_date: Timestamp | None = Field(
+        default=None, description="When the units still waiting are expected, if stock knows."
+    )
+
+
+@register
+class OrderBackorderEtaChanged(Event):
+    """The expected date of a backordered line moved: tell the customer."""
+
+    event_type: ClassVar[str] = "order.backorder.eta_changed.v1"
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "order_id"
+
+    order_id: Identifier
+    line_id: Identifier
+    sku: Sku
+    expected_date: Timestamp | None = Field(
+        default=None, description="None: no announced stock covers the line any more."
+    )
+    previous_expected_date: Timestamp | None = None
 
 
 @register

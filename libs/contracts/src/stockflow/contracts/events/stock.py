@@ -204,16 +204,37 @@ class BackorderAllocated(Event):
     remaining_backordered: NonNegativeQuantity
 
 
-# --- stock.levels.v1 (key sku, compacted) ---------------------------------------------------
+@register
+class BackorderEtaChanged(Event):
+    """The expected date of a waiting backordered line moved (incoming stock announced or
+    arrived); None when no dated incoming stock covers it any more. For a bundle line, one event
+    per component sku."""
+
+    event_type: ClassVar[str] = "stock.backorder.eta_changed.v1"
+    topic: ClassVar[str] = EVENTS
+    key_field: ClassVar[str] = "order_id"
+
+    order_id: Identifier
+    line_id: Identifier
+    sku: Sku
+    expected_date: Timestamp | None = None
+    previous_expected_date: Timestamp | None = None
+
+
+# --- stock.levels.v1 (key sku@location, compacted) ------------------------------------------
+# One record describes one level, so the key names the level: compaction keeps the last record
+# of every (sku, location), and a reader from the beginning rebuilds every level. Records written
+# before the key named the location (key = sku) are superseded by version, never by key.
 
 
 @register
 class StockLevelChanged(Event):
-    """The levels of a sku at a location after a change; `version` grows with every change."""
+    """The levels of a sku at a location after a change; `version` grows with every change
+    of that level (per key), so a reader keeps the highest version it saw."""
 
     event_type: ClassVar[str] = "stock.level.changed.v1"
     topic: ClassVar[str] = LEVELS
-    key_field: ClassVar[str] = "sku"
+    key_field: ClassVar[str] = "sku@location"
 
     sku: Sku
     location: LocationCode

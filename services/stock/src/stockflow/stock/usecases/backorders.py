@@ -149,3 +149,53 @@ class Arrivals:
         )
         self.queues.setdefault(backorder.sku, []).append(queued)
         return self.dates(backorder.sku)[queued]
+
+
+BackorderLine = tuple[str, str, str]  # order_id, line_id, sku
+
+
+class EtaWatch:
+    """The expected dates of the waiting backorders of some skus before a change of their
+    incoming stock; `announce_moves` publishes `stock.backorder.eta_changed.v1` for each
+    backorder still waiting whose date the change moved.
+
+    `watch` takes a transaction-scoped lock per sku, so two changes of one sku's incoming stock
+    compare dates one after the other (callers that lock levels lock them first)."""
+
+    def __init__(self, skus: list[str], dates: dict[BackorderLine, datetime | None]) -> None:
+        self.skus = skus
+        self.dates = dates
+
+    @classmethod
+    async def watch(cls, db: store.Db, skus: Iterable[str]) -> EtaWatch:
+        ordered = sorted(set(skus))
+        await db.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('backorder-eta:' || sku)) "
+            "FROM unnest($1::text[]) AS sku ORDER BY sku",
+            ordered,
+        )
+        return cls(ordered, await _dates(db, ordered))
+
+    async def announce_moves(self, uow: UnitOfWork) -> None:
+        for (order_id, line_id, sku), date in (await _dates(uow.conn, self.skus)).items():
+            before = self.dates.get((order_id, line_id, sku))
+            if date != before:
+                uow.publish(
+                    wire.BackorderEtaChanged(
+                        order_id=order_id,
+                        line_id=line_id,
+                        sku=sku,
+                        expected_date=date,
+                        previous_expected_date=before,
+                    )
+                )
+
+
+async def _dates(db: store.Db, skus: list[str]) -> dict[BackorderLine, datetime | None]:
+    """The expected date of every waiting backorder of `skus` (None: no dated stock covers it)."""
+    incoming = await store.due_incoming(db, skus)
+    dates: dict[BackorderLine, datetime | None] = {}
+    for sku, queue in (await store.backorder_queues(db, skus)).items():
+        for backorder, date in expected_dates(queue, incoming.get(sku, [])).items():
+            dates[(backorder.order_id, backorder.line_id, sku)] = date
+    return dates

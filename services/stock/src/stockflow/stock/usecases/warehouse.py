@@ -24,7 +24,7 @@ from stockflow.stock.domain import (
     count_adjustment,
 )
 from stockflow.stock.ledger import LevelBook
-from stockflow.stock.usecases.backorders import serve_waiting_backorders
+from stockflow.stock.usecases.backorders import EtaWatch, serve_waiting_backorders
 from stockflow.stock.usecases.refusals import Conflict, NotFound
 
 log = get_logger(__name__)
@@ -55,6 +55,7 @@ async def receive_goods(uow: UnitOfWork, receipt: GoodsReceipt) -> Level:
     """Goods in: waiting backorders are served first, the rest becomes available."""
     await store.ensure_location(uow.conn, receipt.location)
     book = await LevelBook.load(uow.conn, [receipt.sku])
+    etas = await EtaWatch.watch(uow.conn, [receipt.sku])
     book.move(
         Movement(
             MovementKind.RECEIPT,
@@ -75,6 +76,7 @@ async def receive_goods(uow: UnitOfWork, receipt: GoodsReceipt) -> Level:
         uow, book, where, receipt.cause, store.ReservationStore(uow.conn)
     )
     await book.flush(uow)
+    await etas.announce_moves(uow)
     return book.level(*where)
 
 
@@ -184,6 +186,7 @@ async def ship_transfer(uow: UnitOfWork, transfer: Transfer) -> dict[str, Any]:
     conn = uow.conn
     await store.ensure_location(conn, transfer.destination)
     book = await LevelBook.load(conn, [transfer.sku])
+    etas = await EtaWatch.watch(conn, [transfer.sku])
     if await store.transfer_exists(conn, transfer.transfer_id):
         raise Conflict(f"transfer_id: {transfer.transfer_id} already exists")
     move = Movement(
@@ -206,6 +209,7 @@ async def ship_transfer(uow: UnitOfWork, transfer: Transfer) -> dict[str, Any]:
     )
     await store.insert_incoming(conn, in_transit)
     await book.flush(uow)
+    await etas.announce_moves(uow)
     return transfer_json(row)
 
 
@@ -223,6 +227,7 @@ async def receive_transfer(
         raise Conflict(f"quantity: {in_transit} in transit, {quantity} received")
     sku, destination = row["sku"], row["destination"]
     book = await LevelBook.load(conn, [sku])
+    etas = await EtaWatch.watch(conn, [sku])
     cause = f"http:transfer:{transfer_id}:received:{row['received'] + quantity}"
     book.move(
         Movement(MovementKind.TRANSFER_IN, sku, destination, quantity, reference=transfer_id),
@@ -235,6 +240,7 @@ async def receive_transfer(
         uow, book, (sku, destination), cause, store.ReservationStore(uow.conn)
     )
     await book.flush(uow)
+    await etas.announce_moves(uow)
     return transfer_json(updated)
 
 
@@ -385,7 +391,9 @@ class AnnouncedReceipt:
 
 
 async def announce_receipt(uow: UnitOfWork, expected: AnnouncedReceipt) -> None:
-    """Goods on their way from a supplier: backorders take their dates from them."""
+    """Goods on their way from a supplier: backorders take their dates from them (and hear
+    when theirs moved)."""
+    etas = await EtaWatch.watch(uow.conn, [expected.sku])
     incoming = store.Incoming(
         expected.sku,
         expected.location,
@@ -395,6 +403,7 @@ async def announce_receipt(uow: UnitOfWork, expected: AnnouncedReceipt) -> None:
     )
     if not await store.insert_incoming(uow.conn, incoming):
         raise Conflict(f"receipt_id: {expected.receipt_id} already announced")
+    await etas.announce_moves(uow)
 
 
 @dataclass(frozen=True)
