@@ -21,7 +21,8 @@ from stockflow.contracts.events.stock import (
     ReserveStock,
 )
 from stockflow.runtime import metrics
-from stockflow.runtime.db import init_connection
+from stockflow.runtime.db import create_pool
+from stockflow.runtime.outbox import UnitOfWork
 from stockflow.runtime.testing.factories import goods_received, variant
 from stockflow.runtime.testing.plugin import ADMIN
 from stockflow.runtime.testing.system import System
@@ -740,25 +741,28 @@ async def test_a_backordered_bundle_is_allocated_in_whole_units_when_its_last_co
             await _ledger_explains(admin, sku)
 
 
-class _RecordingUnitOfWork:
-    """A unit of work over one connection that keeps what it publishes (no outbox)."""
+class _RecordingUnitOfWork(UnitOfWork):
+    """A unit of work that also keeps the events it stages (they go to the outbox as usual)."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
-        self.conn = conn
-        self.published: list = []
+        super().__init__(conn, source="test")
+        self.events: list = []
 
     def publish(self, event, *, subject: str | None = None) -> None:
-        self.published.append(event)
+        self.events.append(event)
+        super().publish(event, subject=subject)
 
 
 async def _arrive(conn: asyncpg.Connection, where: tuple[str, str], units: int, cause: str):
-    """In the caller's open transaction: units of (sku, location) arrive and serve the queue."""
+    """In the caller's open transaction: units of (sku, location) arrive and serve the queue;
+    returns the allocations it announced."""
     uow = _RecordingUnitOfWork(conn)
     book = await LevelBook.load(conn, [where[0]])
     book.move(Movement(MovementKind.RECEIPT, *where, units, reference=cause), cause_event_id=cause)
     await serve_waiting_backorders(uow, book, where, cause, ReservationStore(conn))
     await book.flush(uow)
-    return [event for event in uow.published if isinstance(event, BackorderAllocated)]
+    await uow.flush()
+    return [event for event in uow.events if isinstance(event, BackorderAllocated)]
 
 
 async def test_two_components_arriving_in_two_transactions_at_once_announce_the_kit_once(
@@ -778,25 +782,21 @@ async def test_two_components_arriving_in_two_transactions_at_once_announce_the_
         await send(producer, reserve(order_id, [(kit, 3)], policy="allow"))
         (reserved,) = await replies.wait(order_id)
         assert reserved.lines[0].backordered == 2
-    lamps = await asyncpg.connect(infra.admin_database_url)
-    bulbs = await asyncpg.connect(infra.admin_database_url)
+    pool = await create_pool(infra.admin_database_url, "stock", application_name="race")
     try:
-        for conn in (lamps, bulbs):  # as the service's pool sets them up
-            await init_connection(conn)
-            await conn.execute("SET search_path TO stock")
-        lamp_tx, bulb_tx = lamps.transaction(), bulbs.transaction()
-        await lamp_tx.start()
-        await bulb_tx.start()
-        from_lamps = await _arrive(lamps, (lamp, "WH-EAST"), 2, f"race-{lamp}")
-        bulbs_arrive = asyncio.create_task(_arrive(bulbs, (bulb, "WH-EAST"), 2, f"race-{bulb}"))
-        await asyncio.sleep(1)
-        assert not bulbs_arrive.done()  # waiting for the kit's row the lamps hold
-        await lamp_tx.commit()
-        from_bulbs = await bulbs_arrive
-        await bulb_tx.commit()
+        async with pool.acquire() as lamps, pool.acquire() as bulbs:
+            lamp_tx, bulb_tx = lamps.transaction(), bulbs.transaction()
+            await lamp_tx.start()
+            await bulb_tx.start()
+            from_lamps = await _arrive(lamps, (lamp, "WH-EAST"), 2, f"race-{lamp}")
+            bulbs_arrive = asyncio.create_task(_arrive(bulbs, (bulb, "WH-EAST"), 2, f"race-{bulb}"))
+            await asyncio.sleep(1)
+            assert not bulbs_arrive.done()  # waiting for the kit's row the lamps hold
+            await lamp_tx.commit()
+            from_bulbs = await bulbs_arrive
+            await bulb_tx.commit()
     finally:
-        await lamps.close()
-        await bulbs.close()
+        await pool.close()
     assert from_lamps == []
     [allocated] = from_bulbs
     assert (allocated.sku, allocated.quantity, allocated.remaining_backordered) == (kit, 2, 0)
