@@ -172,6 +172,7 @@ def test_a_refused_transfer_changes_neither_side() -> None:
         (K.TRANSFER_OUT, 2, {}, "destination"),
         (K.TRANSFER_OUT, 2, {"destination": "WH-A"}, "destination"),
         (K.TRANSFER_IN, 2, {"destination": "WH-B"}, "only transfer_out"),
+        (K.RESERVATION, 2, {"bundle": "KIT"}, "only a shipment"),
     ],
 )
 def test_movement_rejects_malformed_values(

@@ -17,16 +17,22 @@ import pytest
 from stockflow.contracts import decode, encode, parse
 from stockflow.contracts.events.fulfillment import ReturnReceived
 from stockflow.contracts.events.stock import (
+    BackorderAllocated,
     CommitReservation,
     ReleaseReservation,
     ReserveStock,
     StockLevelChanged,
 )
 from stockflow.runtime import metrics
+from stockflow.runtime.db import create_pool
+from stockflow.runtime.outbox import UnitOfWork
 from stockflow.runtime.testing.factories import goods_received, variant
 from stockflow.runtime.testing.plugin import ADMIN, reader_from_start
 from stockflow.runtime.testing.system import System
 from stockflow.stock.domain import BUCKETS, Level, Movement, MovementKind, replay
+from stockflow.stock.ledger import LevelBook
+from stockflow.stock.store import ReservationStore
+from stockflow.stock.usecases.backorders import serve_waiting_backorders
 
 pytestmark = pytest.mark.integration
 
@@ -995,3 +1001,109 @@ async def test_location_priority_decides_where_an_order_ships_from(run_service, 
         await until(lambda: _answered(admin, f"o-{pen}"))
         reply = (await client.get(f"/reservations/o-{pen}")).json()
         assert [line["location"] for line in reply["lines"]] == [near]
+
+
+async def test_a_backordered_bundle_is_allocated_in_whole_units_when_its_last_component_arrives(
+    run_service, producer, admin, infra
+):
+    """Kits of 1 pen and 1 ink: one is in stock, two wait. Pens alone allocate no kit; one
+    ink then makes one whole kit, not two. Cancelling frees what the waiting kit held."""
+    pen, ink, kit = sku_name("PEN"), sku_name("INK"), sku_name("KIT")
+    order_id = f"o-kit-{kit}"
+    async with run_service("stock"), Replies(infra) as replies:
+        await catalog(producer, pen)
+        await catalog(producer, ink)
+        await catalog(producer, kit, components=[(pen, 1), (ink, 1)])
+        await receipt(producer, pen, "WH-EAST", 1)
+        await receipt(producer, ink, "WH-EAST", 1)
+        await until(lambda: _has(admin, ink, "WH-EAST", 1))
+        await until(lambda: _known(admin, kit))
+        await send(producer, reserve(order_id, [(kit, 3)], policy="allow"))
+        (reserved,) = await replies.wait(order_id)
+        assert (reserved.lines[0].reserved, reserved.lines[0].backordered) == (1, 2)
+
+        await receipt(producer, pen, "WH-EAST", 3)
+        await until(lambda: _has(admin, pen, "WH-EAST", 4))
+        await asyncio.sleep(1)  # an announcement would be published with the receipt's commit
+        assert len(replies.by_order[order_id]) == 1
+        level = (await levels_of(admin, pen))["WH-EAST"]
+        assert (level["reserved"], level["backordered"], level["available"]) == (3, 0, 1)
+
+        await receipt(producer, ink, "WH-EAST", 1)
+        _, allocated = await replies.wait(order_id, 2)
+        assert allocated.event_type == "stock.backorder.allocated.v1"
+        assert (allocated.sku, allocated.location) == (kit, "WH-EAST")
+        assert (allocated.quantity, allocated.remaining_backordered) == (1, 1)
+        await asyncio.sleep(1)
+        assert len(replies.by_order[order_id]) == 2  # one kit, announced once
+
+        await send(producer, ReleaseReservation(order_id=order_id, reason="cancelled"))
+        await replies.wait(order_id, 3)
+        for sku, on_hand in ((pen, 4), (ink, 2)):
+            level = (await levels_of(admin, sku))["WH-EAST"]
+            assert (level["reserved"], level["backordered"], level["available"]) == (0, 0, on_hand)
+            await _ledger_explains(admin, sku)
+
+
+class _RecordingUnitOfWork(UnitOfWork):
+    """A unit of work that also keeps the events it stages (they go to the outbox as usual)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        super().__init__(conn, source="test")
+        self.events: list = []
+
+    def publish(self, event, *, subject: str | None = None) -> None:
+        self.events.append(event)
+        super().publish(event, subject=subject)
+
+
+async def _arrive(conn: asyncpg.Connection, where: tuple[str, str], units: int, cause: str):
+    """In the caller's open transaction: units of (sku, location) arrive and serve the queue;
+    returns the allocations it announced."""
+    uow = _RecordingUnitOfWork(conn)
+    book = await LevelBook.load(conn, [where[0]])
+    book.move(Movement(MovementKind.RECEIPT, *where, units, reference=cause), cause_event_id=cause)
+    await serve_waiting_backorders(uow, book, where, cause, ReservationStore(conn))
+    await book.flush(uow)
+    await uow.flush()
+    return [event for event in uow.events if isinstance(event, BackorderAllocated)]
+
+
+async def test_two_components_arriving_in_two_transactions_at_once_announce_the_kit_once(
+    run_service, producer, admin, infra
+):
+    """The lamps' transaction holds the kit's row; the bulbs' waits for it, then counts the
+    lamps it committed: the kits are announced, once, by the transaction that made them whole."""
+    lamp, bulb, kit = sku_name("LAMP"), sku_name("BULB"), sku_name("KIT")
+    order_id = f"o-race-{kit}"
+    async with run_service("stock"), Replies(infra) as replies:
+        for sku in (lamp, bulb):
+            await catalog(producer, sku)
+            await receipt(producer, sku, "WH-EAST", 1)
+        await catalog(producer, kit, components=[(lamp, 1), (bulb, 1)])
+        await until(lambda: _has(admin, bulb, "WH-EAST", 1))
+        await until(lambda: _known(admin, kit))
+        await send(producer, reserve(order_id, [(kit, 3)], policy="allow"))
+        (reserved,) = await replies.wait(order_id)
+        assert reserved.lines[0].backordered == 2
+    pool = await create_pool(infra.admin_database_url, "stock", application_name="race")
+    try:
+        async with pool.acquire() as lamps, pool.acquire() as bulbs:
+            lamp_tx, bulb_tx = lamps.transaction(), bulbs.transaction()
+            await lamp_tx.start()
+            await bulb_tx.start()
+            from_lamps = await _arrive(lamps, (lamp, "WH-EAST"), 2, f"race-{lamp}")
+            bulbs_arrive = asyncio.create_task(_arrive(bulbs, (bulb, "WH-EAST"), 2, f"race-{bulb}"))
+            await asyncio.sleep(1)
+            assert not bulbs_arrive.done()  # waiting for the kit's row the lamps hold
+            await lamp_tx.commit()
+            from_bulbs = await bulbs_arrive
+            await bulb_tx.commit()
+    finally:
+        await pool.close()
+    assert from_lamps == []
+    [allocated] = from_bulbs
+    assert (allocated.sku, allocated.quantity, allocated.remaining_backordered) == (kit, 2, 0)
+    for sku in (lamp, bulb):
+        level = (await levels_of(admin, sku))["WH-EAST"]
+        assert (level["reserved"], level["backordered"]) == (3, 0)

@@ -59,6 +59,16 @@ async def build_consistent_stock(pool) -> None:
             Movement(K.ADJUSTMENT, "SKU1", "WH-B", 1, reason="cycle_count", reference="C1"),
             {"reference_type": "count"},
         ),
+        # O4's kit (see add_waiting_kit): its parts backordered, then partly received
+        *(
+            (Movement(kind, sku, "WH-A", n, reference=ref), extra)
+            for sku, ordered, came in (("SKU2", 2, 2), ("SKU3", 4, 3))
+            for kind, n, ref, extra in (
+                (K.RECEIPT, came, "r2", {}),
+                (K.BACKORDER_OPENED, ordered, "O4", {"order_id": "O4"}),
+                (K.BACKORDER_ALLOCATED, came, "O4", {"order_id": "O4"}),
+            )
+        ),
     ]
     causes = {
         ("O1", K.RESERVATION): "reserve-O1",
@@ -100,6 +110,25 @@ async def build_consistent_stock(pool) -> None:
             """('return_line', 'RMA1:L1', '{"rma_id": "RMA1", "quantity": 1}', 'c'), """
             """('count', 'C1', '{"counted": 1}', 'c')"""
         )
+        await add_waiting_kit(uow.conn)
+
+
+async def add_waiting_kit(conn) -> None:
+    """O4 waits for 2 kits of 1 SKU2 and 2 SKU3: 2 SKU2 and 3 SKU3 came, so 1 kit is whole
+    and announced (the rows the fills wrote beside their movements)."""
+    await conn.execute(
+        "INSERT INTO bundle_backorders (order_id, line_id, sku, location, quantity, allocated, "
+        "components) VALUES ('O4', 'L1', 'KIT', 'WH-A', 2, 1, "
+        """'[{"sku": "SKU2", "quantity": 1}, {"sku": "SKU3", "quantity": 2}]')"""
+    )
+    await conn.execute(
+        "INSERT INTO backorders (order_id, line_id, sku, location, quantity, open) "
+        "VALUES ('O4', 'L1', 'SKU2', 'WH-A', 2, 0), ('O4', 'L1', 'SKU3', 'WH-A', 4, 1)"
+    )
+    await conn.execute(
+        "INSERT INTO reservations (order_id, line_id, sku, location, quantity) "
+        "VALUES ('O4', 'L1', 'SKU2', 'WH-A', 2), ('O4', 'L1', 'SKU3', 'WH-A', 3)"
+    )
 
 
 @pytest.fixture
@@ -131,7 +160,19 @@ CORRUPTIONS = {
     "reserved_is_open_reservations": [
         "UPDATE reservations SET quantity = quantity + 3 WHERE order_id = 'O1'"
     ],
-    "backordered_is_open_backorders": ["UPDATE backorders SET open = open - 1"],
+    "backordered_is_open_backorders": ["UPDATE backorders SET open = open - 1 WHERE sku = 'SKU1'"],
+    # The 4th SKU3 arrives and fills the kit, every row consistent, but no kit is announced.
+    "bundle_backorder_allocated_whole": [
+        "INSERT INTO movements (movement_id, sku, location, kind, quantity, cause_event_id) "
+        "VALUES (gen_random_uuid(), 'SKU3', 'WH-A', 'receipt', 1, 'r3')",
+        "INSERT INTO movements (movement_id, sku, location, kind, quantity, order_id, "
+        "reference_type, reference_id, cause_event_id) VALUES (gen_random_uuid(), 'SKU3', "
+        "'WH-A', 'backorder_allocated', 1, 'O4', 'order', 'O4', 'r3')",
+        "UPDATE levels SET on_hand = on_hand + 1, reserved = reserved + 1, "
+        "backordered = backordered - 1 WHERE sku = 'SKU3'",
+        "UPDATE reservations SET quantity = quantity + 1 WHERE order_id = 'O4' AND sku = 'SKU3'",
+        "UPDATE backorders SET open = 0 WHERE order_id = 'O4' AND sku = 'SKU3'",
+    ],
     **{
         f"ledger_explains_levels:{bucket}": [
             f"UPDATE levels SET {bucket} = {bucket} + 1 WHERE sku = 'SKU1' AND location = 'WH-B'"
@@ -221,7 +262,7 @@ async def test_a_backorder_fill_is_not_a_second_reservation(stock):
         ):
             book.move(movement, cause_event_id="receipt-9", order_id="O2", reference_type="order")
         await book.flush(uow)
-        await uow.conn.execute("UPDATE backorders SET open = 0")
+        await uow.conn.execute("UPDATE backorders SET open = 0 WHERE order_id = 'O2'")
         await uow.conn.execute(
             "INSERT INTO reservations (order_id, line_id, sku, location, quantity) "
             "VALUES ('O2', 'L1', 'SKU1', 'WH-B', 1)"

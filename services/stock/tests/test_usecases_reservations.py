@@ -5,7 +5,8 @@ test_service.py."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,12 +18,14 @@ from stockflow.stock.domain import (
     BUCKETS,
     Backorder,
     BackorderFill,
+    BundleBackorder,
     BundleComponent,
     HeldUnits,
+    Movement,
     MovementKind,
 )
 from stockflow.stock.ledger import LevelBook
-from stockflow.stock.usecases.backorders import Arrivals
+from stockflow.stock.usecases.backorders import Arrivals, serve_waiting_backorders
 from stockflow.stock.usecases.reservations import CommandBatch, OrderHolds, ShipmentCommit
 
 
@@ -50,6 +53,7 @@ class InMemoryReservations(store.ReservationStore):
         self.status: dict[str, str] = {}
         self.held: dict[store.HoldKey, int] = defaultdict(int)
         self.backorders: list[dict[str, Any]] = []
+        self.bundles: dict[store.LineKey, BundleBackorder] = {}
 
     async def insert_answers(self, answers: Sequence[store.StoredAnswer]) -> None:
         self.status |= {answer.order_id: answer.status for answer in answers}
@@ -110,9 +114,30 @@ class InMemoryReservations(store.ReservationStore):
             store.WaitingBackorder(
                 Backorder(b["order_id"], b["line_id"], sku, b["open"], b["id"], b["priority"]),
                 b["location"],
+                (b["order_id"], b["line_id"]) in self.bundles,
             )
             for b in waiting
         ]
+
+    async def insert_bundle_backorders(self, bundles: Sequence[BundleBackorder]) -> None:
+        self.bundles |= {(b.order_id, b.line_id): b for b in bundles}
+
+    async def lock_bundle_backorders(self, lines: Iterable[store.LineKey]) -> list[BundleBackorder]:
+        return [self.bundles[key] for key in sorted(set(lines)) if key in self.bundles]
+
+    async def filled_components(
+        self, lines: Iterable[store.LineKey]
+    ) -> dict[store.LineKey, dict[str, int]]:
+        filled: dict[store.LineKey, dict[str, int]] = defaultdict(dict)
+        for b in self.backorders:
+            key = (b["order_id"], b["line_id"])
+            if key in set(lines):
+                filled[key][b["sku"]] = b["quantity"] - b["open"]
+        return filled
+
+    async def set_bundles_allocated(self, allocated: dict[store.LineKey, int]) -> None:
+        for key, units in allocated.items():
+            self.bundles[key] = replace(self.bundles[key], allocated=units)
 
     async def fill_backorders(self, location: str, fills: Sequence[BackorderFill]) -> None:
         for fill in fills:
@@ -423,6 +448,53 @@ async def test_a_bundle_holds_and_ships_as_its_components():
     assert isinstance(answer, wire.StockReserved) and answer.lines[0].reserved == 2
     assert batch.book.level("A", "WH-1").reserved == 4
     await batch.holds.commit(uow, shipment("O1", "S1", ("KIT", "WH-1", 2)), "ship-1")
+    [shipped] = [r.movement for r in batch.book.recorded if r.movement.kind == "shipment"]
+    assert (shipped.sku, shipped.quantity, shipped.bundle) == ("A", 4, "KIT")  # the kit sold
     level = batch.book.level("A", "WH-1")
     assert (level.on_hand, level.reserved) == (1, 0)
     assert rows.status["O1"] == "committed"
+
+
+async def receive(batch: CommandBatch, uow: RecordingUnitOfWork, where: tuple[str, str], n: int):
+    """`n` units of (sku, location) arrive and serve the sku's waiting backorders."""
+    sku, location = where
+    batch.book.move(Movement(MovementKind.RECEIPT, sku, location, n), cause_event_id=f"r-{sku}")
+    await serve_waiting_backorders(uow, batch.book, where, f"r-{sku}", batch.holds.rows)
+
+
+async def test_a_backordered_bundle_is_allocated_in_whole_units_once_every_component_is_in():
+    kit = store.CatalogSku(
+        "KIT", True, False, "active", (BundleComponent("A", 1), BundleComponent("B", 2))
+    )
+    batch, rows = batch_over({("A", "WH-1"): 0, ("B", "WH-1"): 0}, [kit])
+    uow = RecordingUnitOfWork()
+    answer = await reserve(batch, uow, reserve_command("O1", ("KIT", 2), backorder_policy="allow"))
+    assert isinstance(answer, wire.StockReserved) and answer.lines[0].backordered == 2
+
+    await receive(batch, uow, ("A", "WH-1"), 3)
+    assert not [e for e in uow.published if isinstance(e, wire.BackorderAllocated)]
+    assert batch.book.level("A", "WH-1").reserved == 2  # held for the kit, not yet announced
+    await receive(batch, uow, ("B", "WH-1"), 3)  # 1 kit is whole (B is 2 per kit)
+    first = uow.last(wire.BackorderAllocated)
+    assert (first.sku, first.quantity, first.remaining_backordered) == ("KIT", 1, 1)
+    await receive(batch, uow, ("B", "WH-1"), 5)
+    allocated = [e for e in uow.published if isinstance(e, wire.BackorderAllocated)]
+    assert [(e.sku, e.quantity, e.remaining_backordered) for e in allocated] == [
+        ("KIT", 1, 1),
+        ("KIT", 1, 0),
+    ]
+    level_b = batch.book.level("B", "WH-1")
+    assert (level_b.reserved, level_b.backordered, level_b.available) == (4, 0, 4)
+    assert rows.held[("O1", "1", "B", "WH-1")] == 4
+
+
+async def test_a_bundle_component_arriving_where_the_bundle_does_not_wait_stays_available():
+    kit = store.CatalogSku("KIT", True, False, "active", (BundleComponent("A", 1),))
+    batch, _ = batch_over({("A", "WH-1"): 0, ("A", "WH-2"): 0}, [kit])
+    uow = RecordingUnitOfWork()
+    await reserve(batch, uow, reserve_command("O1", ("KIT", 1), backorder_policy="allow"))
+    await receive(batch, uow, ("A", "WH-2"), 1)
+    assert batch.book.level("A", "WH-2").available == 1
+    await receive(batch, uow, ("A", "WH-1"), 1)
+    allocated = uow.last(wire.BackorderAllocated)
+    assert (allocated.sku, allocated.location, allocated.quantity) == ("KIT", "WH-1", 1)

@@ -150,6 +150,29 @@ SHIPMENT_APPLIED_ONCE = Invariant(
        GROUP BY order_id, reference_id HAVING count(DISTINCT cause_event_id) > 1""",
 )
 
+# A backordered bundle is announced in whole units as its components' fills make them whole,
+# by the transaction that makes them: a lost or repeated announcement shows here. A released
+# order's lines are closed (open 0), not filled, so they are left out.
+BUNDLE_ALLOCATED_WHOLE = Invariant(
+    "bundle_backorder_allocated_whole",
+    "a backordered bundle is announced allocated exactly as far as its components' fills make "
+    "whole bundles",
+    """WITH parts AS (
+           SELECT bb.order_id, bb.line_id, bb.quantity, bb.allocated,
+                  coalesce(b.quantity - b.open, 0) / (c.value->>'quantity')::int AS whole
+           FROM {schema}.bundle_backorders bb
+           CROSS JOIN LATERAL jsonb_array_elements(bb.components) c
+           LEFT JOIN {schema}.backorders b ON b.order_id = bb.order_id
+                AND b.line_id = bb.line_id AND b.sku = c.value->>'sku'
+           WHERE NOT EXISTS (SELECT 1 FROM {schema}.order_reservations r
+                             WHERE r.order_id = bb.order_id AND r.status = 'released'))
+       SELECT order_id || ' ' || line_id AS subject,
+              format('%s of %s bundles announced allocated; the fills make %s whole',
+                     allocated, quantity, least(min(whole), quantity)) AS detail
+       FROM parts GROUP BY order_id, line_id, quantity, allocated
+       HAVING least(min(whole), quantity) <> allocated""",
+)
+
 # LevelBook.flush writes a level's version and published_version in one statement, beside the
 # record it stages; a trigger (migration 0006) moves the version on any other change of a bucket.
 LEVEL_CHANGES_PUBLISHED = Invariant(
@@ -219,6 +242,7 @@ INVARIANTS = (
     RECEIPT_APPLIED_ONCE,
     RETURN_APPLIED_ONCE,
     COUNT_APPLIED_ONCE,
+    BUNDLE_ALLOCATED_WHOLE,
 )
 
 _LEVEL_SUBJECT = re.compile(

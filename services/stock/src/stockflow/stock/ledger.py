@@ -185,10 +185,10 @@ class LevelBook:
         await uow.conn.execute(
             """INSERT INTO movements (movement_id, sku, location, kind, quantity, reason,
                    reference_type, reference_id, order_id, unit_cost, currency, cause_event_id,
-                   occurred_at)
-               SELECT u.*, $13::timestamptz FROM unnest($1::uuid[], $2::text[], $3::text[],
+                   bundle_sku, occurred_at)
+               SELECT u.*, $14::timestamptz FROM unnest($1::uuid[], $2::text[], $3::text[],
                    $4::text[], $5::int[], $6::text[], $7::text[], $8::text[], $9::text[],
-                   $10::numeric[], $11::text[], $12::text[]) AS u""",
+                   $10::numeric[], $11::text[], $12::text[], $13::text[]) AS u""",
             ids,
             [r.movement.sku for r in recorded],
             [r.movement.location for r in recorded],
@@ -201,6 +201,7 @@ class LevelBook:
             [r.unit_cost for r in recorded],
             [r.currency for r in recorded],
             [r.cause_event_id for r in recorded],
+            [r.movement.bundle for r in recorded],
             now,
         )
         for movement_id, r in zip(ids, recorded, strict=True):
@@ -223,6 +224,7 @@ class LevelBook:
                     currency=r.currency,
                     cause_event_id=r.cause_event_id,
                     occurred_at=now,
+                    bundle_sku=r.movement.bundle,
                 )
             )
 

@@ -9,6 +9,7 @@ set-based (`unnest`), one statement per table whatever the batch size.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -19,6 +20,7 @@ import asyncpg
 from stockflow.stock.domain import (
     Backorder,
     BackorderFill,
+    BundleBackorder,
     BundleComponent,
     Fact,
     HeldUnits,
@@ -259,6 +261,8 @@ async def reservation_header(db: Db, order_id: str) -> asyncpg.Record | None:
 
 HoldKey = tuple[str, str, str, str]
 """(order_id, line_id, sku, location) of a `reservations` row."""
+LineKey = tuple[str, str]
+"""(order_id, line_id) of an order line."""
 
 
 async def lock_held_lines(
@@ -343,6 +347,7 @@ class WaitingBackorder:
 
     queued: Backorder
     location: str
+    in_bundle: bool = False  # a component of a backordered bundle line
 
 
 async def backorder_queues(db: Db, skus: Iterable[str]) -> dict[str, list[Backorder]]:
@@ -679,17 +684,80 @@ class ReservationStore:
     async def lock_backorder_queue(self, sku: str) -> list[WaitingBackorder]:
         """The open backorders of `sku`, locked, in queue order (priority, then first come)."""
         rows = await self.conn.fetch(
-            "SELECT id, order_id, line_id, sku, location, open, priority FROM backorders "
-            "WHERE sku = $1 AND open > 0 ORDER BY priority DESC, id FOR UPDATE",
+            "SELECT id, order_id, line_id, sku, location, open, priority, EXISTS ("
+            " SELECT 1 FROM bundle_backorders bb"
+            " WHERE bb.order_id = b.order_id AND bb.line_id = b.line_id) AS in_bundle "
+            "FROM backorders b WHERE sku = $1 AND open > 0 ORDER BY priority DESC, id FOR UPDATE",
             sku,
         )
         return [
             WaitingBackorder(
                 Backorder(r["order_id"], r["line_id"], r["sku"], r["open"], r["id"], r["priority"]),
                 r["location"],
+                r["in_bundle"],
             )
             for r in rows
         ]
+
+    async def insert_bundle_backorders(self, bundles: Sequence[BundleBackorder]) -> None:
+        await self.conn.execute(
+            "INSERT INTO bundle_backorders (order_id, line_id, sku, location, quantity, "
+            "components) SELECT o, l, s, loc, q, c::jsonb FROM unnest($1::text[], $2::text[], "
+            "$3::text[], $4::text[], $5::int[], $6::text[]) AS u(o, l, s, loc, q, c)",
+            [b.order_id for b in bundles],
+            [b.line_id for b in bundles],
+            [b.sku for b in bundles],
+            [b.location for b in bundles],
+            [b.quantity for b in bundles],
+            [json.dumps([{"sku": sku, "quantity": n} for sku, n in b.components]) for b in bundles],
+        )
+
+    async def lock_bundle_backorders(self, lines: Iterable[LineKey]) -> list[BundleBackorder]:
+        """The backordered bundle lines among `lines` (order, line), locked in key order."""
+        keys = sorted(set(lines))
+        rows = await self.conn.fetch(
+            "SELECT bb.* FROM bundle_backorders bb JOIN unnest($1::text[], $2::text[]) "
+            "AS u(o, l) ON bb.order_id = u.o AND bb.line_id = u.l "
+            "ORDER BY bb.order_id, bb.line_id FOR UPDATE OF bb",
+            [order_id for order_id, _ in keys],
+            [line_id for _, line_id in keys],
+        )
+        return [
+            BundleBackorder(
+                r["order_id"],
+                r["line_id"],
+                r["sku"],
+                r["location"],
+                r["quantity"],
+                r["allocated"],
+                tuple((c["sku"], c["quantity"]) for c in r["components"]),
+            )
+            for r in rows
+        ]
+
+    async def filled_components(self, lines: Iterable[LineKey]) -> dict[LineKey, dict[str, int]]:
+        """Units of each sku allocated so far to the backorders of `lines` (order, line)."""
+        keys = list(lines)
+        filled: dict[LineKey, dict[str, int]] = {}
+        for r in await self.conn.fetch(
+            "SELECT b.order_id, b.line_id, b.sku, sum(b.quantity - b.open)::int AS filled "
+            "FROM backorders b JOIN unnest($1::text[], $2::text[]) AS u(o, l) "
+            "ON b.order_id = u.o AND b.line_id = u.l GROUP BY b.order_id, b.line_id, b.sku",
+            [order_id for order_id, _ in keys],
+            [line_id for _, line_id in keys],
+        ):
+            filled.setdefault((r["order_id"], r["line_id"]), {})[r["sku"]] = r["filled"]
+        return filled
+
+    async def set_bundles_allocated(self, allocated: dict[LineKey, int]) -> None:
+        await self.conn.execute(
+            "UPDATE bundle_backorders bb SET allocated = u.a "
+            "FROM unnest($1::text[], $2::text[], $3::int[]) AS u(o, l, a) "
+            "WHERE bb.order_id = u.o AND bb.line_id = u.l",
+            [order_id for order_id, _ in allocated],
+            [line_id for _, line_id in allocated],
+            list(allocated.values()),
+        )
 
     async def fill_backorders(self, location: str, fills: Sequence[BackorderFill]) -> None:
         """Take the fills off their backorders and hold them for their orders at `location`."""

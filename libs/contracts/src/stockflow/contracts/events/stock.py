@@ -334,6 +334,11 @@ class StockMovementRecorded(Event):
     currency: Currency | None = None
     cause_event_id: Identifier
     occurred_at: Timestamp
+    bundle_sku: Sku | None = Field(
+        None,
+        description="On the shipment of a bundle's component: the bundle SKU the order sold "
+        "(the books put the component's cost on the bundle's margin).",
+    )
 
     @model_validator(mode="after")
     def _cost_has_currency(self) -> StockMovementRecorded:

@@ -26,6 +26,7 @@ from stockflow.stock.domain.allocation import (
 from stockflow.stock.domain.backorders import (
     Backorder,
     BackorderFill,
+    BundleBackorder,
     IncomingStock,
     allocate_backorders,
     expected_dates,
@@ -74,6 +75,7 @@ __all__ = [
     "AllocationResult",
     "Backorder",
     "BackorderFill",
+    "BundleBackorder",
     "BundleComponent",
     "CommitOutcome",
     "Fact",

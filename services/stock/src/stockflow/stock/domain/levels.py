@@ -152,7 +152,8 @@ class Movement:
     """One ledger entry: what happened to how many units of a sku at a location.
 
     ``destination`` is required for (and only allowed on) ``transfer_out``; ``reason`` is
-    required for ``adjustment``; ``reference`` names the order, receipt, count or shipment.
+    required for ``adjustment``; ``reference`` names the order, receipt, count or shipment;
+    ``bundle`` (a shipment only) names the bundle a shipped component was sold in.
     """
 
     kind: MovementKind
@@ -162,6 +163,7 @@ class Movement:
     reason: str | None = None
     reference: str | None = None
     destination: str | None = None
+    bundle: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.quantity, bool) or not isinstance(self.quantity, int):
@@ -178,6 +180,8 @@ class Movement:
                 raise ValueError("transfer_out needs a destination other than its location")
         elif self.destination is not None:
             raise ValueError("only transfer_out has a destination")
+        if self.bundle is not None and self.kind is not MovementKind.SHIPMENT:
+            raise ValueError("only a shipment names the bundle it was sold in")
 
     @property
     def level_keys(self) -> tuple[LevelKey, ...]:

@@ -10,6 +10,7 @@ from stockflow.runtime.outbox import UnitOfWork
 from stockflow.stock import store
 from stockflow.stock.domain import (
     Backorder,
+    BackorderFill,
     IncomingStock,
     MovementKind,
     allocate_backorders,
@@ -28,16 +29,21 @@ async def serve_waiting_backorders(
     """Give the units available at `where` (sku, location) to the sku's backorder queue.
 
     Each fill is a movement (allocated where it waited, else cancelled there and reserved
-    here), a hold for its order and a `stock.backorder.allocated.v1`.
+    here) and a hold for its order. A plain line's fill is announced at once
+    (`stock.backorder.allocated.v1`); a bundle's component waits only where its bundle does,
+    and the bundle is announced in whole units once every component is filled.
     """
     sku, location = where
-    waiting = await rows.lock_backorder_queue(sku)
+    waiting = [
+        w for w in await rows.lock_backorder_queue(sku) if not w.in_bundle or w.location == location
+    ]
     if not waiting:
         return
     waited_at = {w.queued.sequence: w.location for w in waiting}
     fills, _ = allocate_backorders([w.queued for w in waiting], book.level(sku, location).available)
     if not fills:
         return
+    in_bundle = {w.queued.sequence for w in waiting if w.in_bundle}
     for fill in fills:
         order_id = fill.backorder.order_id
         if waited_at[fill.backorder.sequence] != location:  # it leaves the queue it waited in
@@ -53,18 +59,57 @@ async def serve_waiting_backorders(
             book.move_for_order(
                 MovementKind.BACKORDER_ALLOCATED, where, fill.quantity, order_id, cause
             )
-        uow.publish(
-            wire.BackorderAllocated(
-                order_id=order_id,
-                line_id=fill.backorder.line_id,
-                sku=sku,
-                location=location,
-                quantity=fill.quantity,
-                remaining_backordered=fill.remaining,
-            )
-        )
+        if fill.backorder.sequence not in in_bundle:
+            uow.publish(_allocated(fill, location))
     # One statement each for every fill: a receipt may serve hundreds of waiting lines.
     await rows.fill_backorders(location, fills)
+    bundle_lines = [
+        (f.backorder.order_id, f.backorder.line_id)
+        for f in fills
+        if f.backorder.sequence in in_bundle
+    ]
+    if bundle_lines:
+        await _announce_whole_bundles(uow, rows, bundle_lines)
+
+
+def _allocated(fill: BackorderFill, location: str) -> wire.BackorderAllocated:
+    return wire.BackorderAllocated(
+        order_id=fill.backorder.order_id,
+        line_id=fill.backorder.line_id,
+        sku=fill.backorder.sku,
+        location=location,
+        quantity=fill.quantity,
+        remaining_backordered=fill.remaining,
+    )
+
+
+async def _announce_whole_bundles(
+    uow: UnitOfWork, rows: store.ReservationStore, lines: list[store.LineKey]
+) -> None:
+    """Announce the bundle units the fills just made whole. The bundle rows are locked first:
+    fills of the line's other components (other skus, other transactions) are then committed
+    and counted, and no two transactions announce the same units."""
+    bundles = await rows.lock_bundle_backorders(lines)
+    filled = await rows.filled_components(lines)
+    allocated: dict[store.LineKey, int] = {}
+    for bundle in bundles:
+        key = (bundle.order_id, bundle.line_id)
+        whole = bundle.newly_whole(filled.get(key, {}))
+        if not whole:
+            continue
+        allocated[key] = bundle.allocated + whole
+        uow.publish(
+            wire.BackorderAllocated(
+                order_id=bundle.order_id,
+                line_id=bundle.line_id,
+                sku=bundle.sku,
+                location=bundle.location,
+                quantity=whole,
+                remaining_backordered=bundle.quantity - allocated[key],
+            )
+        )
+    if allocated:
+        await rows.set_bundles_allocated(allocated)
 
 
 class Arrivals:

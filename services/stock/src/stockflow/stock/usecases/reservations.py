@@ -24,9 +24,11 @@ from stockflow.stock.domain import (
     Allocated,
     AllocationResult,
     Backorder,
+    BundleBackorder,
     BundleComponent,
     CommitOutcome,
     HeldUnits,
+    LineAllocation,
     LineToAllocate,
     Movement,
     MovementKind,
@@ -68,6 +70,7 @@ class PendingRows:
     answers: list[store.StoredAnswer] = field(default_factory=list)
     holds: dict[store.HoldKey, int] = field(default_factory=dict)
     backorders: list[store.NewBackorder] = field(default_factory=list)
+    bundle_backorders: list[BundleBackorder] = field(default_factory=list)
 
     async def write(self, rows: store.ReservationStore) -> None:
         if self.answers:
@@ -76,9 +79,12 @@ class PendingRows:
             await rows.add_holds(self.holds)
         if self.backorders:
             await rows.insert_backorders(self.backorders)
+        if self.bundle_backorders:
+            await rows.insert_bundle_backorders(self.bundle_backorders)
         self.answers.clear()
         self.holds.clear()
         self.backorders.clear()
+        self.bundle_backorders.clear()
 
 
 @dataclass
@@ -256,7 +262,14 @@ class OrderHolds:
         self.held[order_id] = list(take.holds)
         for hold, quantity in take.taken:
             self.book.move(
-                _shipped(part.sku, line.location, quantity, shipment.shipment_id),
+                Movement(
+                    MovementKind.SHIPMENT,
+                    part.sku,
+                    line.location,
+                    quantity,
+                    reference=shipment.shipment_id,
+                    bundle=line.sku if part.sku != line.sku else None,
+                ),
                 cause_event_id=cause,
                 order_id=order_id,
                 reference_type="shipment",
@@ -277,10 +290,6 @@ def _not_found(sku: str, location: str, quantity: int, order_id: str) -> Movemen
     return Movement(
         MovementKind.ADJUSTMENT, sku, location, -quantity, reason=NOT_FOUND, reference=order_id
     )
-
-
-def _shipped(sku: str, location: str, quantity: int, shipment_id: str) -> Movement:
-    return Movement(MovementKind.SHIPMENT, sku, location, quantity, reference=shipment_id)
 
 
 def _located(lines: Sequence[HeldUnits]) -> list[wire.LocatedLine]:
@@ -450,15 +459,15 @@ class CommandBatch:
         holds: list[HeldUnits] = []
         dates: dict[str, datetime] = {}
         for line in result.lines:
-            line_dates = []
+            line_dates: list[datetime | None] = []
             for hold in line.holds:
                 where = (hold.sku, hold.location)
                 self.book.move_for_order(
                     MovementKind.RESERVATION, where, hold.quantity, order_id, cause
                 )
                 holds.append(HeldUnits(line.line_id, hold.sku, hold.location, hold.quantity))
-            for sku, units in line.backorders:
-                line_dates.append(self._backorder(event, (line.line_id, sku), units, cause))
+            if line.backordered:
+                line_dates = self._backorder_line(event, line, cause)
             # A bundle line waits for its latest component; unknown if any date is unknown.
             if line_dates and None not in line_dates:
                 dates[line.line_id] = max(d for d in line_dates if d is not None)
@@ -468,23 +477,52 @@ class CommandBatch:
         self.holds.held[order_id] = holds
         return dates
 
-    def _backorder(
-        self, event: wire.ReserveStock, line_sku: tuple[str, str], units: int, cause: str
-    ) -> datetime | None:
-        """Queue `units` of a line's sku where the sku ships first; returns its expected date
-        (a preorder's date at the earliest)."""
-        line_id, sku = line_sku
-        location = self._waits_at(sku)
+    def _backorder_line(
+        self, event: wire.ReserveStock, line: LineAllocation, cause: str
+    ) -> list[datetime | None]:
+        """Queue a line's backordered units (its sku's, or each component's of its bundle) and
+        return their expected dates. A bundle is assembled in one place, so its components
+        all wait where its first component ships first."""
+        location = self._waits_at(line.backorders[0][0])
+        if line.components:
+            self.pending.bundle_backorders.append(
+                BundleBackorder(
+                    event.order_id,
+                    line.line_id,
+                    line.sku,
+                    location,
+                    line.backordered,
+                    0,
+                    tuple((c.sku, c.quantity) for c in line.components),
+                )
+            )
+        return [
+            self._backorder(
+                store.NewBackorder(
+                    event.order_id, line.line_id, sku, location, units, event.priority
+                ),
+                cause,
+            )
+            for sku, units in line.backorders
+        ]
+
+    def _backorder(self, queued: store.NewBackorder, cause: str) -> datetime | None:
+        """Queue units of a line's sku where `queued` says; returns their expected date (a
+        preorder's date at the earliest)."""
         self.book.move_for_order(
-            MovementKind.BACKORDER_OPENED, (sku, location), units, event.order_id, cause
+            MovementKind.BACKORDER_OPENED,
+            (queued.sku, queued.location),
+            queued.quantity,
+            queued.order_id,
+            cause,
         )
-        self.pending.backorders.append(
-            store.NewBackorder(event.order_id, line_id, sku, location, units, event.priority)
-        )
+        self.pending.backorders.append(queued)
         expected = self.arrivals.queue(
-            Backorder(event.order_id, line_id, sku, units, 0, event.priority)
+            Backorder(
+                queued.order_id, queued.line_id, queued.sku, queued.quantity, 0, queued.priority
+            )
         )
-        preorder = self._preorder_date(sku)
+        preorder = self._preorder_date(queued.sku)
         if preorder is None:
             return expected
         return max(expected, preorder) if expected is not None else preorder
