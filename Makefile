@@ -38,11 +38,17 @@ status: ## KEY=value lines to eval (they also put .venv/bin, the CLI, on PATH), 
 run: up ## run the five services and the replenishment worker in the foreground (Ctrl-C stops them); logs in .state/dev/logs
 	@$(INFRA) run
 
-demo: up ## the whole system plus a simulated checkout stream and a summary
+# The demo warehouse's short picks and cancels (every Nth pick list / picked shipment; 0: never).
+DEMO_SHORT_PICK_EVERY ?= 0
+DEMO_WAREHOUSE_CANCEL_EVERY ?= 0
+
+demo: up ## the whole system plus a simulated checkout stream and a summary (STOCKFLOW_PROFILE picks the lane)
 	@$(INFRA) stop-services
 	@STOCKFLOW_FULFILLMENT_AUTO_SHIP=true STOCKFLOW_FULFILLMENT_AUTO_DELIVER_DELAY_S=4 \
+	  STOCKFLOW_FULFILLMENT_AUTO_SHORT_PICK_EVERY=$(DEMO_SHORT_PICK_EVERY) \
+	  STOCKFLOW_FULFILLMENT_AUTO_CANCEL_EVERY=$(DEMO_WAREHOUSE_CANCEL_EVERY) \
 	  $(INFRA) start-services
-	@$(VENV)/bin/stockflow demo $(DEMO_ARGS)
+	@set -a; eval "$$($(INFRA) status)"; set +a; $(VENV)/bin/stockflow demo $(DEMO_ARGS)
 
 # The tests start their Kafka and PostgreSQL on demand (the `test` profile, or
 # STOCKFLOW_TEST_PROFILE); `make test` stops them when it ends unless KEEP_INFRA=1.

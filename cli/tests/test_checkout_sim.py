@@ -7,7 +7,14 @@ from decimal import Decimal
 
 import pytest
 
-from stockflow.cli.checkout_sim import Catalog, OrderFactory, Scenario, order_payload
+from stockflow.cli.checkout_sim import (
+    DEMO_MIX,
+    Catalog,
+    OrderFactory,
+    Scenario,
+    order_payload,
+    with_extra_scenarios,
+)
 from stockflow.contracts import InvalidMessage, decode, parse
 from stockflow.contracts.events.checkout import CheckoutOrderSubmitted
 
@@ -16,6 +23,8 @@ CATALOG = Catalog(
     prices={"HOT-1": Decimal("12.50"), "A-1": Decimal("3.00"), "B-1": Decimal("7.25")},
     out_of_stock=["GONE-1"],
     backorderable=["BACK-1"],
+    backorderable_bundles=["KIT-1"],
+    digital=["EBOOK-1"],
 )
 
 
@@ -55,6 +64,11 @@ def test_every_scenario_is_what_it_claims(scenario):
         assert skus[0] == "GONE-1"
     if scenario is Scenario.BACKORDER:
         assert skus == ["BACK-1"] and order.lines[0].quantity >= 3
+    if scenario is Scenario.BUNDLE_BACKORDER:
+        assert skus == ["KIT-1"] and order.lines[0].quantity >= 3
+    if scenario is Scenario.DIGITAL:
+        assert skus == ["EBOOK-1"]
+        assert planned.lines() == [("EBOOK-1", order.lines[0].quantity)]
     if scenario is Scenario.UNKNOWN_SKU:
         assert skus[0].startswith("NOPE-")
     if scenario is Scenario.NORMAL:
@@ -64,3 +78,12 @@ def test_every_scenario_is_what_it_claims(scenario):
     assert (order.payment.deadline is not None) is pending
     follow_ups = {Scenario.PENDING_PAID: 1, Scenario.CANCELLED: 1}.get(scenario, 0)
     assert len(planned.follow_ups) == follow_ups
+
+
+def test_extra_scenarios_take_their_share_from_the_normal_orders():
+    mix = with_extra_scenarios(DEMO_MIX, {Scenario.DIGITAL: 0.03, Scenario.BUNDLE_BACKORDER: 0})
+    assert mix[Scenario.NORMAL] == pytest.approx(DEMO_MIX[Scenario.NORMAL] - 0.03)
+    assert mix[Scenario.DIGITAL] == 0.03 and Scenario.BUNDLE_BACKORDER not in mix
+    assert sum(mix.values()) == pytest.approx(sum(DEMO_MIX.values()))
+    with pytest.raises(ValueError, match="more than the normal orders"):
+        with_extra_scenarios(DEMO_MIX, {Scenario.DIGITAL: 0.9})

@@ -5,7 +5,8 @@ The SQL lives with the services (`stockflow.stock.invariants`) and the cross-ser
 what is scoped to one run:
 
 - every stock invariant (no_oversell, reserved_is_open_reservations, ledger_explains_levels,
-  reservation_applied_once, shipment_applied_once, backordered_is_open_backorders);
+  reservation_applied_once, shipment_applied_once, backordered_is_open_backorders,
+  receipt_applied_once, return_applied_once, count_applied_once);
 - reservations_of_terminal_orders: an order that ended holds nothing (no settle time: the run
   is over when this is checked);
 - orders_settled (run-scoped): every order this run submitted exists and its reservation saga

@@ -49,6 +49,8 @@ from stockflow.cli.checkout_sim import (
     Catalog,
     OrderFactory,
     PlannedOrder,
+    Scenario,
+    with_extra_scenarios,
 )
 from stockflow.contracts import EVENT_TYPES, KafkaRecord, encode
 from stockflow.runtime.outbox import build_producer
@@ -58,6 +60,8 @@ from stockflow.runtime.testing.plugin import reader_from_start
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "chaos-results" / "latest.json"
 SERVICES = ("catalog", "stock", "order", "fulfillment", "accounting")
+# The demo's mix, and orders of a short backorderable bundle and of digital goods only.
+LOAD_MIX = with_extra_scenarios(DEMO_MIX, {Scenario.BUNDLE_BACKORDER: 0.03, Scenario.DIGITAL: 0.03})
 SCHEMAS = {s: ("orders" if s == "order" else s) for s in SERVICES}
 DLQ_TOPICS = {s: f"{SCHEMAS[s]}.dlq.v1" for s in SERVICES}
 LOCATIONS = ("WH-EAST", "WH-WEST")
@@ -329,7 +333,7 @@ class Load:
     ) -> None:
         self.producer = producer
         self.factory = OrderFactory(
-            catalog, mix=mix or DEMO_MIX, seed=seed, payment_deadline_s=payment_deadline_s
+            catalog, mix=mix or LOAD_MIX, seed=seed, payment_deadline_s=payment_deadline_s
         )
         self.rate = rate
         self.planned: list[PlannedOrder] = []
@@ -467,16 +471,35 @@ class Harness:
 
     async def seed(self, prefix: str, *, stock: int = 5000, back: int = 2) -> Catalog:
         """Variants on catalog.products.v1 and receipts at two locations; wait until stock has
-        them. SKUs: HOT, A, B, C (stocked), SOLDOUT (none), BACK (backorderable, short)."""
-        names = {n: f"{prefix}-{n}" for n in ("HOT", "A", "B", "C", "SOLDOUT", "BACK")}
+        them. SKUs: HOT, A, B, C (stocked), SOLDOUT (none), BACK (backorderable, short), KIT
+        (backorderable bundle of LAMP and 2 BULB, both short), EBOOK (digital: untracked)."""
+        names = {
+            n: f"{prefix}-{n}"
+            for n in ("HOT", "A", "B", "C", "SOLDOUT", "BACK", "LAMP", "BULB", "KIT", "EBOOK")
+        }
         for name, sku in names.items():
-            await self.upsert_variant(sku, backorderable=name == "BACK")
+            if name not in ("KIT", "EBOOK"):
+                await self.upsert_variant(sku, backorderable=name == "BACK")
+        await send_reliably(
+            self.producer,
+            encode(
+                variant(
+                    names["KIT"],
+                    backorderable=True,
+                    components=[(names["LAMP"], 1), (names["BULB"], 2)],
+                ),
+                source=SOURCE,
+            ),
+        )
+        await send_reliably(
+            self.producer, encode(variant(names["EBOOK"], tracked=False), source=SOURCE)
+        )
         expected = 0
         for name, sku in names.items():
-            if name == "SOLDOUT":
+            if name in ("SOLDOUT", "KIT", "EBOOK"):
                 continue
             for location in LOCATIONS:
-                quantity = back if name == "BACK" else stock
+                quantity = back if name in ("BACK", "LAMP", "BULB") else stock
                 await self.receive(sku, location, quantity, receipt_id=f"r-{sku}-{location}")
                 expected += quantity
         await self.wait_for(
@@ -492,6 +515,8 @@ class Harness:
             prices={sku: Decimal("10.00") for sku in names.values()},
             out_of_stock=[names["SOLDOUT"]],
             backorderable=[names["BACK"]],
+            backorderable_bundles=[names["KIT"]],
+            digital=[names["EBOOK"]],
         )
 
     async def upsert_variant(self, sku: str, *, backorderable: bool = False) -> Sent:

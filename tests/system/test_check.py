@@ -1,6 +1,7 @@
 """The invariant checker against the five running services: a calm run is clean, a corrupted
 reservation is found by `stockflow check` and by the stock service's own watch, and
-`stockflow check --repair --yes` fixes it through the stock API with audited movements."""
+`stockflow check --repair --yes` fixes it through the stock API with audited movements; a level
+the stock.levels.v1 stream does not show is found by both as well."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from typer.testing import CliRunner
 
-from stockflow.cli.check import check_system
+from stockflow.cli.check import STREAM_BUCKETS, check_levels_stream, check_system
 from stockflow.cli.checkout_sim import (
     Catalog,
     OrderFactory,
@@ -28,6 +29,7 @@ from stockflow.cli.checkout_sim import (
 from stockflow.cli.demo import receive
 from stockflow.cli.main import app
 from stockflow.contracts import encode
+from stockflow.contracts.events.stock import StockLevelChanged
 from stockflow.runtime.testing.factories import variant
 from stockflow.runtime.testing.plugin import SYSTEM_ENV, read_topic
 from stockflow.runtime.testing.system import System
@@ -215,6 +217,92 @@ async def test_check_finds_a_corrupted_reservation_and_repair_fixes_it(system, i
                 },
             )
         assert stale.status_code == 409, stale.text
+    finally:
+        await admin.close()
+        await producer.stop()
+
+
+async def stream_drained(admin, sku: str) -> None:
+    """Wait until the stock outbox has sent every levels record (of `sku` among them)."""
+    for _ in range(150):
+        pending = await admin.fetchval(
+            "SELECT count(*) FROM stock.outbox WHERE sent_at IS NULL AND topic = 'stock.levels.v1'"
+        )
+        if not pending:
+            return
+        await asyncio.sleep(0.2)
+    pytest.fail(f"the stock outbox never drained the levels of {sku}")
+
+
+async def test_check_and_the_watch_find_a_level_the_stream_does_not_show(system, infra):
+    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka_bootstrap, acks="all")
+    await producer.start()
+    admin = await asyncpg.connect(infra.admin_database_url)
+    try:
+        sku = f"L{uuid.uuid4().hex[:6].upper()}"
+        subject = f"{sku}@WH-EAST"
+        await seed(system, producer, sku, "WH-EAST", 30)
+        await stream_drained(admin, sku)
+        assert (
+            ours(
+                await check_levels_stream(infra.admin_database_url, infra.kafka_bootstrap), sku, []
+            )
+            == []
+        )
+
+        # A rogue record of the same version says other numbers: the checker reads the stream.
+        level = await admin.fetchrow("SELECT * FROM stock.levels WHERE sku = $1", sku)
+        rogue = StockLevelChanged(
+            **{b: level[b] for b in STREAM_BUCKETS},
+            sku=sku,
+            location="WH-EAST",
+            version=level["version"],
+            changed_at=level["updated_at"],
+        ).model_copy(update={"on_hand": 31, "available": level["available"] + 1})
+        record = encode(rogue, source="rogue")
+        await producer.send_and_wait(
+            record.topic, record.value, key=record.key, headers=record.headers
+        )
+        found = await check_levels_stream(infra.admin_database_url, infra.kafka_bootstrap)
+        assert [(v.invariant, v.subject) for v in ours(found, sku, [])] == [
+            ("levels_stream_matches_table", subject)
+        ]
+        assert "on_hand 30, stock.levels.v1 says 31" in ours(found, sku, [])[0].detail
+
+        # A level changed by stray SQL: no record staged. The service's own watch sees it, and
+        # `stockflow check` names both the unpublished change and the stream behind the table.
+        await admin.execute("UPDATE stock.levels SET damaged = damaged + 1 WHERE sku = $1", sku)
+        for _ in range(50):
+            if await gauge(system, "level_changes_published") >= 1:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            pytest.fail("the stock service's watch never saw the unpublished change")
+        env = {
+            "DATABASE_URL": infra.admin_database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap,
+        }
+        result = await asyncio.to_thread(
+            CliRunner().invoke, app, ["check", "--settle", "0", "--json"], env=env
+        )
+        assert result.exit_code == 1, result.output
+        named = json.loads(result.output)["violations"]
+        assert {(v["invariant"], v["service"]) for v in named if v["subject"] == subject} >= {
+            ("level_changes_published", "stock"),
+            ("levels_stream_matches_table", "stock"),
+        }
+
+        # Undone, and a real receipt publishes the level again: the stream agrees once more.
+        await admin.execute("UPDATE stock.levels SET damaged = damaged - 1 WHERE sku = $1", sku)
+        await receive(producer, sku, "WH-EAST", 1, "4.00", receipt_id=f"r2-{sku}")
+        for _ in range(150):
+            if await admin.fetchval("SELECT on_hand FROM stock.levels WHERE sku = $1", sku) == 31:
+                break
+            await asyncio.sleep(0.2)
+        await stream_drained(admin, sku)
+        after = await check_levels_stream(infra.admin_database_url, infra.kafka_bootstrap)
+        assert ours(after, sku, []) == []
+        assert ours(await check_system(infra.admin_database_url, settle_seconds=0), sku, []) == []
     finally:
         await admin.close()
         await producer.stop()

@@ -8,7 +8,6 @@ process mid-stream ends in the same final state as an undisturbed run.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import signal
 import uuid
@@ -27,8 +26,10 @@ from stockflow.cli.checkout_sim import (
     OutcomeTracker,
     Scenario,
     send_orders,
+    with_extra_scenarios,
 )
 from stockflow.cli.demo import receive
+from stockflow.cli.kafka_tools import consumer_lag
 from stockflow.contracts import encode
 from stockflow.runtime.testing.factories import variant
 
@@ -46,21 +47,36 @@ TIMING_FREE_MIX = {
 
 
 def skus(prefix: str) -> dict[str, str]:
-    return {name: f"{prefix}-{name}" for name in ("HOT", "A", "B", "C", "SOLDOUT", "BACK")}
+    return {
+        name: f"{prefix}-{name}"
+        for name in ("HOT", "A", "B", "C", "SOLDOUT", "BACK", "LAMP", "BULB", "KIT", "EBOOK")
+    }
+
+
+SHORT = ("BACK", "LAMP", "BULB")  # 2 units per location: orders of them wait for late stock
+KIT_PARTS = {"LAMP": 1, "BULB": 2}  # the backorderable KIT bundle
 
 
 async def seed(system, producer: AIOKafkaProducer, prefix: str, *, stock: int) -> Catalog:
     """The catalog's variants on catalog.products.v1 and stock through warehouse receipts."""
     names = skus(prefix)
+    extra: dict[str, dict] = {
+        "BACK": {"backorderable": True},
+        "KIT": {
+            "backorderable": True,
+            "components": [(names[part], n) for part, n in KIT_PARTS.items()],
+        },
+        "EBOOK": {"tracked": False},
+    }
     for name, sku in names.items():
-        upserted = variant(sku, backorderable=name == "BACK", title=f"Product {name}")
+        upserted = variant(sku, title=f"Product {name}", **extra.get(name, {}))
         record = encode(upserted, source="stockflow/catalog")
         await producer.send(record.topic, record.value, key=record.key, headers=record.headers)
     for name, sku in names.items():
-        if name in ("SOLDOUT",):
+        if name in ("SOLDOUT", "KIT", "EBOOK"):
             continue
         for location in ("WH-EAST", "WH-WEST"):
-            quantity = 2 if name == "BACK" else stock
+            quantity = 2 if name in SHORT else stock
             await receive(
                 producer, sku, location, quantity, "4.00", receipt_id=f"r-{sku}-{location}"
             )
@@ -72,11 +88,19 @@ async def seed(system, producer: AIOKafkaProducer, prefix: str, *, stock: int) -
             await asyncio.sleep(0.2)
         else:
             pytest.fail(f"stock never recorded the receipts: {levels}")
+        for _ in range(100):  # the bundle and the e-book come from the catalog topic
+            wanted = [names["KIT"], names["EBOOK"]]
+            known = (await stock_api.post("/availability", json={"skus": wanted})).json()
+            if set(wanted) <= set(known.get("known", [])):
+                break
+            await asyncio.sleep(0.2)
     return Catalog(
         skus=[names["HOT"], names["A"], names["B"], names["C"]],
         prices={sku: Decimal("10.00") for sku in names.values()},
         out_of_stock=[names["SOLDOUT"]],
         backorderable=[names["BACK"]],
+        backorderable_bundles=[names["KIT"]],
+        digital=[names["EBOOK"]],
     )
 
 
@@ -173,6 +197,20 @@ async def stock_levels(admin: asyncpg.Connection, prefix: str) -> dict:
     return {(r["sku"].split("-", 1)[1], r["location"]): tuple(r)[2:] for r in rows}
 
 
+STOCK_GROUPS = ("stock.commands", "stock.receipts", "stock.catalog", "stock.fulfillment")
+
+
+async def stock_caught_up(bootstrap: str, timeout_s: float = 90.0) -> None:
+    """Orders can end while a restarted stock still reads the shipments they caused (delivery
+    does not wait for stock): compare stock only once its groups have read everything."""
+    for _ in range(int(timeout_s * 4)):
+        lags = await consumer_lag(bootstrap, STOCK_GROUPS)
+        if all(row.lag == 0 for rows in lags.values() for row in rows):
+            return
+        await asyncio.sleep(0.25)
+    pytest.fail(f"stock's consumers still lag after {timeout_s:g} s: {lags}")
+
+
 @pytest.fixture(scope="module")
 async def kit(system, infra):
     producer = AIOKafkaProducer(
@@ -191,15 +229,17 @@ async def test_every_order_ends_no_oversell_stock_conserved_and_replays_change_n
     catalog = await seed(system, producer, prefix, stock=40)  # the hot sku runs short
 
     async def late_stock(planned) -> None:  # as much as was ordered: every backorder ships
-        sku = catalog.backorderable[0]
-        ordered = sum(
-            line["quantity"]
-            for p in planned
-            if p.scenario is Scenario.BACKORDER
-            for line in json.loads(p.record.value)["lines"]
-            if line["sku"] == sku
-        )
-        await receive(producer, sku, "WH-EAST", ordered, "4.00", receipt_id=f"late-{prefix}")
+        ordered = {
+            sku: sum(q for p in planned for s, q in p.lines() if s == sku)
+            for sku in (catalog.backorderable[0], catalog.backorderable_bundles[0])
+        }
+        sku, kits = catalog.backorderable[0], ordered[catalog.backorderable_bundles[0]]
+        await receive(producer, sku, "WH-EAST", ordered[sku], "4.00", receipt_id=f"late-{prefix}")
+        for part, per_kit in KIT_PARTS.items():  # where the kits wait: their lamp's first place
+            part_sku = f"{prefix}-{part}"
+            await receive(
+                producer, part_sku, "WH-EAST", kits * per_kit, "4.00", receipt_id=f"late-{part_sku}"
+            )
 
     planned, _ = await run_stream(
         system,
@@ -208,7 +248,9 @@ async def test_every_order_ends_no_oversell_stock_conserved_and_replays_change_n
         count=300,
         rate=100,
         seed_value=3,
-        mix=DEMO_MIX,
+        mix=with_extra_scenarios(
+            DEMO_MIX, {Scenario.BUNDLE_BACKORDER: 0.04, Scenario.DIGITAL: 0.03}
+        ),
         after_send=late_stock,
     )
     ids = [p.order_id for p in planned]
@@ -221,6 +263,10 @@ async def test_every_order_ends_no_oversell_stock_conserved_and_replays_change_n
     assert await stock_violations(admin, prefix) == []
     unknown = [p for p in planned if p.scenario is Scenario.UNKNOWN_SKU]
     assert all(states[p.order_id] == "rejected" for p in unknown)
+    # Kits wait for both parts and ship whole; digital-only orders are delivered at once.
+    walked = [p for p in planned if p.scenario in (Scenario.BUNDLE_BACKORDER, Scenario.DIGITAL)]
+    assert {p.scenario for p in walked} == {Scenario.BUNDLE_BACKORDER, Scenario.DIGITAL}
+    assert {states[p.order_id] for p in walked} == {"delivered"}
 
     # Replay every checkout record of the run, byte for byte: nothing may change.
     before = (
@@ -279,6 +325,7 @@ async def test_sigkill_of_order_and_stock_mid_stream_ends_like_an_undisturbed_ru
         )
         ids = [p.order_id for p in planned]
         states = await order_states(admin, ids)
+        await stock_caught_up(system.kafka_bootstrap)
         assert await stock_violations(admin, prefix) == []
         results.append(([states.get(o) for o in ids], await stock_levels(admin, prefix)))
     calm, chaos = results

@@ -27,6 +27,12 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "payment": {"status": "authorized", "reference": "pay-1"},
     },
     "checkout.order.cancel_requested.v1": {"order_id": "o-1", "reason": "changed my mind"},
+    "checkout.order.lines_cancel_requested.v1": {
+        "order_id": "o-1",
+        "request_id": "req-1",
+        "lines": [{"line_id": "l-1", "quantity": 1}],
+        "reason": "changed my mind",
+    },
     "checkout.payment.confirmed.v1": {"order_id": "o-1", "reference": "pay-1"},
     "warehouse.goods.received.v1": {
         "receipt_id": "r-1",
@@ -90,6 +96,13 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "location": "WH1",
         "quantity": 1,
         "remaining_backordered": 0,
+    },
+    "stock.backorder.eta_changed.v1": {
+        "order_id": "o-1",
+        "line_id": "l1",
+        "sku": "SKU-1",
+        "expected_date": T,
+        "previous_expected_date": None,
     },
     "stock.level.changed.v1": {
         "sku": "SKU-1",
@@ -169,6 +182,20 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "lines": [{"sku": "SKU-1", "requested": 0, "available": 0}],
     },
     "order.cancelled.v1": {"order_id": "o-1", "reason": "payment_timeout"},
+    "order.line_cancelled.v1": {
+        "order_id": "o-1",
+        "line_id": "l-1",
+        "sku": "SKU-1",
+        "quantity": 1,
+        "reason": "short_pick",
+        "remaining": 2,
+    },
+    "order.lines_cancel_requested.v1": {
+        "order_id": "o-1",
+        "request_id": "req-1",
+        "lines": [{"line_id": "l-1", "sku": "SKU-1", "quantity": 1}],
+        "reason": "changed my mind",
+    },
     "order.cancel_refused.v1": {
         "order_id": "o-1",
         "reason": "already_shipped",
@@ -180,6 +207,13 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "sku": "SKU-1",
         "location": "WH1",
         "quantity": 1,
+    },
+    "order.backorder.eta_changed.v1": {
+        "order_id": "o-1",
+        "line_id": "l1",
+        "sku": "SKU-1",
+        "expected_date": T,
+        "previous_expected_date": T,
     },
     "order.shipped.v1": {
         "order_id": "o-1",

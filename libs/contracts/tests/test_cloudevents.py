@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from stockflow.contracts import EVENT_TYPES, InvalidMessage, decode, encode, parse
+from stockflow.contracts.base import key_fields
 from stockflow.contracts.cloudevents import MAX_VALUE_BYTES, STRUCTURED
 
 MOMENT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -39,7 +40,8 @@ def test_binary_round_trip(event_type: str, example: dict[str, Any]) -> None:
     record = encode(event, source="stockflow-test", event_id="evt-1", time=MOMENT)
 
     assert record.topic == model.topic
-    assert record.key == str(example[model.key_field]).encode()
+    key = "@".join(str(example[field]) for field in key_fields(model.key_field))
+    assert record.key == key.encode()
     headers = dict(record.headers)
     assert headers["ce_type"] == event_type.encode()
     assert headers["ce_specversion"] == b"1.0"

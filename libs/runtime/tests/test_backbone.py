@@ -22,7 +22,7 @@ from fastapi import FastAPI, Request
 from prometheus_client import REGISTRY
 
 from stockflow.contracts import EVENT_TYPES, Event, KafkaRecord, encode
-from stockflow.runtime.consumer import Consumer, Inbound
+from stockflow.runtime.consumer import Consumer, Inbound, RecordRefused
 from stockflow.runtime.db import MigrationError, migrate
 from stockflow.runtime.http import idempotent_write
 from stockflow.runtime.outbox import (
@@ -248,6 +248,43 @@ async def test_poison_goes_to_the_dlq_with_its_reason_and_the_rest_is_processed(
     assert "boom on 3" in reasons[4] and "3 attempt" in reasons[4]
     assert "unknown event type" in reasons[5]
     assert dict(by_offset[4].headers)["dlq_source_topic"].decode() == topic
+
+
+async def test_a_refused_record_is_dead_lettered_at_once_with_the_handlers_reason(
+    infra, scratch_schema, new_topic, producer
+):
+    """A valid record the service refuses on its merits (RecordRefused) is not retried: it goes
+    to the DLQ with the handler's reason, and the records around it are applied."""
+    schema, pool = scratch_schema
+    topic = await new_topic(partitions=1)
+    await new_topic(partitions=1, name=f"{schema}.dlq.v1")
+    await pool.execute("CREATE TABLE effects (seq int)")
+    refusals = []
+
+    async def apply(uow: UnitOfWork, msg: Inbound) -> None:
+        if msg.event.seq == 2:
+            refusals.append(msg.event_id)
+            raise RecordRefused("receipt_id: r-1 was already applied with other values")
+        await uow.conn.execute("INSERT INTO effects VALUES ($1)", msg.event.seq)
+
+    for seq in (1, 2, 3):
+        record = ping_record(topic, "k", seq, event_id=f"refuse-{seq}")
+        await producer.send(topic, record.value, key=record.key, headers=record.headers)
+    await producer.flush()
+
+    consumer = Consumer("test.refused", [topic], apply)
+    async with running_consumer(infra, schema, pool, consumer):
+        await wait_for(lambda: pool.fetchval("SELECT count(*) FROM dead_letters"), 1)
+        await wait_for(lambda: pool.fetchval("SELECT count(*) FROM effects"), 2)
+
+    assert [r["seq"] for r in await pool.fetch("SELECT seq FROM effects ORDER BY seq")] == [1, 3]
+    dead = await pool.fetchrow("SELECT event_id, reason FROM dead_letters")
+    assert dict(dead) == {
+        "event_id": "refuse-2",
+        "reason": "receipt_id: r-1 was already applied with other values",
+    }
+    # Once in the batch, once alone: never the handler_attempts retries of a failing record.
+    assert refusals == ["refuse-2", "refuse-2"]
 
 
 async def test_kafka_down_while_handlers_commit_then_everything_is_published(

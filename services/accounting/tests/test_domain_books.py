@@ -80,6 +80,33 @@ def test_a_free_untracked_line_posts_no_entry_of_nothing() -> None:
     assert books.entries == []
 
 
+def test_a_cancel_reverses_the_revenue_its_untracked_lines_recognised_on_confirmation() -> None:
+    books = Books(PeriodCalendar())
+    event = confirmed(("L1", "BOOK", 1, "20.00", False), ("L2", "EBOOK", 2, "7.50", True))
+    books.take_delivered_untracked(Cause("order.confirmed.v1", "e-1"), event)
+    cancelled_at = datetime(2026, 3, 14, 10, 0, tzinfo=UTC)
+
+    books.take_cancelled(Cause("order.cancelled.v1", "e-2"), "o-1", cancelled_at)
+    books.take_cancelled(Cause("order.cancelled.v1", "e-3"), "o-1", cancelled_at)  # no twice
+
+    _, reversal = books.entries
+    assert reversal.posted_at == cancelled_at
+    debits = [(ln.account, ln.sku, ln.debit) for ln in reversal.lines if ln.debit.amount]
+    credits = [(ln.account, ln.order_id, ln.credit) for ln in reversal.lines if ln.credit.amount]
+    assert debits == [(Account.REVENUE, "EBOOK", usd("15.00"))]
+    assert credits == [(Account.CLEARING, "o-1", usd("15.00"))]
+
+
+def test_a_cancel_of_an_order_that_recognised_no_revenue_posts_nothing() -> None:
+    books = Books(PeriodCalendar())
+    books.untracked_revenue["o-1"] = {"EBOOK": usd("0.00")}  # recognised, then reversed
+
+    books.take_cancelled(Cause("order.cancelled.v1", "e-2"), "o-1", CONFIRMED_AT)
+    books.take_cancelled(Cause("order.cancelled.v1", "e-3"), "o-2", CONFIRMED_AT)
+
+    assert books.entries == []
+
+
 def shipped(**fields: object) -> ShipmentShipped:
     return ShipmentShipped.model_validate(
         {

@@ -53,6 +53,14 @@ def test_shipment_cost_moves_valuation_cost_from_inventory_to_cogs() -> None:
     ]
 
 
+def test_a_bundles_component_costs_the_bundle_sold_and_leaves_its_own_inventory() -> None:
+    entry = post_shipment_cost(MOVEMENT, AT, "PEN", usd("8.00"), order_id="o-1", sold_as="KIT")
+    assert rows(entry) == [
+        ("cost_of_goods_sold", "8.00", "0.00", "KIT", "o-1"),
+        ("inventory", "0.00", "8.00", "PEN", "o-1"),
+    ]
+
+
 def test_a_label_is_the_orders_shipping_expense_owed_to_the_carrier() -> None:
     entry = post_shipping_cost(SHIPPED, AT, "o-1", usd("5.75"))
     assert rows(entry) == [

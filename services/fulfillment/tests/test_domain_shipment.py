@@ -23,6 +23,7 @@ from stockflow.fulfillment.domain import (
     ShipmentStatus,
     TrackingStatus,
     TrackingUpdate,
+    plan_unit_drops,
 )
 
 NOW = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
@@ -108,6 +109,7 @@ STEPS: dict[str, tuple[Callable[[Shipment], object], ShipmentStatus]] = {
     "pack": (lambda s: s.pack([BOX]), ShipmentStatus.PICKED),
     "record_label": (lambda s: s.record_label(LABEL), ShipmentStatus.PACKED),
     "ship": (lambda s: s.ship(NOW), ShipmentStatus.LABELLED),
+    "drop_units": (lambda s: s.drop_units({"L1": 1}), ShipmentStatus.CREATED),
 }
 
 
@@ -413,3 +415,51 @@ def test_tracking_number_of_another_parcel_is_refused() -> None:
 
     with pytest.raises(FulfillmentError, match="does not belong to shipment ORD-1-S1"):
         shipment.apply_tracking(scan(TrackingStatus.DELIVERED, 10, "EE000000028GB"))
+
+
+# --- units a customer cancelled ------------------------------------------------------------
+
+
+def test_dropping_units_of_a_shipment_nobody_picks_yet_reports_them_removed() -> None:
+    shipment = new_shipment()
+    shortened = shipment.drop_units({"L1": 1})
+    assert shipment.lines == (ShipmentLine("L1", "MUG-RED", 1), ShipmentLine("L2", "TEA-1KG", 1))
+    assert shortened.removed == (ShipmentLine("L1", "MUG-RED", 1),)
+    assert shipment.status is ShipmentStatus.CREATED
+
+
+def test_dropping_every_unit_is_a_cancel_not_a_drop() -> None:
+    with pytest.raises(IllegalShipmentStep, match="cancel it instead"):
+        new_shipment().drop_units({"L1": 2, "L2": 1})
+
+
+def second_shipment() -> Shipment:
+    shipment = new_shipment()
+    shipment.shipment_id, shipment.lines = "ORD-1-S2", (ShipmentLine("L1", "MUG-RED", 3),)
+    return shipment
+
+
+def test_cancelled_units_come_from_the_newest_waiting_shipment_first() -> None:
+    plan = plan_unit_drops([new_shipment(), second_shipment()], {"L1": 4})
+    assert plan == {"ORD-1-S2": {"L1": 3}, "ORD-1-S1": {"L1": 1}}
+
+
+@pytest.mark.parametrize(
+    ("status", "dropped"),
+    [
+        (ShipmentStatus.PICKING, {}),
+        (ShipmentStatus.PACKED, {}),
+        (ShipmentStatus.SHIPPED, {}),
+        (ShipmentStatus.CREATED, {"ORD-1-S1": {"L1": 1}}),
+    ],
+)
+def test_part_of_a_shipment_is_dropped_only_before_picking_starts(
+    status: ShipmentStatus, dropped: dict
+) -> None:
+    assert plan_unit_drops([shipment_in(status)], {"L1": 1}) == dropped
+
+
+@pytest.mark.parametrize("status", [ShipmentStatus.PICKING, ShipmentStatus.LABELLED])
+def test_a_whole_shipment_is_dropped_until_it_leaves(status: ShipmentStatus) -> None:
+    plan = plan_unit_drops([shipment_in(status)], {"L1": 2, "L2": 1})
+    assert plan == {"ORD-1-S1": {"L1": 2, "L2": 1}}

@@ -28,6 +28,7 @@ from stockflow.contracts.events import (
     OrderBackorderAllocated,
     OrderCancelled,
     OrderConfirmed,
+    OrderLinesCancelRequested,
 )
 from stockflow.fulfillment.domain import is_valid_s10
 
@@ -451,6 +452,48 @@ async def test_cancelled_order_cancels_its_open_shipments(
     assert current["status"] == "cancelled"
 
 
+async def test_cancelled_lines_are_dropped_from_waiting_shipments_and_reported_with_the_request(
+    service: httpx.AsyncClient, send, events: Events
+) -> None:
+    order_id, east, west = unique("ORD"), unique("E"), unique("W")
+    mug, tea = unique("MUG"), unique("TEA")
+    await send(
+        confirmed(order_id, [("L1", mug, 900, {east: 3}, 0), ("L2", tea, 500, {west: 1}, 0)])
+    )
+    east_shipment, west_shipment = await shipments_of(service, order_id, 2)
+
+    await send(
+        OrderLinesCancelRequested(
+            order_id=order_id,
+            request_id="REQ-1",
+            lines=[
+                {"line_id": "L1", "sku": mug, "quantity": 1},
+                {"line_id": "L2", "sku": tea, "quantity": 1},
+            ],
+            reason="changed my mind",
+        )
+    )
+
+    seen = dict(
+        await events.wait_for(
+            order_id, "fulfillment.shipment.shortened.v1", "fulfillment.shipment.cancelled.v1"
+        )
+    )
+    shortened = seen["fulfillment.shipment.shortened.v1"]
+    assert (shortened.shipment_id, shortened.cancel_request_id) == (
+        east_shipment["shipment_id"],
+        "REQ-1",
+    )
+    assert [(line.line_id, line.quantity) for line in shortened.removed] == [("L1", 1)]
+    cancelled = seen["fulfillment.shipment.cancelled.v1"]
+    assert (cancelled.shipment_id, cancelled.cancel_request_id) == (
+        west_shipment["shipment_id"],
+        "REQ-1",
+    )
+    east_now = (await service.get(f"/shipments/{east_shipment['shipment_id']}")).json()
+    assert [(line["line_id"], line["quantity"]) for line in east_now["lines"]] == [("L1", 2)]
+
+
 async def test_autopilot_ships_and_delivers_without_a_warehouse_person(
     run_service, send, events: Events, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -472,3 +515,36 @@ async def test_autopilot_ships_and_delivers_without_a_warehouse_person(
         "fulfillment.shipment.delivered.v1"
     )
     assert datetime.now(UTC) - timedelta(minutes=1) < seen[-1][1].delivered_at
+
+
+async def test_the_autopilot_can_short_pick_and_cancel_as_a_warehouse_does(
+    run_service, send, events: Events, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's knobs: a pick list comes up one unit short (the shipment leaves with what
+    was found); then the warehouse cancels a picked shipment instead of packing it."""
+    for name, value in {
+        "AUTO_SHIP": "true",
+        "AUTO_SHIP_DELAY_S": "0",
+        "AUTO_DELIVER_DELAY_S": "1",
+        "AUTOPILOT_INTERVAL_S": "0.2",
+    }.items():
+        monkeypatch.setenv(f"STOCKFLOW_FULFILLMENT_{name}", value)
+    short, cancelled = unique("ORD"), unique("ORD")
+    monkeypatch.setenv("STOCKFLOW_FULFILLMENT_AUTO_SHORT_PICK_EVERY", "1")
+    async with run_service("fulfillment"):
+        await send(confirmed(short, [("L1", unique("LAMP"), 2500, {unique("W"): 3}, 0)]))
+        shortened = await events.wait_for(
+            short, "fulfillment.shipment.shortened.v1", "fulfillment.shipment.shipped.v1"
+        )
+    monkeypatch.setenv("STOCKFLOW_FULFILLMENT_AUTO_SHORT_PICK_EVERY", "0")
+    monkeypatch.setenv("STOCKFLOW_FULFILLMENT_AUTO_CANCEL_EVERY", "1")
+    async with run_service("fulfillment"):
+        await send(confirmed(cancelled, [("L1", unique("BULB"), 400, {unique("W"): 2}, 0)]))
+        seen = await events.wait_for(cancelled, "fulfillment.shipment.cancelled.v1")
+    [shipped] = [e for t, e in shortened if t == "fulfillment.shipment.shipped.v1"]
+    assert [(line.line_id, line.quantity) for line in shipped.lines] == [("L1", 2)]
+    [removed] = [e for t, e in shortened if t == "fulfillment.shipment.shortened.v1"]
+    assert [(line.line_id, line.quantity) for line in removed.removed] == [("L1", 1)]
+    [cancel] = [e for t, e in seen if t == "fulfillment.shipment.cancelled.v1"]
+    assert cancel.reason.startswith("warehouse:")
+    assert not [t for t, _ in seen if t == "fulfillment.shipment.shipped.v1"]

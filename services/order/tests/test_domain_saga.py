@@ -23,6 +23,8 @@ from stockflow.order.domain import (
     AnnounceCancelRefused,
     AnnounceConfirmed,
     AnnounceDelivered,
+    AnnounceLineCancelled,
+    AnnounceLinesCancelRequested,
     Announcement,
     AnnounceRejected,
     AnnounceReturned,
@@ -32,19 +34,24 @@ from stockflow.order.domain import (
     BackorderPolicy,
     CancelRequested,
     CancelTimer,
+    CarrierException,
     Decision,
     Delivered,
     Effect,
+    FulfillmentExceptionPolicy,
     HeldAtLocation,
     InvalidSubmission,
     LineQuantity,
     LineReservation,
+    LinesCancelRequested,
     OrderSaga,
     OrderState,
     Outcome,
     PaymentConfirmed,
     PaymentDeadlinePassed,
     PaymentStatus,
+    PlannedShipment,
+    ReleaseUnits,
     RequestRelease,
     RequestReservation,
     ReservationLine,
@@ -53,6 +60,9 @@ from stockflow.order.domain import (
     SagaLine,
     SagaPolicy,
     SetTimer,
+    ShipmentCancelled,
+    ShipmentPlanned,
+    ShipmentShortened,
     Shipped,
     ShippedUnits,
     Shortfall,
@@ -893,6 +903,301 @@ def test_a_return_outside_the_return_window_is_refused(state: OrderState) -> Non
     assert_unchanged(saga, decision, Outcome.REFUSED)
 
 
+# --- warehouse exceptions ------------------------------------------------------------------
+
+S1_PLANNED = ShipmentPlanned("evt-c1", "S1", "WH1", (LineQuantity("L1", 3), LineQuantity("L2", 1)))
+SHORT_ONE = ShipmentShortened("evt-short", "S1", "WH1", (LineQuantity("L1", 1),))
+WHAT_WAS_PICKED = Shipped("evt-s1", "S1", (LineQuantity("L1", 2), LineQuantity("L2", 1)))
+
+
+def test_a_created_shipment_is_remembered_with_its_location_and_units() -> None:
+    decision = decide(confirmed(), S1_PLANNED, LATER)
+    assert decision.changed and decision.saga.state is OrderState.CONFIRMED
+    assert decision.saga.planned == (
+        PlannedShipment("S1", "WH1", (LineQuantity("L1", 3), LineQuantity("L2", 1))),
+    )
+    assert decision.effects == ()
+
+
+def test_a_short_pick_cancels_the_missing_units_releases_them_and_tells_the_customer() -> None:
+    decision = decide(run(confirmed(), S1_PLANNED), SHORT_ONE, LATER)
+    line = decision.saga.line("L1")
+    assert line is not None and (line.cancelled, line.outstanding) == (1, 2)
+    assert line.allocations == (HeldAtLocation("WH1", 2),)
+    assert decision.saga.state is OrderState.CONFIRMED
+    assert the_event(decision, RequestRelease) == RequestRelease(
+        "ord-1", "short_pick", (ReleaseUnits("L1", "SKU-A", "WH1", 1, not_found=True),)
+    )
+    assert the_event(decision, AnnounceLineCancelled) == AnnounceLineCancelled(
+        "ord-1", "L1", "SKU-A", 1, "short_pick", remaining=2
+    )
+    assert decision.saga.planned[0].lines == (LineQuantity("L1", 2), LineQuantity("L2", 1))
+
+
+def test_after_a_short_pick_shipping_what_was_picked_ships_the_order_and_delivery_ends_it() -> None:
+    saga = run(confirmed(), S1_PLANNED, SHORT_ONE)
+    shipping = decide(saga, WHAT_WAS_PICKED, LATER)
+    assert shipping.saga.state is OrderState.SHIPPED
+    assert the_event(shipping, AnnounceShipped).fully_shipped is True
+    assert shipping.saga.planned == ()
+    arrived = decide(shipping.saga, Delivered("evt-d1", "S1"), LATER)
+    assert arrived.saga.state is OrderState.DELIVERED
+
+
+def test_a_short_pick_of_the_last_units_of_a_partially_shipped_order_ends_it() -> None:
+    saga = run(
+        confirmed(),
+        ShipmentPlanned("c1", "S1", "WH1", (LineQuantity("L1", 1),)),
+        ShipmentPlanned("c2", "S2", "WH1", (LineQuantity("L1", 2), LineQuantity("L2", 1))),
+        Shipped("s1", "S1", (LineQuantity("L1", 1),)),
+        Delivered("d1", "S1"),
+        ShipmentShortened("sh2", "S2", "WH1", (LineQuantity("L1", 2),)),
+        Shipped("s2", "S2", (LineQuantity("L2", 1),)),
+    )
+    assert saga.state is OrderState.SHIPPED
+    assert run(saga, Delivered("d2", "S2")).state is OrderState.DELIVERED
+
+
+def test_a_short_pick_that_leaves_nothing_shipped_and_all_delivered_ends_delivered() -> None:
+    saga = run(
+        confirmed(),
+        ShipmentPlanned("c1", "S1", "WH1", (LineQuantity("L1", 3),)),
+        ShipmentPlanned("c2", "S2", "WH2", (LineQuantity("L2", 1),)),
+        Shipped("s2", "S2", (LineQuantity("L2", 1),)),
+        Delivered("d2", "S2"),
+    )
+    decision = decide(saga, ShipmentCancelled("x1", "S1", "bin flooded"), LATER)
+    assert decision.saga.state is OrderState.DELIVERED
+    assert the_event(decision, AnnounceDelivered) == AnnounceDelivered("ord-1", ("S2",))
+
+
+def test_a_warehouse_cancel_of_every_shipment_cancels_the_order_and_releases_the_units() -> None:
+    decision = decide(
+        run(confirmed(), S1_PLANNED), ShipmentCancelled("x1", "S1", "bin flooded"), LATER
+    )
+    assert decision.saga.state is OrderState.CANCELLED
+    assert the_event(decision, RequestRelease) == RequestRelease(
+        "ord-1",
+        "warehouse_cancelled",
+        (
+            ReleaseUnits("L1", "SKU-A", "WH1", 3, not_found=False),
+            ReleaseUnits("L2", "SKU-B", "WH1", 1, not_found=False),
+        ),
+    )
+    assert [type(e) for e in events(decision)] == [
+        AnnounceLineCancelled,
+        AnnounceLineCancelled,
+        AnnounceCancelled,
+    ]
+
+
+def test_a_shipment_cancelled_by_the_orders_own_cancel_changes_nothing() -> None:
+    saga = run(confirmed(), S1_PLANNED, CancelRequested("c", "customer"))
+    decision = decide(saga, ShipmentCancelled("x1", "S1", "order cancelled: customer"), LATER)
+    assert_unchanged(saga, decision, Outcome.IGNORED)
+    assert decision.effects == ()
+
+
+@pytest.mark.parametrize(
+    "again",
+    [
+        ShipmentShortened("evt-short-2", "S1", "WH1", (LineQuantity("L1", 1),)),
+        ShipmentPlanned("evt-c1-2", "S1", "WH1", (LineQuantity("L1", 3),)),
+    ],
+)
+def test_a_repeated_warehouse_report_under_a_new_event_id_changes_nothing(
+    again: SagaInput,
+) -> None:
+    saga = run(confirmed(), S1_PLANNED, SHORT_ONE)
+    decision = decide(saga, again, LATER)
+    assert_unchanged(saga, decision, Outcome.IGNORED)
+    assert decision.effects == ()
+
+
+def test_a_short_pick_of_more_than_is_left_to_ship_is_refused() -> None:
+    saga = run(confirmed(), S1_PLANNED)
+    too_many = ShipmentShortened("e", "S1", "WH1", (LineQuantity("L1", 4),))
+    decision = decide(saga, too_many, LATER)
+    assert_unchanged(saga, decision, Outcome.REFUSED)
+
+
+def test_units_not_held_at_the_location_are_cancelled_without_a_release() -> None:
+    saga = run(
+        started(),
+        L1_SHORT,
+        ShipmentPlanned("c1", "S1", "WH1", (LineQuantity("L1", 3),)),
+    )
+    decision = decide(saga, ShipmentShortened("e", "S1", "WH1", (LineQuantity("L1", 2),)), LATER)
+    assert the_event(decision, RequestRelease).lines == (
+        ReleaseUnits("L1", "SKU-A", "WH1", 1, not_found=True),
+    )
+    assert the_event(decision, AnnounceLineCancelled).quantity == 2
+
+
+def test_the_order_keeps_the_merchant_default_or_its_own_exception_policy() -> None:
+    assert started().exception_policy is DEFAULT_POLICY.exception_policy
+    chosen = started(fulfillment_exception_policy="reallocate")
+    assert chosen.exception_policy.value == "reallocate"
+    merchant = SagaPolicy(exception_policy=FulfillmentExceptionPolicy.REALLOCATE)
+    assert submit(None, order(), "e", T0, merchant).saga.exception_policy.value == "reallocate"
+
+
+def test_an_order_with_cancelled_units_is_fully_returned_once_all_that_shipped_came_back() -> None:
+    saga = run(
+        confirmed(),
+        S1_PLANNED,
+        SHORT_ONE,
+        WHAT_WAS_PICKED,
+        Delivered("d1", "S1"),
+        Returned("r1", "R1", (LineQuantity("L1", 2), LineQuantity("L2", 1))),
+    )
+    assert saga.state is OrderState.RETURNED
+
+
+def test_a_saga_with_planned_shipments_and_exceptions_round_trips() -> None:
+    saga = run(confirmed(), S1_PLANNED, SHORT_ONE)
+    assert OrderSaga.from_dict(json.loads(json.dumps(saga.to_dict()))) == saga
+
+
+def test_a_saga_stored_before_warehouse_exceptions_existed_still_loads() -> None:
+    data = confirmed().to_dict()
+    for key in ("exception_policy", "planned", "handled"):
+        del data[key]
+    for line in data["lines"]:
+        del line["cancelled"]
+    assert OrderSaga.from_dict(data) == confirmed()
+
+
+def reallocating(**overrides: Any) -> OrderSaga:
+    return run(confirmed(fulfillment_exception_policy="reallocate", **overrides), S1_PLANNED)
+
+
+def test_reallocate_puts_units_not_found_back_on_the_lines_backorder() -> None:
+    decision = decide(reallocating(), SHORT_ONE, LATER)
+    assert the_event(decision, RequestRelease) == RequestRelease(
+        "ord-1",
+        "short_pick",
+        (ReleaseUnits("L1", "SKU-A", "WH1", 1, not_found=True, backorder=True),),
+    )
+    line = decision.saga.line("L1")
+    assert line is not None
+    assert (line.backordered, line.cancelled, line.allocations) == (
+        1,
+        0,
+        (HeldAtLocation("WH1", 2),),
+    )
+    assert events(decision) == [] and decision.saga.state is OrderState.CONFIRMED
+
+
+def test_reallocated_units_ship_later_as_a_new_shipment_and_the_order_ends_delivered() -> None:
+    saga = run(reallocating(), SHORT_ONE, WHAT_WAS_PICKED, Delivered("d1", "S1"))
+    assert saga.state is OrderState.PARTIALLY_SHIPPED
+    filled = decide(saga, BackorderFilled("b1", "L1", "WH2", 1), LATER)
+    assert the_event(filled, AnnounceBackorderFilled).location == "WH2"
+    saga = run(
+        filled.saga,
+        ShipmentPlanned("c2", "S2", "WH2", (LineQuantity("L1", 1),)),
+        Shipped("s2", "S2", (LineQuantity("L1", 1),)),
+        Delivered("d2", "S2"),
+    )
+    assert saga.state is OrderState.DELIVERED
+
+
+def test_reallocate_cancels_instead_when_the_order_refuses_backorders() -> None:
+    decision = decide(reallocating(backorder_policy="reject"), SHORT_ONE, LATER)
+    assert the_event(decision, AnnounceLineCancelled).reason == "short_pick"
+    assert the_event(decision, RequestRelease).lines[0].backorder is False
+
+
+def test_a_carrier_exception_calls_an_operator_once_and_a_later_delivery_still_ends_the_order() -> (
+    None
+):
+    damaged = CarrierException("evt-x", "S1", "parcel damaged")
+    decision = decide(shipped(), damaged, LATER)
+    assert decision.changed and decision.saga.state is OrderState.SHIPPED
+    assert the_event(decision, AnnounceStuck).reason == "carrier_exception"
+    again = decide(decision.saga, CarrierException("evt-x2", "S1", "still damaged"), LATER)
+    assert_unchanged(decision.saga, again, Outcome.IGNORED)
+    assert run(decision.saga, Delivered("d1", "S1")).state is OrderState.DELIVERED
+
+
+def test_a_carrier_exception_on_an_unknown_shipment_is_refused() -> None:
+    saga = shipped()
+    decision = decide(saga, CarrierException("evt-x", "S9", "lost"), LATER)
+    assert_unchanged(saga, decision, Outcome.REFUSED)
+
+
+# --- lines cancelled by the customer or support ----------------------------------------------
+
+CANCEL_ONE = LinesCancelRequested("evt-lc", "REQ-1", (LineQuantity("L1", 1),), "changed my mind")
+
+
+def test_a_lines_cancel_of_waiting_units_asks_fulfillment_to_drop_them_first() -> None:
+    decision = decide(run(confirmed(), S1_PLANNED), CANCEL_ONE, LATER)
+    assert decision.changed and decision.saga.state is OrderState.CONFIRMED
+    assert the_event(decision, AnnounceLinesCancelRequested) == AnnounceLinesCancelRequested(
+        "ord-1", "REQ-1", (ShippedUnits("L1", "SKU-A", 1),), "changed my mind"
+    )
+    assert not [e for e in decision.effects if isinstance(e, RequestRelease)]
+    line = decision.saga.line("L1")
+    assert line is not None and line.cancelled == 0
+
+
+def test_units_fulfillment_dropped_for_the_request_are_cancelled_whatever_the_policy() -> None:
+    dropped = ShipmentShortened(
+        "evt-sh", "S1", "WH1", (LineQuantity("L1", 1),), "REQ-1", "changed my mind"
+    )
+    decision = decide(run(confirmed(), S1_PLANNED, CANCEL_ONE), dropped, LATER)
+    assert the_event(decision, RequestRelease) == RequestRelease(
+        "ord-1", "changed my mind", (ReleaseUnits("L1", "SKU-A", "WH1", 1, not_found=False),)
+    )
+    assert the_event(decision, AnnounceLineCancelled).remaining == 2
+
+
+def test_cancelling_the_unshipped_remainder_after_a_partial_shipment_ends_the_order() -> None:
+    saga = run(
+        confirmed(),
+        ShipmentPlanned("c1", "S1", "WH1", (LineQuantity("L1", 1),)),
+        ShipmentPlanned("c2", "S2", "WH1", (LineQuantity("L1", 2), LineQuantity("L2", 1))),
+        Shipped("s1", "S1", (LineQuantity("L1", 1),)),
+        Delivered("d1", "S1"),
+    )
+    rest = LinesCancelRequested(
+        "evt-lc", "REQ-2", (LineQuantity("L1", 2), LineQuantity("L2", 1)), "too slow"
+    )
+    saga = run(saga, rest, ShipmentCancelled("x2", "S2", "too slow", cancel_request_id="REQ-2"))
+    assert saga.state is OrderState.DELIVERED
+    assert [(line.shipped, line.cancelled) for line in saga.lines] == [(1, 2), (0, 1)]
+
+
+@pytest.mark.parametrize(
+    ("build", "reason"),
+    [
+        (lambda: run(confirmed(), S1_PLANNED), "not_cancellable"),  # 4 asked, 3 wait
+        (confirmed, "not_cancellable"),  # no shipment planned yet
+        (shipped, "already_shipped"),
+        (started, "not_cancellable"),
+    ],
+)
+def test_a_lines_cancel_for_units_not_waiting_in_a_shipment_is_refused(
+    build: Any, reason: str
+) -> None:
+    saga = build()
+    too_many = LinesCancelRequested("e", "REQ-3", (LineQuantity("L1", 4),), "x")
+    asked = too_many if saga.planned else CANCEL_ONE
+    decision = decide(saga, asked, LATER)
+    assert_unchanged(saga, decision, Outcome.REFUSED)
+    assert the_event(decision, AnnounceCancelRefused).reason == reason
+
+
+def test_the_same_lines_cancel_request_again_changes_nothing() -> None:
+    saga = run(confirmed(), S1_PLANNED, CANCEL_ONE)
+    again = LinesCancelRequested("evt-lc-2", "REQ-1", (LineQuantity("L1", 1),), "changed my mind")
+    decision = decide(saga, again, LATER)
+    assert_unchanged(saga, decision, Outcome.IGNORED)
+    assert decision.effects == ()
+
+
 # --- properties over every state -----------------------------------------------------------
 
 EVERY_INPUT: list[SagaInput] = [
@@ -908,6 +1213,12 @@ EVERY_INPUT: list[SagaInput] = [
     Shipped("e", "S7", (LineQuantity("L1", 1),)),
     Delivered("e", "S1"),
     Returned("e", "R7", (LineQuantity("L1", 1),)),
+    ShipmentPlanned("e", "S1", "WH1", (LineQuantity("L1", 3),)),
+    ShipmentShortened("e", "S1", "WH1", (LineQuantity("L1", 1),)),
+    ShipmentCancelled("e", "S1", "damaged in the warehouse"),
+    LinesCancelRequested("e", "REQ-7", (LineQuantity("L1", 1),), "customer_request"),
+    ShipmentShortened("e", "S1", "WH1", (LineQuantity("L1", 1),), "REQ-7", "customer_request"),
+    CarrierException("e", "S1", "parcel damaged"),
 ]
 
 

@@ -502,6 +502,260 @@ async def test_cancel_releases_the_reservation_and_a_cancel_after_shipping_is_re
         assert not seen.matching(COMMANDS, shipped, "stock.release.requested.v1")
 
 
+def shipment_created(order_id: str, shipment_id: str, lines: list[tuple[str, str, int]]) -> Event:
+    return wire.ShipmentCreated(
+        shipment_id=shipment_id,
+        order_id=order_id,
+        location="WH1",
+        lines=[{"line_id": line_id, "sku": sku, "quantity": q} for line_id, sku, q in lines],
+    )
+
+
+def shipment_shipped(order_id: str, shipment_id: str, lines: list[tuple[str, str, int]]) -> Event:
+    return wire.ShipmentShipped(
+        shipment_id=shipment_id,
+        order_id=order_id,
+        location="WH1",
+        carrier="DHL",
+        service_level="standard",
+        tracking_number=f"T{uuid.uuid4().hex[:10]}",
+        label_ref="labels/1.pdf",
+        shipped_at=datetime.now(UTC),
+        lines=[{"line_id": line_id, "sku": sku, "quantity": q} for line_id, sku, q in lines],
+    )
+
+
+async def test_a_short_pick_cancels_the_missing_units_and_the_order_ends_delivered(
+    run_service, producer, watch
+) -> None:
+    order_id, shipment_id = new_order_id(), "S1"
+    ordered = [("L1", "SKU-A", 3), ("L2", "SKU-B", 1)]
+    async with run_service("order") as (_app, client), watch(COMMANDS, ORDERS) as seen:
+        await Checkout(producer).submit(
+            submission(
+                order_id,
+                lines=[
+                    {"line_id": "L1", "sku": "SKU-A", "quantity": 3, "unit_price": "10.00"},
+                    {"line_id": "L2", "sku": "SKU-B", "quantity": 1, "unit_price": "5.00"},
+                ],
+            )
+        )
+        await seen.wait(COMMANDS, order_id, "stock.reserve.requested.v1")
+        await reply(producer, reserved_in_full(order_id, ordered))
+        await seen.wait(ORDERS, order_id, "order.confirmed.v1")
+        await reply(producer, shipment_created(order_id, shipment_id, ordered))
+        short = wire.ShipmentShortened(
+            shipment_id=shipment_id,
+            order_id=order_id,
+            location="WH1",
+            removed=[{"line_id": "L1", "sku": "SKU-A", "quantity": 1}],
+        )
+        await reply(producer, short)
+        await reply(producer, short)  # the same fact again, under a new event id
+
+        [release] = await seen.wait(COMMANDS, order_id, "stock.release.requested.v1")
+        assert release.data["reason"] == "short_pick"
+        assert release.data["lines"] == [
+            {
+                "line_id": "L1",
+                "sku": "SKU-A",
+                "location": "WH1",
+                "quantity": 1,
+                "not_found": True,
+                "backorder": False,
+            }
+        ]
+        [cancelled] = await seen.wait(ORDERS, order_id, "order.line_cancelled.v1")
+        assert (cancelled.data["line_id"], cancelled.data["quantity"]) == ("L1", 1)
+        assert (cancelled.data["reason"], cancelled.data["remaining"]) == ("short_pick", 2)
+
+        picked = [("L1", "SKU-A", 2), ("L2", "SKU-B", 1)]
+        await reply(producer, shipment_shipped(order_id, shipment_id, picked))
+        [out] = await seen.wait(ORDERS, order_id, "order.shipped.v1")
+        assert out.data["fully_shipped"] is True
+        await reply(
+            producer,
+            wire.ShipmentDelivered(
+                shipment_id=shipment_id, order_id=order_id, delivered_at=datetime.now(UTC)
+            ),
+        )
+        await seen.wait(ORDERS, order_id, "order.delivered.v1")
+        order = await order_state(client, order_id, "delivered")
+        await seen.idle(0.5)
+        assert len(seen.matching(COMMANDS, order_id, "stock.release.requested.v1")) == 1
+        assert len(seen.matching(ORDERS, order_id, "order.line_cancelled.v1")) == 1
+        notes = [entry["note"] for entry in order["timeline"]]
+        assert any("duplicate report" in note for note in notes)
+
+
+async def test_a_warehouse_cancel_of_the_only_shipment_cancels_the_order_and_its_units(
+    run_service, producer, watch
+) -> None:
+    order_id = new_order_id()
+    async with run_service("order") as (_app, client), watch(COMMANDS, ORDERS) as seen:
+        await Checkout(producer).submit(submission(order_id))
+        await seen.wait(COMMANDS, order_id, "stock.reserve.requested.v1")
+        await reply(producer, reserved_in_full(order_id, FULL))
+        await seen.wait(ORDERS, order_id, "order.confirmed.v1")
+        await reply(producer, shipment_created(order_id, "S1", FULL))
+        await reply(
+            producer,
+            wire.ShipmentCancelled(shipment_id="S1", order_id=order_id, reason="bin flooded"),
+        )
+        [release] = await seen.wait(COMMANDS, order_id, "stock.release.requested.v1")
+        assert release.data["reason"] == "warehouse_cancelled"
+        assert sorted(
+            (r["line_id"], r["quantity"], r["not_found"]) for r in release.data["lines"]
+        ) == [
+            ("L1", 2, False),
+            ("L2", 1, False),
+        ]
+        await seen.wait(ORDERS, order_id, "order.line_cancelled.v1", count=2)
+        [ended] = await seen.wait(ORDERS, order_id, "order.cancelled.v1")
+        assert ended.data["reason"] == "every unit cancelled"
+        await order_state(client, order_id, "cancelled")
+
+
+async def test_a_carrier_exception_calls_an_operator_once_and_the_order_waits_for_delivery(
+    run_service, producer, watch
+) -> None:
+    order_id = new_order_id()
+    async with run_service("order") as (_app, client), watch(COMMANDS, ORDERS) as seen:
+        await Checkout(producer).submit(submission(order_id))
+        await seen.wait(COMMANDS, order_id, "stock.reserve.requested.v1")
+        await reply(producer, reserved_in_full(order_id, FULL))
+        await seen.wait(ORDERS, order_id, "order.confirmed.v1")
+        await reply(producer, shipment_shipped(order_id, "S1", FULL))
+        await seen.wait(ORDERS, order_id, "order.shipped.v1")
+        for detail in ("parcel damaged", "parcel damaged, returned to depot"):
+            await reply(
+                producer,
+                wire.ShipmentException(shipment_id="S1", order_id=order_id, detail=detail),
+            )
+        [stuck] = await seen.wait(ORDERS, order_id, "order.stuck.v1")
+        assert (stuck.data["reason"], stuck.data["state"]) == ("carrier_exception", "shipped")
+        await reply(
+            producer,
+            wire.ShipmentDelivered(
+                shipment_id="S1", order_id=order_id, delivered_at=datetime.now(UTC)
+            ),
+        )
+        await seen.wait(ORDERS, order_id, "order.delivered.v1")
+        assert len(seen.matching(ORDERS, order_id, "order.stuck.v1")) == 1
+        assert not seen.matching(COMMANDS, order_id, "stock.release.requested.v1")
+        await order_state(client, order_id, "delivered")
+
+
+async def confirmed_with_a_planned_shipment(producer, seen, order_id: str) -> None:
+    await Checkout(producer).submit(submission(order_id))
+    await seen.wait(COMMANDS, order_id, "stock.reserve.requested.v1")
+    await reply(producer, reserved_in_full(order_id, FULL))
+    await seen.wait(ORDERS, order_id, "order.confirmed.v1")
+    await reply(producer, shipment_created(order_id, "S1", FULL))
+
+
+async def shipment_heard(client, order_id: str) -> None:
+    """Wait until the order knows its planned shipment: a cancel asked before it is refused
+    (only units waiting in a planned shipment can be cancelled)."""
+    for _ in range(100):
+        order = (await client.get(f"/orders/{order_id}", headers=ADMIN)).json()
+        if order.get("planned_shipments"):
+            return
+        await asyncio.sleep(0.1)
+    pytest.fail(f"order {order_id} never heard of its planned shipment")
+
+
+async def test_a_lines_cancel_from_checkout_goes_to_fulfillment_and_what_it_drops_is_cancelled(
+    run_service, producer, watch
+) -> None:
+    order_id = new_order_id()
+    async with run_service("order") as (_app, client), watch(COMMANDS, ORDERS) as seen:
+        await confirmed_with_a_planned_shipment(producer, seen, order_id)
+        await shipment_heard(client, order_id)
+        request = {
+            "order_id": order_id,
+            "request_id": "REQ-1",
+            "lines": [{"line_id": "L1", "quantity": 1}],
+            "reason": "changed my mind",
+        }
+        checkout = Checkout(producer)
+        await checkout.send("checkout.order.lines_cancel_requested.v1", request)
+        await checkout.send("checkout.order.lines_cancel_requested.v1", request)  # a retry
+        [asked] = await seen.wait(ORDERS, order_id, "order.lines_cancel_requested.v1")
+        assert asked.data["request_id"] == "REQ-1"
+        assert asked.data["lines"] == [{"line_id": "L1", "sku": "SKU-A", "quantity": 1}]
+
+        dropped = wire.ShipmentShortened(
+            shipment_id="S1",
+            order_id=order_id,
+            location="WH1",
+            removed=[{"line_id": "L1", "sku": "SKU-A", "quantity": 1}],
+            reason="changed my mind",
+            cancel_request_id="REQ-1",
+        )
+        await reply(producer, dropped)
+        [release] = await seen.wait(COMMANDS, order_id, "stock.release.requested.v1")
+        assert release.data["lines"] == [
+            {
+                "line_id": "L1",
+                "sku": "SKU-A",
+                "location": "WH1",
+                "quantity": 1,
+                "not_found": False,
+                "backorder": False,
+            }
+        ]
+        [cancelled] = await seen.wait(ORDERS, order_id, "order.line_cancelled.v1")
+        assert (cancelled.data["reason"], cancelled.data["remaining"]) == ("changed my mind", 1)
+        await seen.idle(0.5)
+        assert len(seen.matching(ORDERS, order_id, "order.lines_cancel_requested.v1")) == 1
+        order = await order_state(client, order_id, "confirmed")
+        assert order["lines"][0]["cancelled"] == 1
+
+
+async def test_the_http_lines_cancel_answers_by_outcome_and_honours_idempotency_key(
+    run_service, producer, watch
+) -> None:
+    order_id = new_order_id()
+    async with run_service("order") as (_app, client), watch(COMMANDS, ORDERS) as seen:
+        await confirmed_with_a_planned_shipment(producer, seen, order_id)
+        await order_state(client, order_id, "confirmed")
+        path = f"/orders/{order_id}/line-cancellations"
+        body = {"request_id": "REQ-H", "lines": [{"line_id": "L2", "quantity": 1}]}
+
+        assert (await client.post(path, json=body, headers=READ)).status_code == 403
+        # An Idempotency-Key keeps its first answer: ask once the shipment is known.
+        await shipment_heard(client, order_id)
+        first = await client.post(path, json=body, headers=ADMIN | {"Idempotency-Key": "k1"})
+        assert first.status_code == 202, first.text
+        assert first.json()["outcome"] == "requested"
+        replay = await client.post(path, json=body, headers=ADMIN | {"Idempotency-Key": "k1"})
+        assert replay.json() == first.json() and replay.headers["Idempotent-Replayed"] == "true"
+        again = await client.post(path, json=body, headers=ADMIN)
+        assert (again.status_code, again.json()["outcome"]) == (200, "duplicate")
+
+        too_many = {"request_id": "REQ-X", "lines": [{"line_id": "L1", "quantity": 3}]}
+        refused = await client.post(path, json=too_many, headers=ADMIN)
+        assert refused.status_code == 409 and "exceed" in refused.json()["detail"]
+        [answer] = await seen.wait(ORDERS, order_id, "order.cancel_refused.v1")
+        assert answer.data["reason"] == "not_cancellable"
+
+        twice = {"lines": [{"line_id": "L1", "quantity": 1}, {"line_id": "L1", "quantity": 1}]}
+        bad = await client.post(path, json=twice, headers=ADMIN)
+        assert bad.status_code == 422 and bad.json()["detail"].startswith("lines")
+        zero = await client.post(
+            path, json={"lines": [{"line_id": "L1", "quantity": 0}]}, headers=ADMIN
+        )
+        assert zero.status_code == 422 and "quantity" in zero.text
+        unknown = await client.post("/orders/nobody/line-cancellations", json=body, headers=ADMIN)
+        assert unknown.status_code == 404
+        # No request_id: the Idempotency-Key names the request.
+        keyed = {"lines": [{"line_id": "L1", "quantity": 1}]}
+        by_key = await client.post(path, json=keyed, headers=ADMIN | {"Idempotency-Key": "k2"})
+        assert (by_key.status_code, by_key.json()["request_id"]) == (202, "k2")
+        await seen.wait(ORDERS, order_id, "order.lines_cancel_requested.v1", count=2)
+
+
 async def test_payment_deadline_cancels_and_a_late_payment_never_revives(
     run_service, producer, watch, service_with
 ) -> None:

@@ -10,6 +10,7 @@ import pytest
 from stockflow.stock.domain import (
     Backorder,
     BackorderFill,
+    BundleBackorder,
     IncomingStock,
     allocate_backorders,
     expected_dates,
@@ -108,3 +109,14 @@ def test_a_backorder_waits_for_the_arrival_that_completes_it() -> None:
     backorder = _bo("o1", 3, 1)
     incoming = [IncomingStock(2, _day(10)), IncomingStock(1, _day(12)), IncomingStock(5, _day(30))]
     assert expected_dates([backorder], incoming) == {backorder: _day(12)}
+
+
+def test_a_bundle_backorder_is_whole_only_as_far_as_its_scarcest_component():
+    kit = BundleBackorder("O1", "L1", "KIT", "WH-1", 2, 0, (("A", 1), ("B", 3)))
+    assert kit.newly_whole({}) == 0
+    assert kit.newly_whole({"A": 2}) == 0  # no B yet
+    assert kit.newly_whole({"A": 2, "B": 5}) == 1  # 5 B make one kit and a part
+    assert kit.newly_whole({"A": 2, "B": 9}) == 2  # never more than the kits backordered
+    announced = BundleBackorder("O1", "L1", "KIT", "WH-1", 2, 1, (("A", 1), ("B", 3)))
+    assert announced.newly_whole({"A": 2, "B": 5}) == 0
+    assert announced.newly_whole({"A": 2, "B": 6}) == 1

@@ -172,6 +172,7 @@ def test_a_refused_transfer_changes_neither_side() -> None:
         (K.TRANSFER_OUT, 2, {}, "destination"),
         (K.TRANSFER_OUT, 2, {"destination": "WH-A"}, "destination"),
         (K.TRANSFER_IN, 2, {"destination": "WH-B"}, "only transfer_out"),
+        (K.RESERVATION, 2, {"bundle": "KIT"}, "only a shipment"),
     ],
 )
 def test_movement_rejects_malformed_values(
@@ -225,7 +226,13 @@ def _random_valid_movement(rng: random.Random, levels: dict[tuple[str, str], Lev
         level = levels.get((sku, location)) or Level(sku, location)
         kind = rng.choice(list(MovementKind))
         extra: dict[str, str] = {}
-        if kind in (K.RECEIPT, K.RETURN_RESTOCK, K.BACKORDER_OPENED):
+        if kind in (
+            K.RECEIPT,
+            K.RETURN_RESTOCK,
+            K.BACKORDER_OPENED,
+            K.RETURN_WRITTEN_OFF,
+            K.INCOMING_ANNOUNCED,
+        ):
             quantity = rng.randint(1, 20)
         elif kind is K.ADJUSTMENT:
             extra["reason"] = rng.choice(["cycle_count", "found", "lost"])
@@ -246,6 +253,7 @@ def _random_valid_movement(rng: random.Random, levels: dict[tuple[str, str], Lev
                 K.FROM_QUALITY_CONTROL: level.quality_control,
                 K.BACKORDER_ALLOCATED: min(level.backordered, level.available),
                 K.BACKORDER_CANCELLED: level.backordered,
+                K.INCOMING_CLOSED: level.incoming,
             }[kind]
             quantity = rng.randint(0, most)
             if kind is K.TRANSFER_OUT:
@@ -268,7 +276,8 @@ def test_replaying_a_long_random_ledger_gives_the_incrementally_applied_levels(s
     assert replay(ledger, initial=initial) == levels
     assert Counter(m.kind for m in ledger).keys() == set(MovementKind)
 
-    # Conservation, per sku: units in = units still here (on hand or in transit) + units out.
+    # Conservation, per sku: units in = units still here (on hand or in transit) + units out;
+    # announced units count as coming in until their announcement closes.
     for sku in SKUS:
         of_sku = [m for m in ledger if m.sku == sku]
 
@@ -280,10 +289,17 @@ def test_replaying_a_long_random_ledger_gives_the_incrementally_applied_levels(s
             + total(K.RECEIPT)
             + total(K.RETURN_RESTOCK)
             + total(K.ADJUSTMENT)
+            + total(K.INCOMING_ANNOUNCED)
+            - total(K.INCOMING_CLOSED)
         )
         here = sum(level.on_hand + level.incoming for level in levels.values() if level.sku == sku)
         assert came_in == here + total(K.SHIPMENT) + total(K.WRITE_OFF)
-        in_transit = total(K.TRANSFER_OUT) - total(K.TRANSFER_IN)
+        in_transit = (
+            total(K.TRANSFER_OUT)
+            - total(K.TRANSFER_IN)
+            + total(K.INCOMING_ANNOUNCED)
+            - total(K.INCOMING_CLOSED)
+        )
         assert in_transit == sum(level.incoming for level in levels.values() if level.sku == sku)
 
 
@@ -304,3 +320,16 @@ def test_random_movements_never_leave_a_level_negative(seed: int) -> None:
         assert min(getattr(level, bucket) for bucket in BUCKETS) >= 0
         assert level.available >= 0
     assert refused > 0
+
+
+def test_a_written_off_return_is_recorded_but_changes_no_bucket() -> None:
+    level = _level(on_hand=3, reserved=1)
+    assert apply(level, _move(K.RETURN_WRITTEN_OFF, 2)) == level
+
+
+def test_an_announced_receipt_is_incoming_until_its_announcement_closes() -> None:
+    announced = apply(_level(on_hand=1), _move(K.INCOMING_ANNOUNCED, 10))
+    assert (announced.incoming, announced.available) == (10, 1)
+    assert apply(announced, _move(K.INCOMING_CLOSED, 10)) == _level(on_hand=1)
+    with pytest.raises(InsufficientStock):
+        apply(announced, _move(K.INCOMING_CLOSED, 11))

@@ -8,22 +8,31 @@ import os
 import signal
 import subprocess
 import uuid
+from datetime import UTC, datetime
 
 import asyncpg
 import httpx
 import pytest
 
 from stockflow.contracts import decode, encode, parse
+from stockflow.contracts.events.fulfillment import ReturnReceived
 from stockflow.contracts.events.stock import (
+    BackorderAllocated,
     CommitReservation,
     ReleaseReservation,
     ReserveStock,
+    StockLevelChanged,
 )
 from stockflow.runtime import metrics
+from stockflow.runtime.db import create_pool
+from stockflow.runtime.outbox import UnitOfWork
 from stockflow.runtime.testing.factories import goods_received, variant
-from stockflow.runtime.testing.plugin import ADMIN
+from stockflow.runtime.testing.plugin import ADMIN, reader_from_start
 from stockflow.runtime.testing.system import System
 from stockflow.stock.domain import BUCKETS, Level, Movement, MovementKind, replay
+from stockflow.stock.ledger import LevelBook
+from stockflow.stock.store import ReservationStore
+from stockflow.stock.usecases.backorders import serve_waiting_backorders
 
 pytestmark = pytest.mark.integration
 
@@ -432,17 +441,79 @@ async def test_api_levels_availability_with_a_bundle_count_and_idempotent_receip
         stale = await client.post(
             "/adjustments",
             headers=ADMIN,
-            json={"sku": mug, "location": "WH-EAST", "expected": 4, "counted": 3, "count_id": "c1"},
+            json={
+                "sku": mug,
+                "location": "WH-EAST",
+                "expected": 4,
+                "counted": 3,
+                "count_id": f"c1-{mug}",
+            },
         )
         assert stale.status_code == 409 and "expected" in stale.json()["detail"]
         counted = await client.post(
             "/adjustments",
             headers=ADMIN,
-            json={"sku": mug, "location": "WH-EAST", "expected": 5, "counted": 4, "count_id": "c2"},
+            json={
+                "sku": mug,
+                "location": "WH-EAST",
+                "expected": 5,
+                "counted": 4,
+                "count_id": f"c2-{mug}",
+            },
         )
         assert counted.json()["adjusted_by"] == -1
         moves = (await client.get("/movements", params={"sku": mug})).json()["items"]
         assert [m["kind"] for m in moves] == ["receipt", "adjustment"]
+
+
+async def test_a_partial_release_frees_a_lines_units_and_units_not_found_leave_on_hand(
+    run_service, producer, infra, admin
+):
+    mug = sku_name("MUG")
+    order_id = f"o-part-{RUN}"
+    async with run_service("stock"), Replies(infra) as replies:
+        await catalog(producer, mug)
+        await receipt(producer, mug, "WH-EAST", 10)
+        await until(lambda: _has(admin, mug, "WH-EAST", 10))
+        await send(producer, reserve(order_id, [(mug, 3), (mug, 2)]))
+        await replies.wait(order_id)
+
+        def release(line_id: str, quantity: int, not_found: bool) -> ReleaseReservation:
+            return ReleaseReservation(
+                order_id=order_id,
+                reason="short_pick" if not_found else "customer",
+                lines=[
+                    {
+                        "line_id": line_id,
+                        "sku": mug,
+                        "location": "WH-EAST",
+                        "quantity": quantity,
+                        "not_found": not_found,
+                    }
+                ],
+            )
+
+        await send(producer, release("L1", 1, not_found=True))
+        await send(producer, release("L2", 2, not_found=False))
+        _, lost, cancelled = await replies.wait(order_id, 3)
+        assert [(line.line_id, line.quantity) for line in lost.lines] == [("L1", 1)]
+        assert [(line.line_id, line.quantity) for line in cancelled.lines] == [("L2", 2)]
+        level = (await levels_of(admin, mug))["WH-EAST"]
+        # 1 unit not found left on hand; 2 cancelled units are sellable again; 2 still held.
+        assert (level["on_hand"], level["reserved"], level["available"]) == (9, 2, 7)
+        held = await admin.fetch(
+            "SELECT line_id, quantity, released FROM stock.reservations WHERE order_id = $1 "
+            "ORDER BY line_id",
+            order_id,
+        )
+        assert [tuple(r) for r in held] == [("L1", 2, 1), ("L2", 0, 2)]
+        adjustment = await admin.fetchrow(
+            "SELECT quantity, reason FROM stock.movements WHERE order_id = $1 "
+            "AND kind = 'adjustment'",
+            order_id,
+        )
+        assert tuple(adjustment) == (-1, "not_found_at_pick")
+        await _ledger_explains(admin, mug)
 
 
 async def _ledger_explains(admin, sku: str) -> None:
@@ -644,6 +715,245 @@ async def test_a_release_serves_waiting_backorders_first_even_of_fully_backorder
         await _ledger_explains(admin, kite)
 
 
+async def test_a_retried_receipt_counts_once_and_a_changed_one_is_dead_lettered_with_why(
+    run_service, producer, infra, admin
+):
+    """A WMS retry (same receipt_id, new event id) is a no-op; the same receipt_id with another
+    quantity goes to stock.dlq.v1 with the reason, and nothing changes."""
+    bolt = sku_name("BOLT")
+    first = goods_received(bolt, "WH-EAST", 10, receipt_id=f"wms-{bolt}")
+    changed = first.model_copy(update={"quantity": 12})
+    changed_event_id = f"changed-{bolt}"
+    async with run_service("stock"):
+        await catalog(producer, bolt)
+        await send(producer, first)
+        await send(producer, first)  # the retry: a new event id
+        await send(producer, changed, event_id=changed_event_id)
+        await receipt(producer, bolt, "WH-EAST", 1)  # a later receipt: all before it are done
+        await until(lambda: _has(admin, bolt, "WH-EAST", 11))
+        reason = await admin.fetchval(
+            "SELECT reason FROM stock.dead_letters WHERE event_id = $1", changed_event_id
+        )
+    assert reason.startswith(f"receipt_id: receipt wms-{bolt} was already applied")
+    assert "quantity 10 then, 12 now" in reason
+    dead = await _dead_letter_on_topic(infra, changed_event_id)
+    assert dict(dead.headers)["dlq_reason"].decode() == reason
+    receipts = await admin.fetch(
+        "SELECT quantity FROM stock.movements WHERE kind = 'receipt' AND reference_id = $1",
+        f"wms-{bolt}",
+    )
+    assert [r["quantity"] for r in receipts] == [10]
+    await _ledger_explains(admin, bolt)
+
+
+async def _dead_letter_on_topic(infra, event_id: str, timeout_s: float = 30):
+    """The record stock.dlq.v1 holds for `event_id` (its original headers are kept)."""
+    consumer = reader_from_start(infra.kafka_bootstrap, "stock.dlq.v1")
+    await consumer.start()
+    try:
+        for _ in range(int(timeout_s * 2)):
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    if dict(record.headers).get("ce_id") == event_id.encode():
+                        return record
+    finally:
+        await consumer.stop()
+    raise AssertionError(f"{event_id} never reached stock.dlq.v1")
+
+
+async def test_http_receipts_and_counts_apply_once_per_business_key_without_idempotency_key(
+    run_service, producer, admin
+):
+    nail = sku_name("NAIL")
+    body = {
+        "receipt_id": f"po-{nail}",
+        "sku": nail,
+        "location": "WH-EAST",
+        "quantity": 5,
+        "unit_cost": "3.00",
+        "currency": "USD",
+    }
+    async with run_service("stock") as (_, client):
+        await catalog(producer, nail)
+        await until(lambda: _known(admin, nail))
+        first = await client.post("/receipts", json=body, headers=ADMIN)
+        again = await client.post("/receipts", json=body | {"unit_cost": "3.0"}, headers=ADMIN)
+        assert (first.status_code, again.status_code) == (201, 200)
+        assert again.json() == first.json() and first.json()["level"]["on_hand"] == 5
+        changed = await client.post("/receipts", json=body | {"quantity": 6}, headers=ADMIN)
+        assert changed.status_code == 409
+        assert changed.json()["detail"].startswith(f"receipt_id: receipt po-{nail} was already")
+
+        count = {"sku": nail, "location": "WH-EAST", "expected": 5, "counted": 4}
+        counted = await client.post(
+            "/adjustments", json=count | {"count_id": f"c-{nail}"}, headers=ADMIN
+        )
+        recounted = await client.post(
+            "/adjustments", json=count | {"count_id": f"c-{nail}"}, headers=ADMIN
+        )
+        assert (counted.status_code, recounted.status_code) == (200, 200)
+        assert (
+            recounted.json()
+            == counted.json()
+            == {
+                "count_id": f"c-{nail}",
+                "adjusted_by": -1,
+                "on_hand": 4,
+            }
+        )
+        other = await client.post(
+            "/adjustments", json=count | {"count_id": f"c-{nail}", "counted": 3}, headers=ADMIN
+        )
+        assert other.status_code == 409 and other.json()["detail"].startswith("count_id:")
+        assert (await client.get(f"/levels/{nail}")).json()["totals"]["on_hand"] == 4
+    await _ledger_explains(admin, nail)
+
+
+def _return(rma_id: str, order_id: str, *lines: tuple[str, str, int, str]) -> ReturnReceived:
+    return ReturnReceived(
+        rma_id=rma_id,
+        order_id=order_id,
+        received_at=datetime.now(UTC),
+        lines=[
+            {"line_id": line_id, "sku": sku, "location": "WH-EAST", "quantity": q, "condition": c}
+            for line_id, sku, q, c in lines
+        ],
+    )
+
+
+async def test_a_return_applies_once_per_rma_line_and_a_write_off_is_in_the_ledger(
+    run_service, producer, admin
+):
+    cup = sku_name("CUP")
+    rma = f"rma-{cup}"
+    both = _return(rma, "o-1", ("L1", cup, 2, "restock"), ("L2", cup, 1, "write_off"))
+    later = _return(rma, "o-1", ("L1", cup, 2, "restock"), ("L3", cup, 1, "restock"))
+    changed = _return(rma, "o-1", ("L2", cup, 3, "write_off"))
+    async with run_service("stock"):
+        await catalog(producer, cup)
+        await receipt(producer, cup, "WH-EAST", 5)
+        await until(lambda: _has(admin, cup, "WH-EAST", 5))
+        await send(producer, both)
+        await send(producer, both)  # redelivered under a new event id
+        await send(producer, later)  # L1 again with a new line L3
+        await send(producer, changed, event_id=f"changed-{rma}")
+        await until(lambda: _has(admin, cup, "WH-EAST", 8))
+        await until(lambda: _dead_lettered(admin, f"changed-{rma}"))
+    moves = await admin.fetch(
+        "SELECT kind, quantity, order_id FROM stock.movements WHERE reference_id = $1 ORDER BY id",
+        rma,
+    )
+    assert [(m["kind"], m["quantity"], m["order_id"]) for m in moves] == [
+        ("return_restock", 2, "o-1"),
+        ("return_written_off", 1, "o-1"),
+        ("return_restock", 1, "o-1"),
+    ]
+    assert (await levels_of(admin, cup))["WH-EAST"]["on_hand"] == 8
+    await _ledger_explains(admin, cup)
+
+
+async def _dead_lettered(admin, event_id: str) -> bool:
+    return bool(
+        await admin.fetchval("SELECT 1 FROM stock.dead_letters WHERE event_id = $1", event_id)
+    )
+
+
+async def test_only_active_catalog_variants_are_sold_and_preorders_wait_for_their_date(
+    run_service, producer, infra, admin
+):
+    draft, gone, stray, early = (sku_name(t) for t in ("DRAFT", "GONE", "STRAY", "EARLY"))
+    ships_on = datetime(2031, 3, 1, 9, tzinfo=UTC)
+    async with run_service("stock") as (_, client), Replies(infra) as replies:
+        await catalog(producer, draft, status="draft")
+        await catalog(producer, gone, status="discontinued")
+        await send(producer, variant(early, preorder_available_at=ships_on))
+        for sku in (draft, gone, stray):
+            await receipt(producer, sku, "WH-EAST", 5)
+        await until(lambda: _has(admin, stray, "WH-EAST", 5))
+        await until(lambda: _known(admin, early))
+
+        for sku in (draft, gone):
+            await send(producer, reserve(f"o-{sku}", [(sku, 1)]))
+            (refused,) = await replies.wait(f"o-{sku}")
+            assert refused.event_type == "stock.reservation.rejected.v1"
+            assert refused.reason == "not_sellable"
+            assert [(line.reason, line.available) for line in refused.lines] == [
+                ("not_sellable", 5)
+            ]
+        # Units of a sku the catalog never announced are held: not sold until it is active.
+        await send(producer, reserve(f"o-1-{stray}", [(stray, 1)]))
+        (held,) = await replies.wait(f"o-1-{stray}")
+        assert (held.event_type, held.reason) == ("stock.reservation.rejected.v1", "unknown_sku")
+        answer = (await client.post("/availability", json={"skus": [stray, draft]})).json()
+        assert answer["availability"] == {stray: 0, draft: 0}
+        await catalog(producer, stray)
+        await until(lambda: _known(admin, stray))
+        await send(producer, reserve(f"o-2-{stray}", [(stray, 1)]))
+        (sold,) = await replies.wait(f"o-2-{stray}")
+        assert sold.event_type == "stock.reserved.v1" and sold.complete
+
+        await send(producer, reserve(f"o-{early}", [(early, 2)], policy="reject"))
+        (preordered,) = await replies.wait(f"o-{early}")
+        assert preordered.event_type == "stock.reserved.v1" and not preordered.complete
+        line = preordered.lines[0]
+        assert (line.reserved, line.backordered, line.expected_date) == (0, 2, ships_on)
+    assert (await levels_of(admin, draft))["WH-EAST"]["reserved"] == 0
+
+
+async def test_announced_receipts_raise_incoming_until_they_arrive(
+    run_service, producer, infra, admin
+):
+    rope = sku_name("ROPE")
+    announce = {
+        "receipt_id": f"po-{rope}",
+        "sku": rope,
+        "location": "WH-EAST",
+        "quantity": 20,
+        "expected_at": "2031-01-05T08:00:00Z",
+    }
+    async with run_service("stock") as (_, client):
+        await catalog(producer, rope)
+        await until(lambda: _known(admin, rope))
+        assert (await client.post("/incoming", json=announce, headers=ADMIN)).status_code == 201
+        level = (await client.get(f"/levels/{rope}")).json()["locations"][0]
+        assert (level["incoming"], level["on_hand"], level["available"]) == (20, 0, 0)
+        assert (await _level_event(infra, rope, incoming=20)).on_hand == 0
+
+        # 15 of the 20 came: what did not come is no longer on its way.
+        await _api_receipt(client, rope, "WH-EAST", 15, receipt_id=f"po-{rope}")
+        level = (await client.get(f"/levels/{rope}")).json()["locations"][0]
+        assert (level["incoming"], level["on_hand"]) == (0, 15)
+        assert (await _level_event(infra, rope, incoming=0, on_hand=15)).available == 15
+        kinds = [
+            m["kind"]
+            for m in (await client.get("/movements", params={"sku": rope})).json()["items"]
+        ]
+        assert kinds == ["incoming_announced", "receipt", "incoming_closed"]
+    await _ledger_explains(admin, rope)
+
+
+async def _level_event(infra, sku: str, **expected: int) -> StockLevelChanged:
+    """The first stock.level.changed.v1 on stock.levels.v1 for `sku` with the `expected` buckets."""
+    consumer = reader_from_start(infra.kafka_bootstrap, "stock.levels.v1")
+    await consumer.start()
+    try:
+        for _ in range(60):
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    event = parse(decode(record.value, record.headers))
+                    if (
+                        isinstance(event, StockLevelChanged)
+                        and event.sku == sku
+                        and all(
+                            getattr(event, bucket) == value for bucket, value in expected.items()
+                        )
+                    ):
+                        return event
+    finally:
+        await consumer.stop()
+    raise AssertionError(f"no level event of {sku} with {expected}")
+
+
 async def _answered(admin, order_id: str) -> bool:
     return bool(
         await admin.fetchval("SELECT 1 FROM stock.order_reservations WHERE order_id = $1", order_id)
@@ -691,3 +1001,109 @@ async def test_location_priority_decides_where_an_order_ships_from(run_service, 
         await until(lambda: _answered(admin, f"o-{pen}"))
         reply = (await client.get(f"/reservations/o-{pen}")).json()
         assert [line["location"] for line in reply["lines"]] == [near]
+
+
+async def test_a_backordered_bundle_is_allocated_in_whole_units_when_its_last_component_arrives(
+    run_service, producer, admin, infra
+):
+    """Kits of 1 pen and 1 ink: one is in stock, two wait. Pens alone allocate no kit; one
+    ink then makes one whole kit, not two. Cancelling frees what the waiting kit held."""
+    pen, ink, kit = sku_name("PEN"), sku_name("INK"), sku_name("KIT")
+    order_id = f"o-kit-{kit}"
+    async with run_service("stock"), Replies(infra) as replies:
+        await catalog(producer, pen)
+        await catalog(producer, ink)
+        await catalog(producer, kit, components=[(pen, 1), (ink, 1)])
+        await receipt(producer, pen, "WH-EAST", 1)
+        await receipt(producer, ink, "WH-EAST", 1)
+        await until(lambda: _has(admin, ink, "WH-EAST", 1))
+        await until(lambda: _known(admin, kit))
+        await send(producer, reserve(order_id, [(kit, 3)], policy="allow"))
+        (reserved,) = await replies.wait(order_id)
+        assert (reserved.lines[0].reserved, reserved.lines[0].backordered) == (1, 2)
+
+        await receipt(producer, pen, "WH-EAST", 3)
+        await until(lambda: _has(admin, pen, "WH-EAST", 4))
+        await asyncio.sleep(1)  # an announcement would be published with the receipt's commit
+        assert len(replies.by_order[order_id]) == 1
+        level = (await levels_of(admin, pen))["WH-EAST"]
+        assert (level["reserved"], level["backordered"], level["available"]) == (3, 0, 1)
+
+        await receipt(producer, ink, "WH-EAST", 1)
+        _, allocated = await replies.wait(order_id, 2)
+        assert allocated.event_type == "stock.backorder.allocated.v1"
+        assert (allocated.sku, allocated.location) == (kit, "WH-EAST")
+        assert (allocated.quantity, allocated.remaining_backordered) == (1, 1)
+        await asyncio.sleep(1)
+        assert len(replies.by_order[order_id]) == 2  # one kit, announced once
+
+        await send(producer, ReleaseReservation(order_id=order_id, reason="cancelled"))
+        await replies.wait(order_id, 3)
+        for sku, on_hand in ((pen, 4), (ink, 2)):
+            level = (await levels_of(admin, sku))["WH-EAST"]
+            assert (level["reserved"], level["backordered"], level["available"]) == (0, 0, on_hand)
+            await _ledger_explains(admin, sku)
+
+
+class _RecordingUnitOfWork(UnitOfWork):
+    """A unit of work that also keeps the events it stages (they go to the outbox as usual)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        super().__init__(conn, source="test")
+        self.events: list = []
+
+    def publish(self, event, *, subject: str | None = None) -> None:
+        self.events.append(event)
+        super().publish(event, subject=subject)
+
+
+async def _arrive(conn: asyncpg.Connection, where: tuple[str, str], units: int, cause: str):
+    """In the caller's open transaction: units of (sku, location) arrive and serve the queue;
+    returns the allocations it announced."""
+    uow = _RecordingUnitOfWork(conn)
+    book = await LevelBook.load(conn, [where[0]])
+    book.move(Movement(MovementKind.RECEIPT, *where, units, reference=cause), cause_event_id=cause)
+    await serve_waiting_backorders(uow, book, where, cause, ReservationStore(conn))
+    await book.flush(uow)
+    await uow.flush()
+    return [event for event in uow.events if isinstance(event, BackorderAllocated)]
+
+
+async def test_two_components_arriving_in_two_transactions_at_once_announce_the_kit_once(
+    run_service, producer, admin, infra
+):
+    """The lamps' transaction holds the kit's row; the bulbs' waits for it, then counts the
+    lamps it committed: the kits are announced, once, by the transaction that made them whole."""
+    lamp, bulb, kit = sku_name("LAMP"), sku_name("BULB"), sku_name("KIT")
+    order_id = f"o-race-{kit}"
+    async with run_service("stock"), Replies(infra) as replies:
+        for sku in (lamp, bulb):
+            await catalog(producer, sku)
+            await receipt(producer, sku, "WH-EAST", 1)
+        await catalog(producer, kit, components=[(lamp, 1), (bulb, 1)])
+        await until(lambda: _has(admin, bulb, "WH-EAST", 1))
+        await until(lambda: _known(admin, kit))
+        await send(producer, reserve(order_id, [(kit, 3)], policy="allow"))
+        (reserved,) = await replies.wait(order_id)
+        assert reserved.lines[0].backordered == 2
+    pool = await create_pool(infra.admin_database_url, "stock", application_name="race")
+    try:
+        async with pool.acquire() as lamps, pool.acquire() as bulbs:
+            lamp_tx, bulb_tx = lamps.transaction(), bulbs.transaction()
+            await lamp_tx.start()
+            await bulb_tx.start()
+            from_lamps = await _arrive(lamps, (lamp, "WH-EAST"), 2, f"race-{lamp}")
+            bulbs_arrive = asyncio.create_task(_arrive(bulbs, (bulb, "WH-EAST"), 2, f"race-{bulb}"))
+            await asyncio.sleep(1)
+            assert not bulbs_arrive.done()  # waiting for the kit's row the lamps hold
+            await lamp_tx.commit()
+            from_bulbs = await bulbs_arrive
+            await bulb_tx.commit()
+    finally:
+        await pool.close()
+    assert from_lamps == []
+    [allocated] = from_bulbs
+    assert (allocated.sku, allocated.quantity, allocated.remaining_backordered) == (kit, 2, 0)
+    for sku in (lamp, bulb):
+        level = (await levels_of(admin, sku))["WH-EAST"]
+        assert (level["reserved"], level["backordered"]) == (3, 0)

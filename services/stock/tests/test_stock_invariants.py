@@ -45,6 +45,30 @@ async def build_consistent_stock(pool) -> None:
             Movement(K.TRANSFER_IN, "SKU1", "WH-B", 1, reference="T1"),
             {"reference_type": "transfer"},
         ),
+        # Business keys: a receipt, an announced receipt and a return line each recorded once.
+        (Movement(K.RECEIPT, "SKU1", "WH-B", 5, reference="R2"), {"reference_type": "receipt"}),
+        (
+            Movement(K.INCOMING_ANNOUNCED, "SKU1", "WH-B", 4, reference="R3"),
+            {"reference_type": "receipt"},
+        ),
+        (
+            Movement(K.RETURN_WRITTEN_OFF, "SKU1", "WH-A", 1, reference="RMA1"),
+            {"reference_type": "rma", "order_id": "O1"},
+        ),
+        (
+            Movement(K.ADJUSTMENT, "SKU1", "WH-B", 1, reason="cycle_count", reference="C1"),
+            {"reference_type": "count"},
+        ),
+        # O4's kit (see add_waiting_kit): its parts backordered, then partly received
+        *(
+            (Movement(kind, sku, "WH-A", n, reference=ref), extra)
+            for sku, ordered, came in (("SKU2", 2, 2), ("SKU3", 4, 3))
+            for kind, n, ref, extra in (
+                (K.RECEIPT, came, "r2", {}),
+                (K.BACKORDER_OPENED, ordered, "O4", {"order_id": "O4"}),
+                (K.BACKORDER_ALLOCATED, came, "O4", {"order_id": "O4"}),
+            )
+        ),
     ]
     causes = {
         ("O1", K.RESERVATION): "reserve-O1",
@@ -80,6 +104,31 @@ async def build_consistent_stock(pool) -> None:
             "INSERT INTO transfers (transfer_id, sku, source, destination, quantity, received) "
             "VALUES ('T1', 'SKU1', 'WH-A', 'WH-B', 3, 1)"
         )
+        await uow.conn.execute(
+            "INSERT INTO applied_facts (kind, key, says, cause_event_id) VALUES "
+            """('receipt', 'R2', '{"sku": "SKU1", "location": "WH-B", "quantity": 5}', 'c'), """
+            """('return_line', 'RMA1:L1', '{"rma_id": "RMA1", "quantity": 1}', 'c'), """
+            """('count', 'C1', '{"counted": 1}', 'c')"""
+        )
+        await add_waiting_kit(uow.conn)
+
+
+async def add_waiting_kit(conn) -> None:
+    """O4 waits for 2 kits of 1 SKU2 and 2 SKU3: 2 SKU2 and 3 SKU3 came, so 1 kit is whole
+    and announced (the rows the fills wrote beside their movements)."""
+    await conn.execute(
+        "INSERT INTO bundle_backorders (order_id, line_id, sku, location, quantity, allocated, "
+        "components) VALUES ('O4', 'L1', 'KIT', 'WH-A', 2, 1, "
+        """'[{"sku": "SKU2", "quantity": 1}, {"sku": "SKU3", "quantity": 2}]')"""
+    )
+    await conn.execute(
+        "INSERT INTO backorders (order_id, line_id, sku, location, quantity, open) "
+        "VALUES ('O4', 'L1', 'SKU2', 'WH-A', 2, 0), ('O4', 'L1', 'SKU3', 'WH-A', 4, 1)"
+    )
+    await conn.execute(
+        "INSERT INTO reservations (order_id, line_id, sku, location, quantity) "
+        "VALUES ('O4', 'L1', 'SKU2', 'WH-A', 2), ('O4', 'L1', 'SKU3', 'WH-A', 3)"
+    )
 
 
 @pytest.fixture
@@ -102,7 +151,8 @@ async def test_a_consistent_ledger_has_no_violation(stock):
     # The state exercises every bucket, so a wrong effect in the ledger replay would show.
     assert (level["on_hand"], level["reserved"], level["damaged"]) == (14, 4, 1)
     assert (level["quality_control"], level["safety_stock"], level["backordered"]) == (1, 2, 2)
-    assert await pool.fetchval("SELECT incoming FROM levels WHERE location = 'WH-B'") == 2
+    # In transit from T1 (2) and announced by R3 (4).
+    assert await pool.fetchval("SELECT incoming FROM levels WHERE location = 'WH-B'") == 6
 
 
 # Each corruption, as an operator's stray SQL would make it, and the one invariant it breaks.
@@ -110,13 +160,43 @@ CORRUPTIONS = {
     "reserved_is_open_reservations": [
         "UPDATE reservations SET quantity = quantity + 3 WHERE order_id = 'O1'"
     ],
-    "backordered_is_open_backorders": ["UPDATE backorders SET open = open - 1"],
+    "backordered_is_open_backorders": ["UPDATE backorders SET open = open - 1 WHERE sku = 'SKU1'"],
+    # The 4th SKU3 arrives and fills the kit, every row consistent, but no kit is announced.
+    "bundle_backorder_allocated_whole": [
+        "INSERT INTO movements (movement_id, sku, location, kind, quantity, cause_event_id) "
+        "VALUES (gen_random_uuid(), 'SKU3', 'WH-A', 'receipt', 1, 'r3')",
+        "INSERT INTO movements (movement_id, sku, location, kind, quantity, order_id, "
+        "reference_type, reference_id, cause_event_id) VALUES (gen_random_uuid(), 'SKU3', "
+        "'WH-A', 'backorder_allocated', 1, 'O4', 'order', 'O4', 'r3')",
+        "UPDATE levels SET on_hand = on_hand + 1, reserved = reserved + 1, "
+        "backordered = backordered - 1 WHERE sku = 'SKU3'",
+        "UPDATE reservations SET quantity = quantity + 1 WHERE order_id = 'O4' AND sku = 'SKU3'",
+        "UPDATE backorders SET open = 0 WHERE order_id = 'O4' AND sku = 'SKU3'",
+    ],
     **{
         f"ledger_explains_levels:{bucket}": [
             f"UPDATE levels SET {bucket} = {bucket} + 1 WHERE sku = 'SKU1' AND location = 'WH-B'"
         ]
         for bucket in ("on_hand", "damaged", "quality_control", "safety_stock", "incoming")
     },
+    "receipt_applied_once": [
+        # The WMS retried receipt R2 under a new event id and it counted twice, consistently.
+        "INSERT INTO movements (movement_id, sku, location, kind, quantity, reference_type, "
+        "reference_id, cause_event_id) VALUES (gen_random_uuid(), 'SKU1', 'WH-B', 'receipt', "
+        "5, 'receipt', 'R2', 'wms-retry')",
+        "UPDATE levels SET on_hand = on_hand + 5 WHERE sku = 'SKU1' AND location = 'WH-B'",
+    ],
+    "return_applied_once": [
+        "INSERT INTO movements (movement_id, sku, location, kind, quantity, order_id, "
+        "reference_type, reference_id, cause_event_id) VALUES (gen_random_uuid(), 'SKU1', "
+        "'WH-A', 'return_written_off', 1, 'O1', 'rma', 'RMA1', 'return-again')",
+    ],
+    "count_applied_once": [
+        "INSERT INTO movements (movement_id, sku, location, kind, quantity, reason, "
+        "reference_type, reference_id, cause_event_id) VALUES (gen_random_uuid(), 'SKU1', "
+        "'WH-B', 'adjustment', 1, 'cycle_count', 'count', 'C1', 'count-again')",
+        "UPDATE levels SET on_hand = on_hand + 1 WHERE sku = 'SKU1' AND location = 'WH-B'",
+    ],
     "no_oversell": [
         # The database refuses an oversell itself; a bug that dropped the check would not.
         "ALTER TABLE levels DROP CONSTRAINT levels_available_never_negative",
@@ -153,7 +233,21 @@ async def test_each_corruption_is_found_by_its_invariant_only(stock, case):
     for statement in CORRUPTIONS[case]:
         await pool.execute(statement)
     found = await violations(schema, pool)
-    assert {v.invariant for v in found} == {case.split(":")[0]}, found
+    # Stray SQL on a level also changes it without a record on stock.levels.v1.
+    unpublished = any(s.startswith("UPDATE levels") for s in CORRUPTIONS[case])
+    expected = {case.split(":")[0]} | ({"level_changes_published"} if unpublished else set())
+    assert {v.invariant for v in found} == expected, found
+
+
+async def test_a_level_changed_outside_the_level_book_is_found_unpublished(stock):
+    schema, pool = stock
+    await pool.execute("UPDATE levels SET incoming = incoming + 1 WHERE location = 'WH-B'")
+    await pool.execute("UPDATE levels SET reorder_point = 5 WHERE location = 'WH-A'")  # no bucket
+    found = await violations(schema, pool)
+    published = [v for v in found if v.invariant == "level_changes_published"]
+    assert [(v.subject, v.detail) for v in published] == [
+        ("SKU1@WH-B", "version 2, last published 1")
+    ]
 
 
 async def test_a_backorder_fill_is_not_a_second_reservation(stock):
@@ -168,7 +262,7 @@ async def test_a_backorder_fill_is_not_a_second_reservation(stock):
         ):
             book.move(movement, cause_event_id="receipt-9", order_id="O2", reference_type="order")
         await book.flush(uow)
-        await uow.conn.execute("UPDATE backorders SET open = 0")
+        await uow.conn.execute("UPDATE backorders SET open = 0 WHERE order_id = 'O2'")
         await uow.conn.execute(
             "INSERT INTO reservations (order_id, line_id, sku, location, quantity) "
             "VALUES ('O2', 'L1', 'SKU1', 'WH-B', 1)"

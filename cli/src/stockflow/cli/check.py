@@ -15,12 +15,14 @@ import json
 import os
 import socket
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any
 
 import asyncpg
 import httpx
 import typer
+from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -28,7 +30,15 @@ from rich.table import Table
 from stockflow.accounting import invariants as accounting_invariants
 from stockflow.cli import kafka_tools as kt
 from stockflow.cli.common import JsonOption, auth_headers, service_url, setting
-from stockflow.contracts.cloudevents import JSON, SPEC_VERSION, new_traceparent
+from stockflow.contracts.cloudevents import (
+    JSON,
+    SPEC_VERSION,
+    InvalidMessage,
+    decode,
+    new_traceparent,
+    parse,
+)
+from stockflow.contracts.events.stock import LEVELS, StockLevelChanged
 from stockflow.fulfillment import invariants as fulfillment_invariants
 from stockflow.order import invariants as order_invariants
 from stockflow.runtime.invariants import Invariant, Violation, run_invariants
@@ -64,6 +74,39 @@ def reservations_of_terminal_orders(orders_schema: str, settle_seconds: float) -
     )
 
 
+def reservations_beyond_what_is_left_to_ship(
+    orders_schema: str, settle_seconds: float
+) -> Invariant:
+    """Stock holds more units for a line of a live order than the order has left to ship
+    (ordered - shipped - cancelled): units cancelled or lost whose release never came. A
+    bundle line holds its components, so for it only "holds something, nothing left" counts.
+    `{schema}` is the stock schema; terminal orders are `reservations_of_terminal_orders`."""
+    states = ", ".join(f"'{s}'" for s in TERMINAL_ORDER_STATES)
+    return Invariant(
+        "reservations_beyond_what_is_left_to_ship",
+        "stock holds no more for an order line than the order has left to ship",
+        f"""SELECT r.order_id || '/' || r.line_id AS subject,
+                   format('%s holds %s unit(s) (%s); %s left to ship of %s ordered',
+                          o.state, sum(r.quantity),
+                          string_agg(r.sku || '@' || r.location, ', ' ORDER BY r.sku, r.location),
+                          w.left_to_ship, w.sku) AS detail
+            FROM {{schema}}.reservations r
+            JOIN {orders_schema}.orders o USING (order_id)
+            CROSS JOIN LATERAL (
+                SELECT l->>'sku' AS sku,
+                       (l->>'quantity')::int - (l->>'shipped')::int
+                       - coalesce((l->>'cancelled')::int, 0) AS left_to_ship
+                FROM jsonb_array_elements(o.saga->'lines') l
+                WHERE l->>'line_id' = r.line_id
+            ) w
+            WHERE r.quantity > 0 AND o.state NOT IN ({states})
+              AND o.updated_at < now() - make_interval(secs => {float(settle_seconds)!r})
+            GROUP BY r.order_id, r.line_id, o.state, w.sku, w.left_to_ship
+            HAVING coalesce(sum(r.quantity) FILTER (WHERE r.sku = w.sku), 0) > w.left_to_ship
+                OR w.left_to_ship = 0""",
+    )
+
+
 def service_invariants(settle_seconds: float) -> dict[str, tuple[Invariant, ...]]:
     return {
         "stock": stock_invariants.INVARIANTS,
@@ -75,6 +118,8 @@ def service_invariants(settle_seconds: float) -> dict[str, tuple[Invariant, ...]
 
 def owner_of(invariant: str, settle_seconds: float = 60.0) -> str:
     """The service whose invariant this is ('stock+order' for a cross-service one)."""
+    if invariant == LEVELS_STREAM:
+        return "stock"
     for service, invariants in service_invariants(settle_seconds).items():
         if any(i.name == invariant for i in invariants):
             return service
@@ -94,7 +139,10 @@ async def find_system_violations(
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         for service, invariants in service_invariants(settle_seconds).items():
             found += await run_invariants(conn, schemas[service], invariants, limit=limit)
-        cross = [reservations_of_terminal_orders(schemas["order"], settle_seconds)]
+        cross = [
+            reservations_of_terminal_orders(schemas["order"], settle_seconds),
+            reservations_beyond_what_is_left_to_ship(schemas["order"], settle_seconds),
+        ]
         found += await run_invariants(conn, schemas["stock"], cross, limit=limit)
     return found
 
@@ -112,6 +160,114 @@ async def check_system(admin_dsn: str, *, settle_seconds: float = 60.0) -> list[
         return await find_system_violations(conn, settle_seconds=settle_seconds)
     finally:
         await conn.close()
+
+
+# --- the levels stream ----------------------------------------------------------------------
+
+LEVELS_STREAM = "levels_stream_matches_table"
+STREAM_BUCKETS = (
+    "on_hand",
+    "reserved",
+    "available",
+    "incoming",
+    "backordered",
+    "damaged",
+    "quality_control",
+    "safety_stock",
+)
+Level = tuple[str, str]
+
+
+def stream_levels(records: Iterable[Any]) -> dict[Level, StockLevelChanged]:
+    """Levels rebuilt from a compacted read: per (sku, location) the highest version (records
+    keyed by sku alone, from before the key named the location, lose to newer versions)."""
+    levels: dict[Level, StockLevelChanged] = {}
+    for record in records:
+        try:
+            event = parse(decode(record.value, record.headers))
+        except InvalidMessage:
+            continue  # not a level record: nothing to rebuild from it
+        if not isinstance(event, StockLevelChanged):
+            continue
+        seen = levels.get((event.sku, event.location))
+        if seen is None or seen.version < event.version:
+            levels[(event.sku, event.location)] = event
+    return levels
+
+
+def compare_levels_stream(
+    table: Iterable[Mapping[str, Any]],
+    stream: Mapping[Level, StockLevelChanged],
+    in_flight: set[str],
+) -> list[Violation]:
+    """Each level whose record on the stream is missing, of another version or says other
+    buckets; levels whose record still waits in the outbox (`in_flight`, `sku@location`) and
+    levels never changed (version 0: nothing to publish) are left out."""
+    rows = {(r["sku"], r["location"]): r for r in table if r["version"] > 0}
+    found: list[Violation] = []
+    for level in sorted(rows.keys() | stream.keys()):
+        subject = f"{level[0]}@{level[1]}"
+        detail = _stream_difference(rows.get(level), stream.get(level))
+        if detail and subject not in in_flight:
+            found.append(Violation(LEVELS_STREAM, subject, detail))
+    return found
+
+
+def _stream_difference(row: Mapping[str, Any] | None, event: StockLevelChanged | None) -> str:
+    if row is None:
+        assert event is not None
+        return f"version {event.version} on {LEVELS}, no level in the table"
+    if event is None:
+        return f"version {row['version']} in the table, no record on {LEVELS}"
+    if event.version != row["version"]:
+        return f"version {row['version']} in the table, {event.version} on {LEVELS}"
+    return "; ".join(
+        f"{b} {row[b]}, {LEVELS} says {getattr(event, b)}"
+        for b in STREAM_BUCKETS
+        if row[b] != getattr(event, b)
+    )
+
+
+async def check_levels_stream(
+    admin_dsn: str, bootstrap: str, schema: str = "stock"
+) -> list[Violation]:
+    """Every level against the last record of its key on stock.levels.v1.
+
+    The table and the outbox are read first, in one snapshot; then the topic to its end: a
+    record the snapshot saw sent is on it by then. A record newer than the snapshot is
+    checked against the level as it is now.
+    """
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            table = await conn.fetch(
+                f"SELECT sku, location, version, {', '.join(STREAM_BUCKETS)} FROM {schema}.levels"
+            )
+            in_flight = await conn.fetch(
+                f"SELECT DISTINCT convert_from(key, 'UTF8') AS k FROM {schema}.outbox "
+                "WHERE sent_at IS NULL AND topic = $1",
+                LEVELS,
+            )
+        try:
+            stream = stream_levels((await kt.last_per_key(bootstrap, LEVELS)).values())
+        except (kt.OpsError, KafkaError) as exc:  # unchecked is not clean: say why
+            return [Violation(LEVELS_STREAM, "*", f"cannot read {LEVELS}: {exc}")]
+        versions = {(r["sku"], r["location"]): r["version"] for r in table}
+        ahead = [key for key, e in stream.items() if e.version > versions.get(key, 0)]
+        now = await conn.fetch(
+            f"SELECT sku, location, version FROM {schema}.levels "
+            "WHERE (sku, location) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+            [k[0] for k in ahead],
+            [k[1] for k in ahead],
+        )
+    finally:
+        await conn.close()
+    moved_since = {
+        f"{r['sku']}@{r['location']}"
+        for r in now
+        if r["version"] >= stream[(r["sku"], r["location"])].version
+    }
+    return compare_levels_stream(table, stream, {r["k"] for r in in_flight} | moved_since)
 
 
 # --- repair ---------------------------------------------------------------------------------
@@ -294,6 +450,7 @@ def check(
     console = Console()
     dsn = setting("DATABASE_URL")
     violations = asyncio.run(check_system(dsn, settle_seconds=settle))
+    violations += asyncio.run(check_levels_stream(dsn, setting("KAFKA_BOOTSTRAP_SERVERS")))
     if as_json and not repair:
         typer.echo(
             json.dumps(

@@ -46,6 +46,8 @@ class Scenario(StrEnum):
     CANCELLED = "cancelled by the customer"
     OUT_OF_STOCK = "out-of-stock sku"
     BACKORDER = "backorderable sku, short"
+    BUNDLE_BACKORDER = "backorderable bundle, short"
+    DIGITAL = "digital goods only"
     UNKNOWN_SKU = "unknown sku"
     INVALID = "invalid order (quantity 0)"
 
@@ -63,6 +65,20 @@ DEMO_MIX: dict[Scenario, float] = {
 LOAD_MIX: dict[Scenario, float] = {Scenario.NORMAL: 1.0}
 
 
+def with_extra_scenarios(
+    mix: Mapping[Scenario, float], extra: Mapping[Scenario, float]
+) -> dict[Scenario, float]:
+    """`mix` with the `extra` shares added, taken from its normal orders."""
+    taken = sum(extra.values())
+    if taken > mix.get(Scenario.NORMAL, 0):
+        raise ValueError(f"the extra scenarios take {taken:.2f}, more than the normal orders")
+    return {
+        **mix,
+        Scenario.NORMAL: mix.get(Scenario.NORMAL, 0) - taken,
+        **{scenario: share for scenario, share in extra.items() if share},
+    }
+
+
 @dataclass(frozen=True)
 class Catalog:
     """The SKUs the simulator may order and what it knows of them."""
@@ -71,6 +87,8 @@ class Catalog:
     prices: dict[str, Decimal]
     out_of_stock: Sequence[str] = ()
     backorderable: Sequence[str] = ()
+    backorderable_bundles: Sequence[str] = ()  # ordered by BUNDLE_BACKORDER, 3 to 6 at a time
+    digital: Sequence[str] = ()  # untracked skus: what a DIGITAL order buys
     hot_share: float = 0.2  # share of lines that go to the first (hot) sku
     skew: float = 1.0  # Zipf exponent of the other lines' popularity; 0 spreads them uniformly
 
@@ -87,6 +105,10 @@ class PlannedOrder:
     scenario: Scenario
     record: KafkaRecord
     follow_ups: list[FollowUp] = field(default_factory=list)
+
+    def lines(self) -> list[tuple[str, int]]:
+        """(sku, quantity) of each line as sent (an invalid order's too)."""
+        return [(line["sku"], line["quantity"]) for line in json.loads(self.record.value)["lines"]]
 
 
 class OrderFactory:
@@ -127,12 +149,16 @@ class OrderFactory:
             skus[0] = self.random.choice(self.catalog.out_of_stock)
         elif scenario is Scenario.BACKORDER and self.catalog.backorderable:
             skus = [self.random.choice(self.catalog.backorderable)]
+        elif scenario is Scenario.BUNDLE_BACKORDER and self.catalog.backorderable_bundles:
+            skus = [self.random.choice(self.catalog.backorderable_bundles)]
+        elif scenario is Scenario.DIGITAL and self.catalog.digital:
+            skus = [self.random.choice(self.catalog.digital)]
         elif scenario is Scenario.UNKNOWN_SKU:
             skus[0] = f"NOPE-{self.random.randint(1000, 9999)}"
         lines = []
         for sku in dict.fromkeys(skus):
             quantity = self.random.choice((1, 1, 1, 2, 2, 3))
-            if scenario is Scenario.BACKORDER:
+            if scenario in (Scenario.BACKORDER, Scenario.BUNDLE_BACKORDER):
                 quantity = self.random.randint(3, 6)
             lines.append((sku, quantity))
         return lines

@@ -2,7 +2,9 @@
 
 Everything goes through the system's real front doors: the catalog's HTTP API, the warehouse
 receipts topic and the checkout topic. The demo then waits until every order has reached a
-terminal state and prints what happened, with throughput and latency.
+terminal state and prints what happened, with throughput and latency, and which of the less
+common paths it walked (digital goods, bundle backorders, receipt retries, and the warehouse's
+short picks and cancels when the fulfillment autopilot is told to make them).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import httpx
@@ -31,8 +34,10 @@ from stockflow.cli.checkout_sim import (
     Outcomes,
     OutcomeTracker,
     PlannedOrder,
+    Scenario,
     percentile,
     send_orders,
+    with_extra_scenarios,
 )
 from stockflow.cli.common import auth_headers, service_url, setting
 from stockflow.contracts import encode
@@ -64,7 +69,16 @@ PRODUCTS: list[tuple[str, str, list[tuple[str, str, bool, bool, list[tuple[str, 
         "Gift set: mug and two pairs of socks",
         [("GIFT-1", "22.00", False, False, [("MUG-1", 1), ("SOCKS-1", 2)])],
     ),
+    ("demo-lamp", "Desk lamp", [("LAMP-1", "25.00", True, False, [])]),
+    ("demo-bulb", "LED bulb", [("BULB-1", "4.00", True, False, [])]),
+    (
+        "demo-lamp-kit",
+        "Lamp kit: a lamp and two bulbs (backorderable)",
+        [("KIT-LAMP", "30.00", False, True, [("LAMP-1", 1), ("BULB-1", 2)])],
+    ),
 ]
+DIGITAL = ["EBOOK-1"]
+BACKORDERABLE_BUNDLES = ["KIT-LAMP"]
 # (sku, location, quantity, unit cost)
 RECEIPTS = [
     ("TEE-M", "WH-EAST", 150, "6.10"),
@@ -76,26 +90,73 @@ RECEIPTS = [
     ("SOCKS-1", "WH-EAST", 300, "1.50"),
     ("SOCKS-1", "WH-WEST", 300, "1.55"),
     ("HOOD-M", "WH-EAST", 5, "18.00"),
+    ("LAMP-1", "WH-EAST", 4, "11.00"),
+    ("BULB-1", "WH-EAST", 8, "1.20"),
 ]
-LATE_RECEIPT = ("HOOD-M", "WH-EAST", 60, "18.50")
+# Late stock for the backorders, in two waves: the lamps alone make no kit whole; the bulbs
+# that follow do, and each kit is allocated whole.
+LATE_RECEIPTS = [
+    [("HOOD-M", "WH-EAST", 60, "18.50"), ("LAMP-1", "WH-EAST", 60, "11.50")],
+    [("BULB-1", "WH-EAST", 120, "1.25")],
+]
+LATE_WAVE_GAP_S = 3.0
 
 
 def register(app: typer.Typer) -> None:
     """Add the demo command to the top-level app."""
 
     @app.command()
-    def demo(
+    def demo(  # noqa: PLR0913 -- typer: one parameter per command-line option
         orders: int = typer.Option(300, help="How many orders the simulated checkout sends."),
         rate: float = typer.Option(60.0, help="Orders per second (constant arrival rate)."),
         timeout: float = typer.Option(240.0, help="Seconds to wait for every order to end."),
         seed: int = typer.Option(7, help="Seed of the order stream."),
+        bundle_backorders: float = typer.Option(
+            0.03, min=0, max=0.5, help="Share of orders for a backorderable bundle, short."
+        ),
+        digital_orders: float = typer.Option(
+            0.03, min=0, max=0.5, help="Share of orders of digital goods only (never shipped)."
+        ),
+        receipt_retries: int = typer.Option(
+            1,
+            min=0,
+            help="Times the warehouse re-sends each late receipt (same receipt_id, new event "
+            "id), as a WMS retries.",
+        ),
     ) -> None:
-        """Seed catalog and stock, emit a stream of orders, wait, and summarise."""
-        ok = kt.run_command(run_demo(orders, rate, timeout, seed))
+        """Seed catalog and stock, emit a stream of orders, wait, and summarise.
+
+        The warehouse's short picks and cancels are the fulfillment autopilot's
+        (STOCKFLOW_FULFILLMENT_AUTO_SHORT_PICK_EVERY, _AUTO_CANCEL_EVERY; `make demo
+        DEMO_SHORT_PICK_EVERY=10 DEMO_WAREHOUSE_CANCEL_EVERY=15`); off by default.
+        """
+        paths = DemoPaths(bundle_backorders, digital_orders, receipt_retries)
+        ok = kt.run_command(run_demo(orders, rate, timeout, seed, paths))
         raise typer.Exit(0 if ok else 1)
 
 
-async def run_demo(count: int, rate: float, timeout_s: float, seed: int) -> bool:
+@dataclass(frozen=True)
+class DemoPaths:
+    """The knobs of the less common paths: shares of orders, and receipt retries."""
+
+    bundle_backorders: float = 0.03
+    digital_orders: float = 0.03
+    receipt_retries: int = 1
+
+    def mix(self) -> dict[Scenario, float]:
+        return with_extra_scenarios(
+            DEMO_MIX,
+            {
+                Scenario.BUNDLE_BACKORDER: self.bundle_backorders,
+                Scenario.DIGITAL: self.digital_orders,
+            },
+        )
+
+
+async def run_demo(
+    count: int, rate: float, timeout_s: float, seed: int, paths: DemoPaths | None = None
+) -> bool:
+    paths = paths or DemoPaths()
     console.rule("[bold]stockflow demo")
     bootstrap = setting("KAFKA_BOOTSTRAP_SERVERS")
     # The Kafka credentials are checked first: a refusal ends the demo before it waits.
@@ -114,21 +175,29 @@ async def run_demo(count: int, rate: float, timeout_s: float, seed: int) -> bool
             },
             out_of_stock=["POSTER-1"],
             backorderable=["HOOD-M"],
+            backorderable_bundles=BACKORDERABLE_BUNDLES,
+            digital=DIGITAL,
         )
-        factory = OrderFactory(catalog, mix=DEMO_MIX, seed=seed, run_id=uuid.uuid4().hex[:6])
+        factory = OrderFactory(catalog, mix=paths.mix(), seed=seed, run_id=uuid.uuid4().hex[:6])
+        warehouse = Outcomes()
+        shipments = OutcomeTracker(bootstrap, warehouse, topic="fulfillment.events.v1")
+        await shipments.start()
         started = time.time()
         planned = await emit_with_progress(producer, factory, count, rate, outcomes)
         console.print(
             f"sent {len(planned)} orders (some twice, to show that a redelivered "
             "event changes nothing); receiving late stock for the backorders"
         )
-        await receive(producer, *LATE_RECEIPT, receipt_id=f"late-{factory.run_id}")
+        retries = await receive_late_stock(producer, factory.run_id, paths.receipt_retries)
         ids = [p.order_id for p in planned]
         finished = await wait_until_terminal(outcomes, ids, timeout_s)
         await tracker.stop()
+        await shipments.stop()
         after = await stock_snapshot(http)
         stats = (await http.get(f"{service_url('order')}/orders/stats")).json()
-    report(DemoRun(planned, outcomes, before, after, started, finished, stats))
+    run = DemoRun(planned, outcomes, before, after, started, finished, stats)
+    report(run)
+    report_paths(run, warehouse, retries)
     ok = outcomes.terminal([p.order_id for p in planned]) == len(planned)
     console.print(
         "\n[bold]The system is still running.[/] Look around:\n"
@@ -205,8 +274,11 @@ async def seed_catalog(http: httpx.AsyncClient, producer: AIOKafkaProducer) -> N
             )
     else:
         console.print(f"catalog: {created} products created, {existing} already there")
-    # Stock learns the catalog from catalog.products.v1; wait until it knows the bundle.
-    await wait_until(lambda: _known_to_stock(http, "GIFT-1"), 30, "stock to learn the catalog")
+    # Stock learns the catalog from catalog.products.v1; wait until it knows the bundles.
+    for bundle in ("GIFT-1", *BACKORDERABLE_BUNDLES):
+        await wait_until(
+            partial(_known_to_stock, http, bundle), 30, f"stock to learn the catalog ({bundle})"
+        )
 
 
 async def publish_catalog(producer: AIOKafkaProducer) -> None:
@@ -247,7 +319,13 @@ async def receive(
     *,
     receipt_id: str,
 ) -> None:
-    event = WarehouseGoodsReceived(
+    await send_receipt(producer, goods_received(sku, location, quantity, unit_cost, receipt_id))
+
+
+def goods_received(
+    sku: str, location: str, quantity: int, unit_cost: str, receipt_id: str
+) -> WarehouseGoodsReceived:
+    return WarehouseGoodsReceived(
         receipt_id=receipt_id,
         sku=sku,
         location=location,
@@ -256,8 +334,31 @@ async def receive(
         currency="USD",
         received_at=datetime.now(UTC),
     )
-    record = encode(event, source="stockflow/demo-warehouse")
-    await producer.send_and_wait(record.topic, record.value, key=record.key, headers=record.headers)
+
+
+async def send_receipt(
+    producer: AIOKafkaProducer, event: WarehouseGoodsReceived, *, retries: int = 0
+) -> None:
+    """Send a receipt; `retries` more times as a WMS retries it: the same receipt (same
+    receipt_id and payload) under a new event id each time."""
+    for _ in range(1 + retries):
+        record = encode(event, source="stockflow/demo-warehouse")
+        await producer.send_and_wait(
+            record.topic, record.value, key=record.key, headers=record.headers
+        )
+
+
+async def receive_late_stock(producer: AIOKafkaProducer, run_id: str, retries: int) -> int:
+    """The late receipts, wave by wave, each re-sent `retries` times; returns the re-sends."""
+    sent = 0
+    for wave, receipts in enumerate(LATE_RECEIPTS):
+        if wave:
+            await asyncio.sleep(LATE_WAVE_GAP_S)
+        for sku, location, quantity, cost in receipts:
+            event = goods_received(sku, location, quantity, cost, f"late-{run_id}-{sku}")
+            await send_receipt(producer, event, retries=retries)
+            sent += retries
+    return sent
 
 
 async def seed_stock(http: httpx.AsyncClient, producer: AIOKafkaProducer) -> None:
@@ -428,3 +529,51 @@ def report(run: DemoRun) -> None:
     numbers.add_row("whole run (until every order ended)", f"{finished - started:.1f} s")
     numbers.add_row("orders still open in the order service", str(stats.get("unsettled", "?")))
     console.print(numbers)
+
+
+def report_paths(run: DemoRun, warehouse: Outcomes, receipt_retries: int) -> None:
+    """The less common paths the run walked, and how the orders that walked them ended."""
+    ids = [p.order_id for p in run.planned]
+    digital = [
+        (p.order_id, quantity) for p in run.planned for sku, quantity in p.lines() if sku in DIGITAL
+    ]
+    kits = [p for p in run.planned if p.scenario is Scenario.BUNDLE_BACKORDER]
+    allocated = {o for (o, t) in run.outcomes.first_seen if t == "order.backorder.allocated.v1"}
+    fulfillment = Counter(t for (o, t) in warehouse.first_seen if o in set(ids))
+    table = Table(title="Paths walked")
+    table.add_column("path")
+    table.add_column("count", justify="right")
+    table.add_column("how they ended")
+    table.add_row(
+        "digital lines (never shipped)",
+        str(len(digital)),
+        _ended(run, {o for o, _ in digital}),
+    )
+    table.add_row(
+        "bundle backorders (orders; allocated in whole kits)",
+        str(len(kits)),
+        _ended(run, {p.order_id for p in kits})
+        + f"; {len({p.order_id for p in kits} & allocated)} got kits from late stock",
+    )
+    table.add_row("receipt retries (same receipt_id, new event id)", str(receipt_retries), "-")
+    table.add_row(
+        "short picks (shipments shipped as picked)",
+        str(fulfillment["fulfillment.shipment.shortened.v1"]),
+        "make demo DEMO_SHORT_PICK_EVERY=N",
+    )
+    table.add_row(
+        "shipments cancelled (customer or warehouse)",
+        str(fulfillment["fulfillment.shipment.cancelled.v1"]),
+        "make demo DEMO_WAREHOUSE_CANCEL_EVERY=N",
+    )
+    console.print(table)
+    console.print(
+        f"{len(digital)} digital lines, {len(kits)} bundle backorders, "
+        f"{receipt_retries} receipt retries, "
+        f"{fulfillment['fulfillment.shipment.shortened.v1']} short picks"
+    )
+
+
+def _ended(run: DemoRun, order_ids: set[str]) -> str:
+    ends = Counter(run.outcomes.last_event.get(o, "(none yet)") for o in order_ids)
+    return ", ".join(f"{k} × {v}" for k, v in ends.most_common()) or "-"

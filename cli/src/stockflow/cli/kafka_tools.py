@@ -273,6 +273,15 @@ async def read_all(bootstrap: str, topic: str, **kwargs: Any) -> list[Any]:
     return records
 
 
+async def last_per_key(bootstrap: str, topic: str) -> dict[bytes | None, Any]:
+    """The topic as compaction leaves it: the last record of every key, read from the start."""
+    last: dict[bytes | None, Any] = {}
+    async for batch in scan(bootstrap, topic):
+        for record in batch:  # a key lives in one partition, read in offset order
+            last[record.key] = record
+    return last
+
+
 # --- decoded records (topics tail) ----------------------------------------------------------
 
 

@@ -7,6 +7,14 @@ from typing import ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+# No identifier, SKU or location code may contain it, so a composite key reads back unambiguously.
+KEY_SEPARATOR = "@"
+
+
+def key_fields(key_field: str) -> list[str]:
+    """The fields a key is made of: `sku@location` -> ["sku", "location"]."""
+    return key_field.split(KEY_SEPARATOR)
+
 
 class Event(BaseModel):
     """An event's `data`. Subclasses name their CloudEvents type, topic and key field.
@@ -18,11 +26,11 @@ class Event(BaseModel):
 
     event_type: ClassVar[str]
     topic: ClassVar[str]
-    key_field: ClassVar[str]
+    key_field: ClassVar[str]  # a field, or fields joined by KEY_SEPARATOR (`sku@location`)
 
     def key(self) -> str:
         """The Kafka key: everything that must stay in order shares it."""
-        return str(getattr(self, self.key_field))
+        return KEY_SEPARATOR.join(str(getattr(self, f)) for f in key_fields(self.key_field))
 
 
 @dataclass(frozen=True)
@@ -72,8 +80,8 @@ TOPICS: dict[str, Topic] = {
         Topic(
             "stock.levels.v1",
             "stock",
-            "sku",
-            "Live availability per sku and location; compacted.",
+            "sku@location",
+            "Live availability per sku and location; compacted, one key per level.",
             compacted=True,
         ),
         Topic("stock.movements.v1", "stock", "sku", "Every movement of the stock ledger."),

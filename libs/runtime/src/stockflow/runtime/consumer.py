@@ -30,6 +30,7 @@ from stockflow.contracts.base import dlq_topic
 from stockflow.runtime import metrics
 from stockflow.runtime.faults import TRANSIENT_ERRORS as TRANSIENT_ERRORS
 from stockflow.runtime.faults import Fault, classify, poison_reason
+from stockflow.runtime.faults import RecordRefused as RecordRefused
 from stockflow.runtime.faults import RetryLater as RetryLater
 from stockflow.runtime.faults import is_transient as is_transient
 from stockflow.runtime.logging import get_logger

@@ -25,6 +25,12 @@ class RetryLater(Exception):
     """Raised by a handler when the batch should be retried as a whole (e.g. a lost race)."""
 
 
+class RecordRefused(InvalidMessage):
+    """Raised by a handler for a well-formed record its service refuses on its merits (a business
+    key already applied with other values): the batch is replayed one record at a time and this
+    record goes to the dead-letter topic at once, with `reason`, without retries (poison)."""
+
+
 class Fault(StrEnum):
     TRANSIENT = "transient"
     POISON = "poison"

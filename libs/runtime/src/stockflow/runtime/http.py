@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 
 from stockflow.runtime.outbox import UnitOfWork
 
-ROLES = ("admin", "warehouse", "read")
+ROLES = ("admin", "warehouse", "support", "read")
 
 
 def _token_roles(request: Request) -> dict[str, str]:

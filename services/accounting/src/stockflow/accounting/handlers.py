@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 from stockflow.accounting import store
 from stockflow.accounting.domain import AccountingError, Cause, JournalEntry
@@ -17,6 +18,7 @@ from stockflow.contracts import InvalidMessage
 from stockflow.contracts.events import (
     JournalEntryPosted,
     OrderAccepted,
+    OrderCancelled,
     OrderConfirmed,
     ReturnReceived,
     ShipmentShipped,
@@ -26,7 +28,7 @@ from stockflow.runtime.consumer import Inbound
 from stockflow.runtime.outbox import UnitOfWork
 
 VALUED_KINDS = frozenset({"receipt", "shipment", "return_restock", "write_off", "adjustment"})
-ORDER_EVENTS = {OrderAccepted.event_type, OrderConfirmed.event_type}
+ORDER_EVENTS = {OrderAccepted.event_type, OrderConfirmed.event_type, OrderCancelled.event_type}
 FULFILLMENT_EVENTS = {ShipmentShipped.event_type, ReturnReceived.event_type}
 
 
@@ -75,14 +77,24 @@ async def on_movements(uow: UnitOfWork, batch: list[Inbound]) -> None:
 
 async def on_orders(uow: UnitOfWork, batch: list[Inbound]) -> None:
     """Order events: learn each line's unit price, post what was waiting for it, and the revenue
-    of untracked lines, which the customer has once the order is confirmed."""
-    priced = [(i, i.event) for i in batch if isinstance(i.event, OrderAccepted | OrderConfirmed)]
-    if not priced:
+    of untracked lines, which the customer has once the order is confirmed (and gives back if
+    the order is cancelled)."""
+    relevant = [
+        (i, i.event)
+        for i in batch
+        if isinstance(i.event, OrderAccepted | OrderConfirmed | OrderCancelled)
+    ]
+    if not relevant:
         return
-    orders = {event.order_id for _, event in priced}
+    orders = {event.order_id for _, event in relevant}
     books = await store.open_books(uow.conn, order_ids=orders)
     rows = []
-    for item, event in priced:
+    for item, event in relevant:
+        if isinstance(event, OrderCancelled):
+            with refused_as_invalid(item):
+                at = item.cloud.time or datetime.now(UTC)
+                books.take_cancelled(cause_of(item), event.order_id, at)
+            continue
         rows += books.learn_prices(event.order_id, event.currency, event.lines)
         if isinstance(event, OrderConfirmed):
             with refused_as_invalid(item):

@@ -102,6 +102,17 @@ async def _load_order_state(conn: asyncpg.Connection, books: Books, order_ids: l
             )
         )
     for row in await conn.fetch(
+        # The revenue posted on confirmation (untracked lines), net of a cancel's reversal.
+        "SELECT l.order_id, l.sku, e.currency, sum(l.credit - l.debit) AS revenue "
+        "FROM journal_lines l JOIN journal_entries e USING (entry_id) "
+        "WHERE l.order_id = ANY($1::text[]) AND l.account = 'revenue' "
+        "AND e.cause_type IN ('order.confirmed.v1', 'order.cancelled.v1') GROUP BY 1, 2, 3",
+        order_ids,
+    ):
+        books.untracked_revenue.setdefault(row["order_id"], {})[row["sku"]] = Money(
+            row["revenue"], row["currency"]
+        )
+    for row in await conn.fetch(
         "SELECT * FROM order_prices WHERE order_id = ANY($1::text[])", order_ids
     ):
         books.prices[(row["order_id"], row["line_id"])] = LinePrice(

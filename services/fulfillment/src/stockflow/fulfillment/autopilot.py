@@ -2,9 +2,11 @@
 
 Off unless STOCKFLOW_FULFILLMENT_AUTO_SHIP is true. Every step is a use case in its own unit
 of work — the same calls the API makes — so the domain's rules and the outgoing events are the
-same as when people do the work. Picks find every unit; a package without catalog data is
-"weighed" at a nominal size; the simulated carrier scans in transit half way to the delivery
-delay and delivered at it.
+same as when people do the work. Picks find every unit, unless told to come up short now and
+then (`auto_short_pick_every`: the short shipment then ships what was picked); the warehouse
+may cancel a picked shipment now and then (`auto_cancel_every`); a package without catalog
+data is "weighed" at a nominal size; the simulated carrier scans in transit half way to the
+delivery delay and delivered at it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ log = get_logger(__name__)
 
 NOMINAL_PACKAGE = usecases.PackageSpec(weight_grams=1_000, dimensions=Dimensions(300, 200, 150))
 RETRY_AFTER_S = 60.0
+WAREHOUSE_CANCEL = "warehouse: the goods cannot be shipped (autopilot)"
 
 
 class Autopilot:
@@ -41,6 +44,8 @@ class Autopilot:
         self.ctx = ctx
         self.settings = settings
         self._failed: dict[str, float] = {}
+        self._pick_lists = 0  # counted for auto_short_pick_every
+        self._picked = 0  # picked shipments counted for auto_cancel_every
 
     async def step(self) -> None:
         await self._pick()
@@ -64,11 +69,20 @@ class Autopilot:
             older_than_s=self.settings.auto_ship_delay_s,
         )
         found = {line.sku: line.quantity for line in created.pick_list.lines}
+        self._pick_lists += 1
+        if _every(self.settings.auto_short_pick_every, self._pick_lists) and found:
+            first = created.pick_list.lines[0].sku
+            found[first] -= 1  # the bin holds one unit fewer than the system says
         await usecases.confirm_pick_list(uow, created.pick_list_id, found)
 
     async def _pack_and_ship(self) -> None:
         async with self.ctx.pool.acquire() as conn:
+            held = []
+            if self.settings.auto_short_pick_every:
+                held = await store.shipment_ids_in_status(conn, ["on_hold"])
             ready = await store.shipment_ids_in_status(conn, ["picked", "packed", "labelled"])
+        for shipment_id in held:
+            await self._run(shipment_id, partial(_ship_what_was_picked, shipment_id))
         for shipment_id in ready:
             if not self._waiting(shipment_id):
                 await self._run(shipment_id, partial(self._pack_and_ship_one, shipment_id))
@@ -76,6 +90,10 @@ class Autopilot:
     async def _pack_and_ship_one(self, shipment_id: str, uow: UnitOfWork) -> None:
         shipment = await store.load_shipment(uow.conn, shipment_id)
         if shipment is not None and shipment.status is ShipmentStatus.PICKED:
+            self._picked += 1
+            if _every(self.settings.auto_cancel_every, self._picked):
+                await usecases.cancel_shipment(uow, shipment_id, WAREHOUSE_CANCEL)
+                return
             try:
                 await usecases.pack(uow, shipment_id)
             except PackingError:  # no catalog data: measure it, as a packer would
@@ -119,6 +137,22 @@ class Autopilot:
     def _waiting(self, subject: str) -> bool:
         failed_at = self._failed.get(subject)
         return failed_at is not None and time.monotonic() - failed_at < RETRY_AFTER_S
+
+
+def _every(every: int, count: int) -> bool:
+    """True for the `every`-th count (never when `every` is 0)."""
+    return every > 0 and count % every == 0
+
+
+async def _ship_what_was_picked(shipment_id: str, uow: UnitOfWork) -> None:
+    """A short shipment leaves with what was found; with nothing found, it is cancelled."""
+    shipment = await store.load_shipment(uow.conn, shipment_id)
+    if shipment is None or shipment.status is not ShipmentStatus.ON_HOLD:
+        return
+    if any(shipment.picked.values()):
+        await usecases.ship_what_was_picked(uow, shipment_id)
+    else:
+        await usecases.cancel_shipment(uow, shipment_id, WAREHOUSE_CANCEL)
 
 
 async def _record(update: TrackingUpdate, uow: UnitOfWork) -> None:

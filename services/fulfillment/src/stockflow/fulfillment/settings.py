@@ -26,6 +26,18 @@ class FulfillmentSettings(BaseSettings):
         default=10.0, ge=0, description="Simulated carrier: shipped to delivered after this long."
     )
     autopilot_interval_s: float = Field(default=1.0, gt=0)
+    auto_short_pick_every: int = Field(
+        default=0,
+        ge=0,
+        description="Demo autopilot: every Nth pick list finds one unit fewer of its first "
+        "line, and the short shipment ships what was picked (cancelled if nothing was). 0: never.",
+    )
+    auto_cancel_every: int = Field(
+        default=0,
+        ge=0,
+        description="Demo autopilot: the warehouse cancels every Nth picked shipment instead "
+        "of packing it. 0: never.",
+    )
     carrier_country: str = Field(default="GB", description="Issuing country of tracking numbers.")
     carrier_currency: str = "GBP"
     destinations: list[str] = Field(default_factory=lambda: list(EUROPE_AND_NORTH_AMERICA))

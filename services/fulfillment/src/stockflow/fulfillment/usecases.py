@@ -17,7 +17,11 @@ from typing import Any
 
 from stockflow.contracts.events import fulfillment as contract
 from stockflow.contracts.events.catalog import CatalogVariantRemoved, CatalogVariantUpserted
-from stockflow.contracts.events.orders import OrderBackorderAllocated, OrderConfirmed
+from stockflow.contracts.events.orders import (
+    OrderBackorderAllocated,
+    OrderConfirmed,
+    OrderLinesCancelRequested,
+)
 from stockflow.fulfillment import domain, store
 from stockflow.fulfillment.domain import (
     Address,
@@ -459,7 +463,43 @@ async def cancel_shipment(uow: UnitOfWork, shipment_id: str, reason: str) -> Shi
     return shipment
 
 
-async def _cancel(uow: UnitOfWork, shipment: Shipment, reason: str) -> bool:
+async def drop_cancelled_units(uow: UnitOfWork, event: OrderLinesCancelRequested) -> list[str]:
+    """The order asked to cancel units of lines: drop them from its shipments that have not
+    left (`domain.plan_unit_drops`), reporting each with the request id; return the ids of the
+    shipments changed. Units already on their way ship; the order hears nothing for them."""
+    wanted: dict[str, int] = {}
+    for line in event.lines:
+        wanted[line.line_id] = wanted.get(line.line_id, 0) + line.quantity
+    shipments = await store.shipments_of_order(uow.conn, event.order_id, for_update=True)
+    plan = domain.plan_unit_drops(shipments, wanted)
+    reason = event.reason[:200]
+    for shipment in shipments:
+        units = plan.get(shipment.shipment_id)
+        if units is None:
+            continue
+        if sum(units.values()) == sum(line.quantity for line in shipment.lines):
+            await _cancel(uow, shipment, reason, cancel_request_id=event.request_id)
+            continue
+        shortened = shipment.drop_units(units)
+        await store.save_shipment(uow.conn, shipment)
+        uow.publish(
+            contract.ShipmentShortened(
+                shipment_id=shortened.shipment_id,
+                order_id=shortened.order_id,
+                location=shortened.location,
+                removed=[_line(line) for line in shortened.removed],
+                reason=reason,
+                cancel_request_id=event.request_id,
+            )
+        )
+    if sum(wanted.values()) > sum(sum(units.values()) for units in plan.values()):
+        log.info("cancelled units already being picked ship", order_id=event.order_id)
+    return [shipment_id for shipment_id in plan]
+
+
+async def _cancel(
+    uow: UnitOfWork, shipment: Shipment, reason: str, cancel_request_id: str | None = None
+) -> bool:
     cancelled = shipment.cancel(reason)
     if cancelled is None:
         return False
@@ -472,7 +512,10 @@ async def _cancel(uow: UnitOfWork, shipment: Shipment, reason: str) -> bool:
         )
     uow.publish(
         contract.ShipmentCancelled(
-            shipment_id=cancelled.shipment_id, order_id=cancelled.order_id, reason=reason[:200]
+            shipment_id=cancelled.shipment_id,
+            order_id=cancelled.order_id,
+            reason=reason[:200],
+            cancel_request_id=cancel_request_id,
         )
     )
     return True

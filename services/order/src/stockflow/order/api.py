@@ -6,18 +6,33 @@ role `read` (or `admin`). The counts per state carry no personal data and are op
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
 
-from stockflow.order import store
-from stockflow.order.domain import SETTLED_STATES, OrderSaga, OrderState
-from stockflow.runtime.http import require_role
+from stockflow.contracts import events as wire
+from stockflow.contracts.types import Identifier, ShortText
+from stockflow.order import store, usecases
+from stockflow.order.domain import (
+    DEFAULT_POLICY,
+    SETTLED_STATES,
+    LineQuantity,
+    OrderSaga,
+    OrderState,
+    Outcome,
+    SagaLine,
+)
+from stockflow.runtime.http import idempotent_write, require_role
+from stockflow.runtime.outbox import UnitOfWork
 
 router = APIRouter(tags=["orders"])
 READ = Depends(require_role("read"))
+SUPPORT = Depends(require_role("support"))
 MAX_PAGE = 500
 
 StateQuery = Annotated[OrderState | None, Query(description="Only orders in this state.")]
@@ -100,6 +115,7 @@ async def get_order(request: Request, order_id: str) -> dict[str, Any]:
         timeline = await store.timeline(conn, order_id)
         shipments = await store.shipments(conn, order_id)
         timers = await store.timers(conn, order_id)
+        etas = await store.backorder_etas(conn, order_id)
     saga = OrderSaga.from_dict(row["saga"])
     carrier = {s["shipment_id"]: dict(s) for s in shipments}
     return {
@@ -118,25 +134,10 @@ async def get_order(request: Request, order_id: str) -> dict[str, Any]:
         "settled_at": row["settled_at"],
         "payment": {"status": saga.payment.value, "deadline": saga.payment_deadline},
         "backorder_policy": saga.backorder_policy.value,
+        "fulfillment_exception_policy": saga.exception_policy.value,
         "reserve_attempts": saga.reserve_attempts,
         "shipping_address": row["shipping_address"],
-        "lines": [
-            {
-                "line_id": line.line_id,
-                "sku": line.sku,
-                "quantity": line.quantity,
-                "unit_price": str(line.unit_price),
-                "reserved": line.reserved,
-                "backordered": line.backordered,
-                "untracked": line.untracked,
-                "shipped": line.shipped,
-                "returned": line.returned,
-                "allocations": [
-                    {"location": a.location, "quantity": a.quantity} for a in line.allocations
-                ],
-            }
-            for line in saga.lines
-        ],
+        "lines": [_line_json(line, etas) for line in saga.lines],
         "shipments": [
             {
                 "shipment_id": s.shipment_id,
@@ -146,7 +147,85 @@ async def get_order(request: Request, order_id: str) -> dict[str, Any]:
             }
             for s in saga.shipments
         ],
+        "planned_shipments": [
+            {"shipment_id": s.shipment_id, "location": s.location, "lines": _quantities(s.lines)}
+            for s in saga.planned
+        ],
         "returns": list(saga.return_ids),
         "timers": [dict(t) for t in timers],
         "timeline": [dict(entry) for entry in timeline],
     }
+
+
+def _line_json(line: SagaLine, etas: dict[str, datetime | None]) -> dict[str, Any]:
+    """A line with its progress; a backordered line with the date stock expects it."""
+    return {
+        "line_id": line.line_id,
+        "sku": line.sku,
+        "quantity": line.quantity,
+        "unit_price": str(line.unit_price),
+        "reserved": line.reserved,
+        "backordered": line.backordered,
+        "expected_date": etas.get(line.line_id) if line.backordered else None,
+        "untracked": line.untracked,
+        "shipped": line.shipped,
+        "returned": line.returned,
+        "cancelled": line.cancelled,
+        "allocations": [{"location": a.location, "quantity": a.quantity} for a in line.allocations],
+    }
+
+
+def _quantities(lines: tuple[LineQuantity, ...]) -> list[dict[str, Any]]:
+    return [{"line_id": q.line_id, "quantity": q.quantity} for q in lines]
+
+
+class LinesCancel(BaseModel):
+    """Units of lines to cancel before they ship (`request_id`: your id for this request)."""
+
+    request_id: Identifier | None = Field(
+        default=None,
+        description="Identifies the request; default: the Idempotency-Key, else a new one "
+        "(then a retry without either is another request).",
+    )
+    lines: list[wire.CancelLine] = Field(min_length=1, max_length=wire.MAX_LINES)
+    reason: ShortText = "customer_request"
+
+
+_ANSWER = {Outcome.APPLIED: (202, "requested"), Outcome.IGNORED: (200, "duplicate")}
+
+
+@router.post("/orders/{order_id}/line-cancellations", dependencies=[SUPPORT])
+async def cancel_lines(request: Request, order_id: str, body: LinesCancel) -> JSONResponse:
+    """Cancel units of lines that wait in a shipment which has not left, as
+    `checkout.order.lines_cancel_requested.v1` does: 202 when fulfillment was asked to drop
+    them (`order.line_cancelled.v1` follows for what it dropped), 409 when refused (shipped,
+    or not in a waiting shipment; `order.cancel_refused.v1` is published too), 404 unknown.
+    Honours `Idempotency-Key`; the same `request_id` again changes nothing (200)."""
+    try:
+        asked = wire.CheckoutOrderLinesCancelRequested(
+            order_id=order_id,
+            request_id=body.request_id
+            or request.headers.get("idempotency-key")
+            or uuid.uuid4().hex,
+            lines=body.lines,
+            reason=body.reason,
+        )
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise HTTPException(422, f"{field}: {first['msg']}") from exc
+
+    async def action(uow: UnitOfWork) -> tuple[int, Any]:
+        # A lines-cancel decision reads none of the saga's tunables.
+        decision = await usecases.request_lines_cancel(uow, order_id, asked, DEFAULT_POLICY)
+        if decision is None:
+            raise HTTPException(404, f"order_id: no order {order_id}")
+        status, outcome = _ANSWER.get(decision.timeline.outcome, (409, "refused"))
+        return status, {
+            "order_id": order_id,
+            "request_id": asked.request_id,
+            "outcome": outcome,
+            "detail": decision.timeline.note,
+        }
+
+    return await idempotent_write(request, action)

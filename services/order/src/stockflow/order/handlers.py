@@ -20,16 +20,22 @@ log = get_logger(__name__)
 CHECKOUT_EVENTS = {
     wire.CheckoutOrderSubmitted.event_type,
     wire.CheckoutOrderCancelRequested.event_type,
+    wire.CheckoutOrderLinesCancelRequested.event_type,
     wire.CheckoutPaymentConfirmed.event_type,
 }
 STOCK_EVENTS = {
     wire.StockReserved.event_type,
     wire.ReservationRejected.event_type,
     wire.BackorderAllocated.event_type,
+    wire.BackorderEtaChanged.event_type,
 }
 FULFILLMENT_EVENTS = {
+    wire.ShipmentCreated.event_type,
+    wire.ShipmentShortened.event_type,
+    wire.ShipmentCancelled.event_type,
     wire.ShipmentShipped.event_type,
     wire.ShipmentDelivered.event_type,
+    wire.ShipmentException.event_type,
     wire.ReturnReceived.event_type,
 }
 
@@ -66,11 +72,16 @@ class OrderHandlers:
         return answered
 
     async def on_stock(self, uow: UnitOfWork, batch: list[Inbound]) -> None:
-        """Stock's replies to the reservation request and its backorder allocations."""
-        await usecases.apply_stock_replies(uow, batch, self.policy)
+        """Stock's replies to the reservation request, its backorder allocations and the moves
+        of backorder dates (after the replies: a move never precedes its order's reply)."""
+        moves = [i for i in batch if isinstance(i.event, wire.BackorderEtaChanged)]
+        replies = [i for i in batch if not isinstance(i.event, wire.BackorderEtaChanged)]
+        await usecases.record_reply_etas(uow, replies)
+        await usecases.apply_stock_replies(uow, replies, self.policy)
+        await usecases.apply_eta_changes(uow, moves)
 
     async def on_fulfillment(self, uow: UnitOfWork, batch: list[Inbound]) -> None:
-        """Shipments leaving and arriving, and returns."""
+        """Shipments created, shortened, cancelled, leaving and arriving, and returns."""
         await usecases.apply_fulfillment(uow, batch, self.policy)
 
 

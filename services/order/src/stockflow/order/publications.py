@@ -7,7 +7,7 @@ in the rest.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -55,7 +55,47 @@ def reserve_stock(
 def release_reservation(
     effect: domain.RequestRelease, _context: PublicationContext
 ) -> wire.ReleaseReservation:
-    return wire.ReleaseReservation(order_id=effect.order_id, reason=effect.reason)
+    lines = [
+        wire.ReleaseLine(
+            line_id=unit.line_id,
+            sku=unit.sku,
+            location=unit.location,
+            quantity=unit.quantity,
+            not_found=unit.not_found,
+            backorder=unit.backorder,
+        )
+        for unit in effect.lines
+    ]
+    return wire.ReleaseReservation(
+        order_id=effect.order_id, reason=effect.reason, lines=lines or None
+    )
+
+
+def lines_cancel_requested(
+    effect: domain.AnnounceLinesCancelRequested, _context: PublicationContext
+) -> wire.OrderLinesCancelRequested:
+    return wire.OrderLinesCancelRequested(
+        order_id=effect.order_id,
+        request_id=effect.request_id,
+        lines=[
+            wire.LineItem(line_id=unit.line_id, sku=unit.sku, quantity=unit.quantity)
+            for unit in effect.lines
+        ],
+        reason=effect.reason,
+    )
+
+
+def line_cancelled(
+    effect: domain.AnnounceLineCancelled, _context: PublicationContext
+) -> wire.OrderLineCancelled:
+    return wire.OrderLineCancelled(
+        order_id=effect.order_id,
+        line_id=effect.line_id,
+        sku=effect.sku,
+        quantity=effect.quantity,
+        reason=effect.reason,
+        remaining=effect.remaining,
+    )
 
 
 def order_accepted(
@@ -87,15 +127,18 @@ def order_confirmed(
         {
             "order_id": effect.order_id,
             "currency": effect.currency,
-            "lines": [_confirmed_line(line) for line in effect.lines],
+            "lines": [_confirmed_line(line, context.facts.backorder_etas) for line in effect.lines],
             "shipping_address": context.facts.shipping_address,
             "confirmed_at": context.now,
         }
     )
 
 
-def _confirmed_line(line: domain.SagaLine) -> wire.ConfirmedLine:
+def _confirmed_line(
+    line: domain.SagaLine, etas: Mapping[str, datetime | None]
+) -> wire.ConfirmedLine:
     return wire.ConfirmedLine(
+        expected_date=etas.get(line.line_id) if line.backordered else None,
         line_id=line.line_id,
         sku=line.sku,
         quantity=line.quantity,
@@ -142,9 +185,11 @@ def cancel_refused(
 
 
 def backorder_allocated(
-    effect: domain.AnnounceBackorderFilled, _context: PublicationContext
+    effect: domain.AnnounceBackorderFilled, context: PublicationContext
 ) -> wire.OrderBackorderAllocated:
+    etas = context.facts.backorder_etas
     return wire.OrderBackorderAllocated(
+        expected_date=etas.get(effect.line_id) if effect.backordered else None,
         order_id=effect.order_id,
         line_id=effect.line_id,
         sku=effect.sku,
@@ -218,6 +263,8 @@ _BUILDERS: dict[type[Any], Callable[[Any, PublicationContext], Event]] = {
     domain.AnnounceRejected: order_rejected,
     domain.AnnounceCancelled: order_cancelled,
     domain.AnnounceCancelRefused: cancel_refused,
+    domain.AnnounceLineCancelled: line_cancelled,
+    domain.AnnounceLinesCancelRequested: lines_cancel_requested,
     domain.AnnounceBackorderFilled: backorder_allocated,
     domain.AnnounceShipped: order_shipped,
     domain.AnnounceDelivered: order_delivered,

@@ -7,7 +7,7 @@ from datetime import timedelta
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from stockflow.order.domain import SagaPolicy
+from stockflow.order.domain import FulfillmentExceptionPolicy, SagaPolicy
 
 
 class OrderSettings(BaseSettings):
@@ -28,9 +28,14 @@ class OrderSettings(BaseSettings):
     settle_s: float = Field(
         default=300.0, gt=0, description="an unsettled order untouched this long is a violation"
     )
+    fulfillment_exception_policy: FulfillmentExceptionPolicy = Field(
+        default=FulfillmentExceptionPolicy.CANCEL_REMAINDER,
+        description="units the warehouse cannot ship, unless the order says otherwise",
+    )
 
     def saga_policy(self) -> SagaPolicy:
         return SagaPolicy(
             stock_reply_timeout=timedelta(seconds=self.stock_reply_timeout_s),
             max_reserve_attempts=self.max_reserve_attempts,
+            exception_policy=self.fulfillment_exception_policy,
         )

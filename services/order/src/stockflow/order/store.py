@@ -8,8 +8,8 @@ HTTP API's reads. Everything runs on the caller's connection, inside the caller'
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -28,12 +28,14 @@ class ConcurrentUpdate(asyncpg.exceptions.SerializationError):
 
 @dataclass(frozen=True)
 class OrderFacts:
-    """What the order service keeps beside the saga: who ordered and where it goes."""
+    """What the order service keeps beside the saga: who ordered, where it goes, and when
+    each backordered line is expected (line id -> date; None when stock cannot say)."""
 
     customer_id: str | None = None
     priority: int | None = None
     placed_at: datetime | None = None
     shipping_address: dict[str, Any] | None = None
+    backorder_etas: Mapping[str, datetime | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,9 @@ class SqlSagaStore:
         if not order_ids:
             return {}
         rows = await self.conn.fetch(
-            "SELECT order_id, customer_id, priority, placed_at, shipping_address, saga FROM orders "
+            "SELECT order_id, customer_id, priority, placed_at, shipping_address, saga, "
+            "(SELECT jsonb_object_agg(e.line_id, e.expected_date) FROM backorder_etas e "
+            " WHERE e.order_id = orders.order_id) AS backorder_etas FROM orders "
             "WHERE order_id = ANY($1::text[]) ORDER BY order_id FOR UPDATE",
             list(order_ids),
         )
@@ -265,6 +269,10 @@ def _stored(row: asyncpg.Record) -> StoredOrder:
             priority=row["priority"],
             placed_at=row["placed_at"],
             shipping_address=row["shipping_address"],
+            backorder_etas={
+                line_id: None if date is None else datetime.fromisoformat(date)
+                for line_id, date in (row["backorder_etas"] or {}).items()
+            },
         ),
     )
 
@@ -346,3 +354,46 @@ async def stats(conn: asyncpg.Connection, since: datetime | None) -> dict[str, A
         "latency": latency,
         "stuck": stuck,
     }
+
+
+# Backorder dates (beside the saga) -------------------------------------------------------------
+
+
+async def record_backorder_etas(
+    conn: asyncpg.Connection, etas: Sequence[tuple[str, str, datetime | None]]
+) -> None:
+    """The dates of a reservation reply's backordered lines (order, line, date). The first
+    reply's dates are kept: a repeated reply never undoes a move announced since."""
+    if etas:
+        await conn.execute(
+            "INSERT INTO backorder_etas (order_id, line_id, expected_date) "
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) "
+            "ON CONFLICT (order_id, line_id) DO NOTHING",
+            [e[0] for e in etas],
+            [e[1] for e in etas],
+            [e[2] for e in etas],
+        )
+
+
+async def move_backorder_eta(
+    conn: asyncpg.Connection, order_id: str, line_id: str, expected_date: datetime | None
+) -> asyncpg.Record | None:
+    """Move a known line's date; the row with the date it had, or None when the line is
+    unknown here or already has that date (a repeat changes nothing)."""
+    return await conn.fetchrow(
+        "UPDATE backorder_etas e SET expected_date = $3, updated_at = now() "
+        "FROM (SELECT expected_date FROM backorder_etas WHERE order_id = $1 AND line_id = $2 "
+        "      FOR UPDATE) AS before "
+        "WHERE e.order_id = $1 AND e.line_id = $2 AND e.expected_date IS DISTINCT FROM $3 "
+        "RETURNING before.expected_date AS previous",
+        order_id,
+        line_id,
+        expected_date,
+    )
+
+
+async def backorder_etas(conn: asyncpg.Connection, order_id: str) -> dict[str, datetime | None]:
+    rows = await conn.fetch(
+        "SELECT line_id, expected_date FROM backorder_etas WHERE order_id = $1", order_id
+    )
+    return {r["line_id"]: r["expected_date"] for r in rows}

@@ -20,6 +20,7 @@ from stockflow.contracts import CloudEvent, Event
 from stockflow.contracts import events as wire
 from stockflow.contracts.types import Identifier, Timestamp
 from stockflow.order import domain
+from stockflow.order import store as sql
 from stockflow.order.domain import Decision, SagaPolicy
 from stockflow.order.publications import PublicationContext, contract_event
 from stockflow.order.store import (
@@ -39,10 +40,21 @@ log = get_logger(__name__)
 
 # The events each consumer receives, as its event_types guarantee.
 CheckoutEvent = (
-    wire.CheckoutOrderSubmitted | wire.CheckoutOrderCancelRequested | wire.CheckoutPaymentConfirmed
+    wire.CheckoutOrderSubmitted
+    | wire.CheckoutOrderCancelRequested
+    | wire.CheckoutOrderLinesCancelRequested
+    | wire.CheckoutPaymentConfirmed
 )
 StockEvent = wire.StockReserved | wire.ReservationRejected | wire.BackorderAllocated
-FulfillmentEvent = wire.ShipmentShipped | wire.ShipmentDelivered | wire.ReturnReceived
+FulfillmentEvent = (
+    wire.ShipmentCreated
+    | wire.ShipmentShipped
+    | wire.ShipmentShortened
+    | wire.ShipmentCancelled
+    | wire.ShipmentDelivered
+    | wire.ShipmentException
+    | wire.ReturnReceived
+)
 TIMER_RETRY_DELAY = timedelta(minutes=1)
 
 _IDENTIFIER = TypeAdapter(Identifier)
@@ -53,7 +65,8 @@ _ADDRESS = TypeAdapter(wire.Address)
 async def take_checkout(
     uow: UnitOfWork, batch: Sequence[Inbound], policy: SagaPolicy, store: SagaStore | None = None
 ) -> None:
-    """Submissions, cancel requests and payment confirmations, in the order they came."""
+    """Submissions, cancel requests (whole orders or lines) and payment confirmations, in the
+    order they came."""
     sagas = await LoadedOrders.open(
         uow, policy, store, (cast(CheckoutEvent, i.event).order_id for i in batch)
     )
@@ -63,9 +76,28 @@ async def take_checkout(
             sagas.submit(cause, event)
         elif isinstance(event, wire.CheckoutOrderCancelRequested):
             sagas.decide(cause, event.order_id, domain.CancelRequested(cause.id, event.reason))
+        elif isinstance(event, wire.CheckoutOrderLinesCancelRequested):
+            sagas.decide(cause, event.order_id, lines_cancel_input(event, cause.id))
         elif isinstance(event, wire.CheckoutPaymentConfirmed):
             sagas.decide(cause, event.order_id, domain.PaymentConfirmed(cause.id))
     await sagas.save()
+
+
+async def request_lines_cancel(
+    uow: UnitOfWork,
+    order_id: str,
+    request: wire.CheckoutOrderLinesCancelRequested,
+    policy: SagaPolicy,
+    store: SagaStore | None = None,
+) -> Decision | None:
+    """A lines-cancel request made over HTTP (support, the customer's account page): decided as
+    the checkout's would be; None when the order is unknown."""
+    sagas = await LoadedOrders.open(uow, policy, store, [order_id])
+    decision = sagas.decide(
+        None, order_id, lines_cancel_input(request, f"http:{request.request_id}")
+    )
+    await sagas.save()
+    return decision
 
 
 async def answer_invalid_submission(
@@ -116,10 +148,48 @@ async def apply_stock_replies(
     await sagas.save()
 
 
+async def record_reply_etas(uow: UnitOfWork, batch: Sequence[Inbound]) -> None:
+    """Keep when each backordered line of a reservation reply is expected (before the saga
+    hears the reply, so that order.confirmed.v1 carries the dates)."""
+    await sql.record_backorder_etas(
+        uow.conn,
+        [
+            (item.event.order_id, line.line_id, line.expected_date)
+            for item in batch
+            if isinstance(item.event, wire.StockReserved)
+            for line in item.event.lines
+            if line.backordered
+        ],
+    )
+
+
+async def apply_eta_changes(uow: UnitOfWork, batch: Sequence[Inbound]) -> None:
+    """Stock moved the expected date of a backordered line: keep it, tell the customer.
+
+    Beside the saga (it decides nothing on dates); a repeat, or a date already known, changes
+    and announces nothing."""
+    for item in batch:
+        event = cast(wire.BackorderEtaChanged, item.event)
+        moved = await sql.move_backorder_eta(
+            uow.conn, event.order_id, event.line_id, event.expected_date
+        )
+        if moved is None:
+            continue
+        uow.with_cause(item.cloud).publish(
+            wire.OrderBackorderEtaChanged(
+                order_id=event.order_id,
+                line_id=event.line_id,
+                sku=event.sku,
+                expected_date=event.expected_date,
+                previous_expected_date=moved["previous"],
+            )
+        )
+
+
 async def apply_fulfillment(
     uow: UnitOfWork, batch: Sequence[Inbound], policy: SagaPolicy, store: SagaStore | None = None
 ) -> None:
-    """Shipments leaving and arriving, and returns."""
+    """Shipments created, shortened, cancelled, leaving and arriving, and returns."""
     order_ids = (cast(FulfillmentEvent, i.event).order_id for i in batch)
     sagas = await LoadedOrders.open(uow, policy, store, order_ids)
     for item in batch:
@@ -337,6 +407,14 @@ def _valid(adapter: TypeAdapter[Any], value: Any) -> Any:
         return None
 
 
+def lines_cancel_input(
+    event: wire.CheckoutOrderLinesCancelRequested, cause_id: str
+) -> domain.LinesCancelRequested:
+    return domain.LinesCancelRequested(
+        cause_id, event.request_id, _quantities(event.lines), event.reason
+    )
+
+
 def stock_input(event: Event, cause_id: str) -> domain.SagaInput:
     if isinstance(event, wire.StockReserved):
         return domain.StockHeld(
@@ -365,10 +443,29 @@ def stock_input(event: Event, cause_id: str) -> domain.SagaInput:
 
 
 def fulfillment_input(event: Event, cause_id: str) -> domain.SagaInput:
+    if isinstance(event, wire.ShipmentCreated):
+        return domain.ShipmentPlanned(
+            cause_id, event.shipment_id, event.location, _quantities(event.lines)
+        )
+    if isinstance(event, wire.ShipmentShortened):
+        return domain.ShipmentShortened(
+            cause_id,
+            event.shipment_id,
+            event.location,
+            _quantities(event.removed),
+            cancel_request_id=event.cancel_request_id,
+            reason=event.reason or "",
+        )
+    if isinstance(event, wire.ShipmentCancelled):
+        return domain.ShipmentCancelled(
+            cause_id, event.shipment_id, event.reason or "", event.cancel_request_id
+        )
     if isinstance(event, wire.ShipmentShipped):
         return domain.Shipped(cause_id, event.shipment_id, _quantities(event.lines))
     if isinstance(event, wire.ShipmentDelivered):
         return domain.Delivered(cause_id, event.shipment_id)
+    if isinstance(event, wire.ShipmentException):
+        return domain.CarrierException(cause_id, event.shipment_id, event.detail)
     if isinstance(event, wire.ReturnReceived):
         return domain.Returned(cause_id, event.rma_id, _quantities(event.lines))
     raise TypeError(f"not a fulfillment event the saga takes: {event.event_type}")

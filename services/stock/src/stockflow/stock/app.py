@@ -9,6 +9,7 @@ from stockflow.runtime.invariants import watch
 from stockflow.runtime.service import ServiceDefinition
 from stockflow.stock import api, handlers, invariants
 from stockflow.stock.replenishment import api as replenishment_api
+from stockflow.stock.usecases.levels_stream import publish_levels_at_start
 
 service = ServiceDefinition(
     name="stock",
@@ -46,5 +47,6 @@ service = ServiceDefinition(
     routers=[*api.routers, replenishment_api.router],
     background=[
         watch(invariants.INVARIANTS, alert=invariants.alert),
+        publish_levels_at_start,
     ],
 )

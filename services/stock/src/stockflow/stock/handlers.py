@@ -7,15 +7,17 @@ each other or with a batch of commands.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import cast
 
 from stockflow.contracts.events import catalog as catalog_events
 from stockflow.contracts.events import fulfillment as fulfillment_events
 from stockflow.contracts.events import stock as wire
 from stockflow.contracts.events.warehouse import WarehouseGoodsReceived
-from stockflow.runtime.consumer import Inbound
+from stockflow.runtime.consumer import Inbound, RecordRefused
 from stockflow.runtime.outbox import UnitOfWork
 from stockflow.stock.usecases import catalog, reservations, warehouse
+from stockflow.stock.usecases.refusals import Conflict
 
 COMMAND_TYPES = {
     wire.ReserveStock.event_type,
@@ -58,7 +60,16 @@ async def on_receipt(uow: UnitOfWork, message: Inbound) -> None:
         event.currency,
         cause=message.event_id,
     )
-    await warehouse.receive_goods(uow, receipt)
+    await refusing(warehouse.receive_goods(uow, receipt))
+
+
+async def refusing(step: Awaitable[object]) -> None:
+    """Run a use case; a record it refuses (a business key applied with other values) goes to
+    the dead-letter topic with the reason."""
+    try:
+        await step
+    except Conflict as exc:
+        raise RecordRefused(str(exc)) from exc
 
 
 async def on_catalog(uow: UnitOfWork, messages: list[Inbound]) -> None:
@@ -95,16 +106,14 @@ async def on_fulfillment(uow: UnitOfWork, message: Inbound) -> None:
         shipment = reservations.ShipmentCommit(event.order_id, event.shipment_id, lines)
         await reservations.commit_shipment(uow, shipment, message.event_id)
     elif isinstance(event, fulfillment_events.ReturnReceived):
-        restock = tuple(
-            warehouse.ReturnedUnits(line.sku, line.location, line.quantity)
-            for line in event.lines
-            if line.condition == "restock"
-        )
-        if restock:  # written-off returns never re-enter stock; the return event records them
-            returned = warehouse.ReturnRestock(
-                event.rma_id, event.order_id, restock, message.event_id
+        units = tuple(
+            warehouse.ReturnedUnits(
+                line.line_id, line.sku, line.location, line.quantity, line.condition
             )
-            await warehouse.restock_return(uow, returned)
+            for line in event.lines
+        )
+        returned = warehouse.ReturnReceipt(event.rma_id, event.order_id, units, message.event_id)
+        await refusing(warehouse.receive_return(uow, returned))
     elif isinstance(event, fulfillment_events.StockDiscrepancyFound):
         pick = warehouse.ShortPick(
             event.sku, event.location, event.bin, event.expected, event.found

@@ -112,9 +112,13 @@ class LevelBook:
         unit_cost: Decimal | None = None,
         currency: str | None = None,
     ) -> None:
-        """Apply `movement` (all or nothing; raises InsufficientStock) and record it."""
-        self.levels |= apply_to(self.levels, movement)
-        self.changed.update(movement.level_keys)
+        """Apply `movement` (all or nothing; raises InsufficientStock) and record it.
+
+        A movement that changes no bucket (`return_written_off`) is recorded in the ledger only:
+        its level keeps its version and publishes nothing."""
+        after = apply_to(self.levels, movement)
+        self.changed.update(key for key, level in after.items() if self.levels.get(key) != level)
+        self.levels |= after
         for sku, location in movement.level_keys:
             self._locations.setdefault(sku, set()).add(location)
         self.recorded.append(
@@ -134,8 +138,11 @@ class LevelBook:
         )
 
     async def flush(self, uow: UnitOfWork) -> None:
-        """Write changed levels and new movements; stage their events and alerts."""
-        if not self.changed:
+        """Write changed levels and new movements; stage their events and alerts.
+
+        Every written level's `published_version` is its new version, in the same statement:
+        the record staged below is that version's (invariant `level_changes_published`)."""
+        if not self.recorded:
             return
         now = datetime.now(UTC)
         keys = sorted(self.changed)
@@ -146,14 +153,15 @@ class LevelBook:
         ]
         rows = await uow.conn.fetch(
             f"""INSERT INTO levels (sku, location, {", ".join(BUCKETS)}, alert_state, version,
-                                    updated_at)
-                SELECT u.*, 1, now() FROM unnest($1::text[], $2::text[],
+                                    published_version, updated_at)
+                SELECT u.*, 1, 1, now() FROM unnest($1::text[], $2::text[],
                     {", ".join(f"${i}::int[]" for i in range(3, 3 + len(BUCKETS)))},
                     ${3 + len(BUCKETS)}::text[]) AS u
                 ON CONFLICT (sku, location) DO UPDATE SET
                     {", ".join(f"{b} = EXCLUDED.{b}" for b in BUCKETS)},
                     alert_state = EXCLUDED.alert_state,
-                    version = levels.version + 1, updated_at = now()
+                    version = levels.version + 1, published_version = levels.version + 1,
+                    updated_at = now()
                 RETURNING sku, location, version, reorder_point""",
             [k[0] for k in keys],
             [k[1] for k in keys],
@@ -163,22 +171,7 @@ class LevelBook:
         versions = {(r["sku"], r["location"]): (r["version"], r["reorder_point"]) for r in rows}
         for key, level, zone in zip(keys, levels, zones, strict=True):
             version, reorder_point = versions[key]
-            uow.publish(
-                StockLevelChanged(
-                    sku=level.sku,
-                    location=level.location,
-                    on_hand=level.on_hand,
-                    reserved=level.reserved,
-                    available=level.available,
-                    incoming=level.incoming,
-                    backordered=level.backordered,
-                    damaged=level.damaged,
-                    quality_control=level.quality_control,
-                    safety_stock=level.safety_stock,
-                    version=version,
-                    changed_at=now,
-                )
-            )
+            uow.publish(level_record(level, version, now))
             previous = self.zones.get(key, "ok")
             alert = zone_change_alert(type(zone)(previous), zone)
             if alert is not None and reorder_point is not None:
@@ -192,10 +185,10 @@ class LevelBook:
         await uow.conn.execute(
             """INSERT INTO movements (movement_id, sku, location, kind, quantity, reason,
                    reference_type, reference_id, order_id, unit_cost, currency, cause_event_id,
-                   occurred_at)
-               SELECT u.*, $13::timestamptz FROM unnest($1::uuid[], $2::text[], $3::text[],
+                   bundle_sku, occurred_at)
+               SELECT u.*, $14::timestamptz FROM unnest($1::uuid[], $2::text[], $3::text[],
                    $4::text[], $5::int[], $6::text[], $7::text[], $8::text[], $9::text[],
-                   $10::numeric[], $11::text[], $12::text[]) AS u""",
+                   $10::numeric[], $11::text[], $12::text[], $13::text[]) AS u""",
             ids,
             [r.movement.sku for r in recorded],
             [r.movement.location for r in recorded],
@@ -208,6 +201,7 @@ class LevelBook:
             [r.unit_cost for r in recorded],
             [r.currency for r in recorded],
             [r.cause_event_id for r in recorded],
+            [r.movement.bundle for r in recorded],
             now,
         )
         for movement_id, r in zip(ids, recorded, strict=True):
@@ -230,8 +224,49 @@ class LevelBook:
                     currency=r.currency,
                     cause_event_id=r.cause_event_id,
                     occurred_at=now,
+                    bundle_sku=r.movement.bundle,
                 )
             )
+
+
+def level_record(level: Level, version: int, changed_at: datetime) -> StockLevelChanged:
+    """The stock.levels.v1 record of `level` at `version`."""
+    return StockLevelChanged(
+        sku=level.sku,
+        location=level.location,
+        on_hand=level.on_hand,
+        reserved=level.reserved,
+        available=level.available,
+        incoming=level.incoming,
+        backordered=level.backordered,
+        damaged=level.damaged,
+        quality_control=level.quality_control,
+        safety_stock=level.safety_stock,
+        version=version,
+        changed_at=changed_at,
+    )
+
+
+async def publish_unpublished_levels(uow: UnitOfWork, limit: int) -> int:
+    """Stage the record of up to `limit` levels whose version has none (levels from before the
+    key named the location, or a change made outside LevelBook); how many. Locked levels are
+    skipped: their writer publishes them."""
+    rows = await uow.conn.fetch(
+        "SELECT * FROM levels WHERE version > published_version "
+        "ORDER BY sku, location LIMIT $1 FOR UPDATE SKIP LOCKED",
+        limit,
+    )
+    now = datetime.now(UTC)
+    for row in rows:
+        level = Level(row["sku"], row["location"], **{b: row[b] for b in BUCKETS})
+        uow.publish(level_record(level, row["version"], now))
+    await uow.conn.execute(
+        "UPDATE levels SET published_version = version "
+        "WHERE (sku, location) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+        [r["sku"] for r in rows],
+        [r["location"] for r in rows],
+    )
+    return len(rows)
 
 
 def _alert(alert: StockAlert, level: Level, reorder_point: int):

@@ -9,6 +9,7 @@ set-based (`unnest`), one statement per table whatever the batch size.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -19,7 +20,9 @@ import asyncpg
 from stockflow.stock.domain import (
     Backorder,
     BackorderFill,
+    BundleBackorder,
     BundleComponent,
+    Fact,
     HeldUnits,
     IncomingStock,
 )
@@ -39,12 +42,18 @@ class CatalogSku:
     backorderable: bool
     status: str
     components: tuple[BundleComponent, ...]
+    preorder_available_at: datetime | None = None
+
+    @property
+    def sellable(self) -> bool:
+        """Draft and discontinued (archived) variants are not sold."""
+        return self.status == "active"
 
 
 async def load_catalog_skus(db: Db, skus: Iterable[str]) -> dict[str, CatalogSku]:
     rows = await db.fetch(
-        "SELECT sku, tracked, backorderable, status, bundle_components FROM skus "
-        "WHERE sku = ANY($1::text[])",
+        "SELECT sku, tracked, backorderable, status, bundle_components, preorder_available_at "
+        "FROM skus WHERE sku = ANY($1::text[])",
         list(set(skus)),
     )
     return {
@@ -54,6 +63,7 @@ async def load_catalog_skus(db: Db, skus: Iterable[str]) -> dict[str, CatalogSku
             r["backorderable"],
             r["status"],
             tuple(BundleComponent(c["sku"], c["quantity"]) for c in r["bundle_components"]),
+            r["preorder_available_at"],
         )
         for r in rows
     }
@@ -63,12 +73,13 @@ async def upsert_catalog_sku(conn: asyncpg.Connection, sku: CatalogSku, version:
     """Keep `sku` unless a later catalog version is stored already."""
     await conn.execute(
         """INSERT INTO skus (sku, tracked, backorderable, status, bundle_components,
-                             catalog_version, updated_at)
-           VALUES ($1, $2, $3, $4, $5, $6, now())
+                             catalog_version, preorder_available_at, updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, now())
            ON CONFLICT (sku) DO UPDATE SET tracked = EXCLUDED.tracked,
                backorderable = EXCLUDED.backorderable, status = EXCLUDED.status,
                bundle_components = EXCLUDED.bundle_components,
-               catalog_version = EXCLUDED.catalog_version, updated_at = now()
+               catalog_version = EXCLUDED.catalog_version,
+               preorder_available_at = EXCLUDED.preorder_available_at, updated_at = now()
            WHERE skus.catalog_version < EXCLUDED.catalog_version""",
         sku.sku,
         sku.tracked,
@@ -76,6 +87,7 @@ async def upsert_catalog_sku(conn: asyncpg.Connection, sku: CatalogSku, version:
         sku.status,
         [{"sku": c.sku, "quantity": c.quantity} for c in sku.components],
         version,
+        sku.preorder_available_at,
     )
 
 
@@ -249,6 +261,8 @@ async def reservation_header(db: Db, order_id: str) -> asyncpg.Record | None:
 
 HoldKey = tuple[str, str, str, str]
 """(order_id, line_id, sku, location) of a `reservations` row."""
+LineKey = tuple[str, str]
+"""(order_id, line_id) of an order line."""
 
 
 async def lock_held_lines(
@@ -333,6 +347,7 @@ class WaitingBackorder:
 
     queued: Backorder
     location: str
+    in_bundle: bool = False  # a component of a backordered bundle line
 
 
 async def backorder_queues(db: Db, skus: Iterable[str]) -> dict[str, list[Backorder]]:
@@ -382,10 +397,23 @@ def transfer_reference(transfer_id: str) -> str:
     return f"transfer:{transfer_id}"
 
 
-async def close_announced_receipt(conn: asyncpg.Connection, receipt_id: str) -> None:
-    await conn.execute(
-        "UPDATE incoming SET arrived = true WHERE reference = $1", receipt_reference(receipt_id)
+async def announced_at(db: Db, receipt_id: str) -> tuple[str, str] | None:
+    """(sku, location) of the announced receipt `receipt_id` while it is still due."""
+    row = await db.fetchrow(
+        "SELECT sku, location FROM incoming WHERE reference = $1 AND NOT arrived",
+        receipt_reference(receipt_id),
     )
+    return (row["sku"], row["location"]) if row else None
+
+
+async def close_announced_receipt(conn: asyncpg.Connection, receipt_id: str) -> Incoming | None:
+    """Mark the announced receipt arrived; returns it if it was still due."""
+    row = await conn.fetchrow(
+        "UPDATE incoming SET arrived = true WHERE reference = $1 AND NOT arrived "
+        "RETURNING sku, location, quantity, expected_at, reference",
+        receipt_reference(receipt_id),
+    )
+    return Incoming(**dict(row)) if row else None
 
 
 @dataclass(frozen=True)
@@ -431,6 +459,48 @@ async def list_incoming(db: Db, sku: str | None) -> list[dict[str, Any]]:
         sku,
     )
     return [dict(row) for row in rows]
+
+
+# ----------------------------------------------------------------------------- applied facts
+
+
+@dataclass(frozen=True)
+class FirstApplied:
+    """What a business key recorded when its fact was first applied."""
+
+    says: dict[str, Any]
+    result: dict[str, Any]
+
+
+async def claim_fact(conn: asyncpg.Connection, fact: Fact, cause: str) -> FirstApplied | None:
+    """Record `fact` under its key; None if it is new (the caller applies it), else what the key
+    recorded first. A concurrent claim of the same key waits for this transaction."""
+    claimed = await conn.fetchval(
+        "INSERT INTO applied_facts (kind, key, says, cause_event_id) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT DO NOTHING RETURNING true",
+        fact.kind.value,
+        fact.key,
+        dict(fact.says),
+        cause,
+    )
+    if claimed:
+        return None
+    row = await conn.fetchrow(
+        "SELECT says, result FROM applied_facts WHERE kind = $1 AND key = $2",
+        fact.kind.value,
+        fact.key,
+    )
+    return FirstApplied(row["says"], row["result"])
+
+
+async def keep_fact_result(conn: asyncpg.Connection, fact: Fact, result: dict[str, Any]) -> None:
+    """What applying `fact` answered, for its repeats."""
+    await conn.execute(
+        "UPDATE applied_facts SET result = $3 WHERE kind = $1 AND key = $2",
+        fact.kind.value,
+        fact.key,
+        result,
+    )
 
 
 # ----------------------------------------------------------------------------- transfers
@@ -539,6 +609,18 @@ class ReservationStore:
             order_id,
         )
 
+    async def release_hold(self, order_id: str, hold: HeldUnits, quantity: int) -> None:
+        """Give back `quantity` held units of the order's `hold` (a partial release)."""
+        await self.conn.execute(
+            "UPDATE reservations SET quantity = quantity - $5, released = released + $5 "
+            "WHERE order_id = $1 AND line_id = $2 AND sku = $3 AND location = $4",
+            order_id,
+            hold.line_id,
+            hold.sku,
+            hold.location,
+            quantity,
+        )
+
     async def commit_hold(self, order_id: str, hold: HeldUnits, quantity: int) -> None:
         """Turn `quantity` held units of the order's `hold` into committed ones."""
         await self.conn.execute(
@@ -550,6 +632,22 @@ class ReservationStore:
             hold.location,
             quantity,
         )
+
+    async def queue_again(self, order_id: str, units: HeldUnits) -> str:
+        """Put `units` of a line back on its backorder (one row per order line and sku: an
+        existing row grows and keeps its place in the queue); returns where it waits."""
+        location: str = await self.conn.fetchval(
+            "INSERT INTO backorders (order_id, line_id, sku, location, quantity, open) "
+            "VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (order_id, line_id, sku) DO UPDATE "
+            "SET quantity = backorders.quantity + EXCLUDED.quantity, "
+            "open = backorders.open + EXCLUDED.open RETURNING location",
+            order_id,
+            units.line_id,
+            units.sku,
+            units.location,
+            units.quantity,
+        )
+        return location
 
     async def insert_backorders(self, backorders: Sequence[NewBackorder]) -> None:
         await self.conn.execute(
@@ -586,17 +684,80 @@ class ReservationStore:
     async def lock_backorder_queue(self, sku: str) -> list[WaitingBackorder]:
         """The open backorders of `sku`, locked, in queue order (priority, then first come)."""
         rows = await self.conn.fetch(
-            "SELECT id, order_id, line_id, sku, location, open, priority FROM backorders "
-            "WHERE sku = $1 AND open > 0 ORDER BY priority DESC, id FOR UPDATE",
+            "SELECT id, order_id, line_id, sku, location, open, priority, EXISTS ("
+            " SELECT 1 FROM bundle_backorders bb"
+            " WHERE bb.order_id = b.order_id AND bb.line_id = b.line_id) AS in_bundle "
+            "FROM backorders b WHERE sku = $1 AND open > 0 ORDER BY priority DESC, id FOR UPDATE",
             sku,
         )
         return [
             WaitingBackorder(
                 Backorder(r["order_id"], r["line_id"], r["sku"], r["open"], r["id"], r["priority"]),
                 r["location"],
+                r["in_bundle"],
             )
             for r in rows
         ]
+
+    async def insert_bundle_backorders(self, bundles: Sequence[BundleBackorder]) -> None:
+        await self.conn.execute(
+            "INSERT INTO bundle_backorders (order_id, line_id, sku, location, quantity, "
+            "components) SELECT o, l, s, loc, q, c::jsonb FROM unnest($1::text[], $2::text[], "
+            "$3::text[], $4::text[], $5::int[], $6::text[]) AS u(o, l, s, loc, q, c)",
+            [b.order_id for b in bundles],
+            [b.line_id for b in bundles],
+            [b.sku for b in bundles],
+            [b.location for b in bundles],
+            [b.quantity for b in bundles],
+            [json.dumps([{"sku": sku, "quantity": n} for sku, n in b.components]) for b in bundles],
+        )
+
+    async def lock_bundle_backorders(self, lines: Iterable[LineKey]) -> list[BundleBackorder]:
+        """The backordered bundle lines among `lines` (order, line), locked in key order."""
+        keys = sorted(set(lines))
+        rows = await self.conn.fetch(
+            "SELECT bb.* FROM bundle_backorders bb JOIN unnest($1::text[], $2::text[]) "
+            "AS u(o, l) ON bb.order_id = u.o AND bb.line_id = u.l "
+            "ORDER BY bb.order_id, bb.line_id FOR UPDATE OF bb",
+            [order_id for order_id, _ in keys],
+            [line_id for _, line_id in keys],
+        )
+        return [
+            BundleBackorder(
+                r["order_id"],
+                r["line_id"],
+                r["sku"],
+                r["location"],
+                r["quantity"],
+                r["allocated"],
+                tuple((c["sku"], c["quantity"]) for c in r["components"]),
+            )
+            for r in rows
+        ]
+
+    async def filled_components(self, lines: Iterable[LineKey]) -> dict[LineKey, dict[str, int]]:
+        """Units of each sku allocated so far to the backorders of `lines` (order, line)."""
+        keys = list(lines)
+        filled: dict[LineKey, dict[str, int]] = {}
+        for r in await self.conn.fetch(
+            "SELECT b.order_id, b.line_id, b.sku, sum(b.quantity - b.open)::int AS filled "
+            "FROM backorders b JOIN unnest($1::text[], $2::text[]) AS u(o, l) "
+            "ON b.order_id = u.o AND b.line_id = u.l GROUP BY b.order_id, b.line_id, b.sku",
+            [order_id for order_id, _ in keys],
+            [line_id for _, line_id in keys],
+        ):
+            filled.setdefault((r["order_id"], r["line_id"]), {})[r["sku"]] = r["filled"]
+        return filled
+
+    async def set_bundles_allocated(self, allocated: dict[LineKey, int]) -> None:
+        await self.conn.execute(
+            "UPDATE bundle_backorders bb SET allocated = u.a "
+            "FROM unnest($1::text[], $2::text[], $3::int[]) AS u(o, l, a) "
+            "WHERE bb.order_id = u.o AND bb.line_id = u.l",
+            [order_id for order_id, _ in allocated],
+            [line_id for _, line_id in allocated],
+            list(allocated.values()),
+        )
 
     async def fill_backorders(self, location: str, fills: Sequence[BackorderFill]) -> None:
         """Take the fills off their backorders and hold them for their orders at `location`."""

@@ -36,7 +36,12 @@ CountryCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
 """ISO 3166-1 alpha-2 country code."""
 
 BackorderPolicy = Literal["allow", "reject"]
-RejectionReason = Literal["insufficient_stock", "unknown_sku", "discontinued", "invalid_order"]
+RejectionReason = Literal[
+    "insufficient_stock", "unknown_sku", "discontinued", "invalid_order", "not_sellable"
+]
+"""Why stock or the order service refused an order. `not_sellable`: a line's variant is draft or
+discontinued (archived) in the catalog; `discontinued` is no longer sent by stock (kept so older
+records stay valid)."""
 
 
 class Part(BaseModel):

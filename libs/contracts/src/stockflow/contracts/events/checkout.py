@@ -22,6 +22,8 @@ from stockflow.contracts.types import Currency, Identifier, ShortText, Timestamp
 
 TOPIC = "checkout.orders.v1"
 
+FulfillmentExceptionPolicy = Literal["cancel_remainder", "reallocate"]
+
 MAX_LINE_QUANTITY = 10_000
 """Most units of one checkout line.
 
@@ -97,6 +99,16 @@ class CheckoutOrderSubmitted(Event):
     priority: Priority | None = Field(
         default=None, description="Backorder queue priority 0..9 (e.g. customer tier)."
     )
+    fulfillment_exception_policy: FulfillmentExceptionPolicy | None = Field(
+        default=None,
+        description="What to do with units a warehouse cannot ship (short pick, shipment "
+        "cancelled by the warehouse): cancel_remainder cancels them (the customer is told "
+        "with order.line_cancelled.v1, the reservation released); reallocate releases them "
+        "and puts them back on the line's backorder, served at once from any location with "
+        "stock, else when goods arrive (order.backorder.allocated.v1 each time; an order "
+        "refusing backorders is cancelled instead). None: the merchant's default "
+        "(STOCKFLOW_ORDER_FULFILLMENT_EXCEPTION_POLICY).",
+    )
 
     @field_validator("lines")
     @classmethod
@@ -148,6 +160,42 @@ class CheckoutOrderCancelRequested(Event):
 
     order_id: Identifier
     reason: ShortText
+
+
+class CancelLine(Part):
+    """Units of one order line to cancel."""
+
+    line_id: Identifier
+    quantity: Annotated[int, Field(strict=True, gt=0, le=MAX_LINE_QUANTITY)]
+
+
+@register
+class CheckoutOrderLinesCancelRequested(Event):
+    """The customer (or support) asked to cancel units of some lines before they ship: one
+    line, part of a line, or the unshipped remainder after a partial shipment.
+
+    `request_id` identifies the request: sent again under a new event id, it changes nothing.
+    The order answers with `order.line_cancelled.v1` for the units cancelled, or
+    `order.cancel_refused.v1` when it cannot cancel them (shipped, or not in a shipment that
+    waits to leave).
+    """
+
+    event_type: ClassVar[str] = "checkout.order.lines_cancel_requested.v1"
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "order_id"
+
+    order_id: Identifier
+    request_id: Identifier
+    lines: list[CancelLine] = Field(min_length=1, max_length=MAX_LINES)
+    reason: ShortText
+
+    @field_validator("lines")
+    @classmethod
+    def _one_entry_per_line(cls, lines: list[CancelLine]) -> list[CancelLine]:
+        ids = [line.line_id for line in lines]
+        if len(set(ids)) != len(ids):
+            raise PydanticCustomError("duplicate_line_id", "one entry per line id")
+        return lines
 
 
 @register

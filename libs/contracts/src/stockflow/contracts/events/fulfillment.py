@@ -110,6 +110,10 @@ class ShipmentShortened(Event):
     order_id: Identifier
     location: LocationCode
     removed: list[ShipmentLine] = Field(min_length=1, max_length=MAX_LINES)
+    reason: ShortText | None = Field(default=None, description="None: a short pick.")
+    cancel_request_id: Identifier | None = Field(
+        default=None, description="The order's lines-cancel request the units were dropped for."
+    )
 
 
 @register
@@ -149,6 +153,9 @@ class ShipmentCancelled(Event):
     shipment_id: Identifier
     order_id: Identifier
     reason: ShortText | None = None
+    cancel_request_id: Identifier | None = Field(
+        default=None, description="The order's lines-cancel request it was cancelled for."
+    )
 
 
 @register

@@ -14,6 +14,7 @@ from stockflow.contracts.events._shared import (
     Allocation,
     BackorderPolicy,
     Count,
+    LineItem,
     LocatedLine,
     Part,
     PricedLine,
@@ -57,6 +58,9 @@ class ConfirmedLine(Part):
     unit_price: NonNegativeMoney
     allocations: list[Allocation] = Field(default_factory=list, max_length=MAX_ALLOCATIONS)
     untracked: StrictBool = False
+    expected_date: Timestamp | None = Field(
+        default=None, description="When the backordered units are expected, if stock knows."
+    )
 
     @model_validator(mode="after")
     def _adds_up(self) -> ConfirmedLine:
@@ -150,6 +154,42 @@ class OrderCancelled(Event):
 
 
 @register
+class OrderLineCancelled(Event):
+    """Units of one line will not ship: the customer or support cancelled them, or the
+    warehouse could not ship them and the order's policy cancels the remainder. Their
+    reservation is released; `remaining` units of the line are still to ship (or shipped)."""
+
+    event_type: ClassVar[str] = "order.line_cancelled.v1"
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "order_id"
+
+    order_id: Identifier
+    line_id: Identifier
+    sku: Sku
+    quantity: Quantity = Field(description="Units cancelled now.")
+    reason: ShortText = Field(description="e.g. short_pick, warehouse_cancelled, customer.")
+    remaining: NonNegativeQuantity = Field(
+        description="Units of the line not cancelled (ordered minus every cancellation)."
+    )
+
+
+@register
+class OrderLinesCancelRequested(Event):
+    """The order accepted a request to cancel units of some lines: fulfillment drops them from
+    the shipments that have not left (`fulfillment.shipment.shortened.v1` or `.cancelled.v1`
+    with this `request_id`); the order cancels what was dropped (`order.line_cancelled.v1`)."""
+
+    event_type: ClassVar[str] = "order.lines_cancel_requested.v1"
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "order_id"
+
+    order_id: Identifier
+    request_id: Identifier
+    lines: list[LineItem] = Field(min_length=1, max_length=MAX_LINES)
+    reason: ShortText
+
+
+@register
 class OrderCancelRefused(Event):
     """A cancel request came too late (e.g. already shipped); the order goes on."""
 
@@ -180,6 +220,26 @@ class OrderBackorderAllocated(Event):
     backordered: NonNegativeQuantity | None = Field(
         default=None, description="Units of the line still waiting on the backorder."
     )
+    expected_date: Timestamp | None = Field(
+        default=None, description="When the units still waiting are expected, if stock knows."
+    )
+
+
+@register
+class OrderBackorderEtaChanged(Event):
+    """The expected date of a backordered line moved: tell the customer."""
+
+    event_type: ClassVar[str] = "order.backorder.eta_changed.v1"
+    topic: ClassVar[str] = TOPIC
+    key_field: ClassVar[str] = "order_id"
+
+    order_id: Identifier
+    line_id: Identifier
+    sku: Sku
+    expected_date: Timestamp | None = Field(
+        default=None, description="None: no announced stock covers the line any more."
+    )
+    previous_expected_date: Timestamp | None = None
 
 
 @register

@@ -74,9 +74,24 @@ class ReserveStock(Event):
         return self
 
 
+class ReleaseLine(LocatedLine):
+    """Units of one order line to release at one location.
+
+    `not_found`: the picker did not find them on the shelf (a short pick). Stock takes them off
+    on hand as well (an `adjustment`, until a count says otherwise), so units that are not
+    there are never offered for sale again. `backorder`: the line still wants them; stock
+    queues them as a backorder of the line, served at once from any location that has them
+    (`stock.backorder.allocated.v1`), else when goods arrive.
+    """
+
+    not_found: StrictBool = False
+    backorder: StrictBool = False
+
+
 @register
 class ReleaseReservation(Event):
-    """Release whatever an order holds (cancellation, payment timeout)."""
+    """Release what an order holds: everything (cancellation, payment timeout), or only
+    `lines` (units of a line cancelled, or lost at a short pick)."""
 
     event_type: ClassVar[str] = "stock.release.requested.v1"
     topic: ClassVar[str] = COMMANDS
@@ -84,6 +99,11 @@ class ReleaseReservation(Event):
 
     order_id: Identifier
     reason: ShortText
+    lines: list[ReleaseLine] | None = Field(
+        default=None,
+        max_length=MAX_LINES,
+        description="Only these units (at most what the line holds there); none: everything.",
+    )
 
 
 @register
@@ -127,6 +147,9 @@ class ShortLine(Part):
     sku: Sku
     requested: Quantity
     available: Count
+    reason: RejectionReason | None = Field(
+        default=None, description="Why this sku refused the order (absent in older records)."
+    )
 
 
 @register
@@ -204,16 +227,37 @@ class BackorderAllocated(Event):
     remaining_backordered: NonNegativeQuantity
 
 
-# --- stock.levels.v1 (key sku, compacted) ---------------------------------------------------
+@register
+class BackorderEtaChanged(Event):
+    """The expected date of a waiting backordered line moved (incoming stock announced or
+    arrived); None when no dated incoming stock covers it any more. For a bundle line, one event
+    per component sku."""
+
+    event_type: ClassVar[str] = "stock.backorder.eta_changed.v1"
+    topic: ClassVar[str] = EVENTS
+    key_field: ClassVar[str] = "order_id"
+
+    order_id: Identifier
+    line_id: Identifier
+    sku: Sku
+    expected_date: Timestamp | None = None
+    previous_expected_date: Timestamp | None = None
+
+
+# --- stock.levels.v1 (key sku@location, compacted) ------------------------------------------
+# One record describes one level, so the key names the level: compaction keeps the last record
+# of every (sku, location), and a reader from the beginning rebuilds every level. Records written
+# before the key named the location (key = sku) are superseded by version, never by key.
 
 
 @register
 class StockLevelChanged(Event):
-    """The levels of a sku at a location after a change; `version` grows with every change."""
+    """The levels of a sku at a location after a change; `version` grows with every change
+    of that level (per key), so a reader keeps the highest version it saw."""
 
     event_type: ClassVar[str] = "stock.level.changed.v1"
     topic: ClassVar[str] = LEVELS
-    key_field: ClassVar[str] = "sku"
+    key_field: ClassVar[str] = "sku@location"
 
     sku: Sku
     location: LocationCode
@@ -249,12 +293,23 @@ MovementKind = Literal[
     "backorder_opened",
     "backorder_allocated",
     "backorder_cancelled",
+    "return_written_off",
+    "incoming_announced",
+    "incoming_closed",
 ]
 
 # The ledger's sign: these kinds take units out of the bucket they name (negative quantity);
 # adjustment and safety_stock_set carry their own sign; every other kind is positive.
 OUTFLOW_KINDS = frozenset(
-    {"transfer_out", "release", "shipment", "write_off", "from_damaged", "from_quality_control"}
+    {
+        "transfer_out",
+        "release",
+        "shipment",
+        "write_off",
+        "from_damaged",
+        "from_quality_control",
+        "incoming_closed",
+    }
 )
 SIGNED_KINDS = frozenset({"adjustment", "safety_stock_set"})
 
@@ -279,6 +334,11 @@ class StockMovementRecorded(Event):
     currency: Currency | None = None
     cause_event_id: Identifier
     occurred_at: Timestamp
+    bundle_sku: Sku | None = Field(
+        None,
+        description="On the shipment of a bundle's component: the bundle SKU the order sold "
+        "(the books put the component's cost on the bundle's margin).",
+    )
 
     @model_validator(mode="after")
     def _cost_has_currency(self) -> StockMovementRecorded:

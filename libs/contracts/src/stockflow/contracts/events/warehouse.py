@@ -18,7 +18,11 @@ from stockflow.contracts.types import (
 
 @register
 class WarehouseGoodsReceived(Event):
-    """Units of a sku arrived at a location at a unit cost."""
+    """Units of a sku arrived at a location at a unit cost.
+
+    `receipt_id` names the receipt: stock applies it once, so a retry under a new event id
+    changes nothing, and the same `receipt_id` with other values is dead-lettered with why.
+    """
 
     event_type: ClassVar[str] = "warehouse.goods.received.v1"
     topic: ClassVar[str] = "warehouse.receipts.v1"

@@ -27,6 +27,7 @@ from stockflow.accounting.domain.posting import (
     post_return_restocked,
     post_return_written_off,
     post_revenue,
+    post_revenue_reversal,
     post_shipment_cost,
     post_shipping_cost,
 )
@@ -93,6 +94,7 @@ __all__ = [
     "post_return_restocked",
     "post_return_written_off",
     "post_revenue",
+    "post_revenue_reversal",
     "post_shipment_cost",
     "post_shipping_cost",
     "profitability",

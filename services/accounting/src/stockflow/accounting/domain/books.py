@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from stockflow.accounting.domain import (
+    Account,
     AccountingError,
     Cause,
     CostMethod,
@@ -35,6 +36,7 @@ from stockflow.accounting.domain import (
     post_return_restocked,
     post_return_written_off,
     post_revenue,
+    post_revenue_reversal,
     post_shipment_cost,
     post_shipping_cost,
     prorate,
@@ -102,6 +104,8 @@ class Books:
     parked: list[Pending] = field(default_factory=list)
     settled: list[Pending] = field(default_factory=list)
     costed_orders: set[str] = field(default_factory=set)
+    # order -> sku -> revenue its untracked lines have recognised, net of reversals
+    untracked_revenue: dict[str, dict[str, Money]] = field(default_factory=dict)
 
     # --- posting -------------------------------------------------------------------------
 
@@ -124,7 +128,11 @@ class Books:
             self.post(post_receipt(cause, at, m.sku, cost))
         elif m.kind == "shipment":
             issued = self._held(m.sku).issue(quantity)
-            self.post(post_shipment_cost(cause, at, m.sku, issued.cost, order_id=m.order_id))
+            self.post(
+                post_shipment_cost(
+                    cause, at, m.sku, issued.cost, order_id=m.order_id, sold_as=m.bundle_sku
+                )
+            )
             if m.order_id is not None:
                 shipped = ShipmentCost(
                     m.movement_id,
@@ -249,8 +257,26 @@ class Books:
             for line in event.lines
             if line.untracked
         ]
-        if sold:
-            self.post(post_revenue(cause, event.confirmed_at, event.order_id, event.currency, sold))
+        if not sold:
+            return
+        entry = post_revenue(cause, event.confirmed_at, event.order_id, event.currency, sold)
+        self.post(entry)
+        recognised = self.untracked_revenue.setdefault(event.order_id, {})
+        for line in entry.lines:
+            if line.account is Account.REVENUE and line.sku is not None:
+                before = recognised.get(line.sku, Money.zero(entry.currency))
+                recognised[line.sku] = before + line.credit
+
+    def take_cancelled(self, cause: Cause, order_id: str, cancelled_at: datetime) -> None:
+        """A cancelled order's customer pays nothing: undo the revenue its untracked lines
+        recognised on confirmation (stocked lines never shipped, so never posted any)."""
+        recognised = {
+            sku: amount
+            for sku, amount in self.untracked_revenue.pop(order_id, {}).items()
+            if amount.amount > 0
+        }
+        if recognised:
+            self.post(post_revenue_reversal(cause, cancelled_at, order_id, recognised))
 
     def take_shipped(self, cause: Cause, event: ShipmentShipped) -> None:
         """Revenue for the shipped lines (parked until priced), and what the label cost."""

@@ -5,6 +5,7 @@
 | post_receipt              | inventory             | goods rec. not inv.  | receipt cost      |
 | post_shipment_cost        | cost of goods sold    | inventory            | valuation cost    |
 | post_revenue              | clearing              | revenue (per line)   | unit price x qty  |
+| post_revenue_reversal     | revenue (per sku)     | clearing             | revenue recognised|
 | post_refund               | sales returns         | clearing             | refunded price    |
 | post_return_restocked     | inventory             | cost of goods sold   | original cost     |
 | post_return_written_off   | inventory shrinkage   | cost of goods sold   | original cost     |
@@ -27,7 +28,7 @@ the event; pass them through `PeriodCalendar.place` before storing them.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -89,16 +90,26 @@ def post_receipt(cause: Cause, occurred_at: datetime, sku: str, cost: Money) -> 
 
 
 def post_shipment_cost(
-    cause: Cause, occurred_at: datetime, sku: str, cost: Money, order_id: str | None = None
+    cause: Cause,
+    occurred_at: datetime,
+    sku: str,
+    cost: Money,
+    order_id: str | None = None,
+    *,
+    sold_as: str | None = None,
 ) -> JournalEntry:
-    """Goods shipped: Dr cost of goods sold / Cr inventory, at `IssuedCost.cost`."""
+    """Goods shipped: Dr cost of goods sold / Cr inventory, at `IssuedCost.cost`.
+
+    The cost is the SKU's that was sold (`sold_as`: the bundle a component shipped in), so
+    a bundle's revenue and cost share its line of the margin; inventory is the shelf's SKU.
+    """
     return _entry(
         cause,
         "shipment_cost",
         sku,
         occurred_at,
         [
-            dr(Account.COST_OF_GOODS_SOLD, cost, sku=sku, order_id=order_id),
+            dr(Account.COST_OF_GOODS_SOLD, cost, sku=sold_as or sku, order_id=order_id),
             cr(Account.INVENTORY, cost, sku=sku, order_id=order_id),
         ],
     )
@@ -129,6 +140,27 @@ def post_revenue(
         order_id,
         occurred_at,
         [dr(Account.CLEARING, receivable, order_id=order_id), *credits],
+    )
+
+
+def post_revenue_reversal(
+    cause: Cause, occurred_at: datetime, order_id: str, revenue: Mapping[str, Money]
+) -> JournalEntry:
+    """Revenue recognised for an order that was then cancelled (its untracked lines, counted
+    delivered on confirmation): Dr revenue per SKU / Cr clearing, the sale undone."""
+    if not revenue:
+        raise AccountingError(f"order {order_id}: nothing to reverse")
+    debits = [
+        dr(Account.REVENUE, amount, sku=sku, order_id=order_id)
+        for sku, amount in sorted(revenue.items())
+    ]
+    owed = total((line.debit for line in debits), debits[0].currency)
+    return _entry(
+        cause,
+        "revenue_reversal",
+        order_id,
+        occurred_at,
+        [*debits, cr(Account.CLEARING, owed, order_id=order_id)],
     )
 
 

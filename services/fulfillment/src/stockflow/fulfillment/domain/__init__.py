@@ -74,6 +74,7 @@ from stockflow.fulfillment.domain.shipment import (
     TrackingStatus,
     TrackingStatusChanged,
     TrackingUpdate,
+    plan_unit_drops,
 )
 
 __all__ = [
@@ -133,6 +134,7 @@ __all__ = [
     "is_valid_s10",
     "plan_backorder_shipments",
     "plan_confirmed_order",
+    "plan_unit_drops",
     "returnable",
     "s10_check_digit",
     "shipment_id_for",

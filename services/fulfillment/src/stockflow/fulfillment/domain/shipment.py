@@ -174,6 +174,31 @@ class ShipmentCancelled:
     void_tracking_number: str | None
 
 
+def plan_unit_drops(
+    shipments: Sequence[Shipment], wanted: Mapping[str, int]
+) -> dict[str, dict[str, int]]:
+    """Where to take cancelled units from (per shipment id, units per line id): the order's
+    shipments that have not left, newest first. A whole shipment may be dropped until it
+    ships (it is cancelled); part of one only while nobody has started picking it. Units
+    that fit nowhere are not dropped: they ship as planned."""
+    left = dict(wanted)
+    plan: dict[str, dict[str, int]] = {}
+    for shipment in reversed(shipments):
+        if shipment.status.has_left_the_building or shipment.status is ShipmentStatus.CANCELLED:
+            continue
+        take = {
+            line.line_id: min(line.quantity, left.get(line.line_id, 0)) for line in shipment.lines
+        }
+        take = {line_id: units for line_id, units in take.items() if units}
+        whole = all(take.get(line.line_id) == line.quantity for line in shipment.lines)
+        if not take or (not whole and shipment.status is not ShipmentStatus.CREATED):
+            continue
+        plan[shipment.shipment_id] = take
+        for line_id, units in take.items():
+            left[line_id] -= units
+    return plan
+
+
 @dataclass
 class Shipment:
     """Units of one order that leave one location together, under one tracking number."""
@@ -295,6 +320,33 @@ class Shipment:
         )
         self.picked = {line.line_id: line.quantity for line in self.lines}
         self.status = ShipmentStatus.PICKED
+        return ShipmentShortened(
+            order_id=self.order_id,
+            shipment_id=self.shipment_id,
+            location=self.location,
+            removed=removed,
+        )
+
+    def drop_units(self, units: Mapping[str, int]) -> ShipmentShortened:
+        """Take `units` (per line id) out of a shipment nobody has started to pick: the
+        customer cancelled them. To drop every unit, cancel the shipment instead."""
+        self._require("drop units from", ShipmentStatus.CREATED)
+        removed = tuple(
+            replace(line, quantity=min(line.quantity, units[line.line_id]))
+            for line in self.lines
+            if units.get(line.line_id, 0) > 0
+        )
+        kept = tuple(
+            replace(line, quantity=line.quantity - units.get(line.line_id, 0))
+            for line in self.lines
+            if line.quantity > units.get(line.line_id, 0)
+        )
+        if not removed or not kept:
+            raise IllegalShipmentStep(
+                f"Dropping {dict(units)} from shipment {self.shipment_id} leaves "
+                + ("nothing; cancel it instead." if removed else "it as it is.")
+            )
+        self.lines = kept
         return ShipmentShortened(
             order_id=self.order_id,
             shipment_id=self.shipment_id,

@@ -135,6 +135,18 @@ class Delivered:
 
 
 @dataclass(frozen=True)
+class CarrierException:
+    """The carrier reported a problem with a shipment on its way (lost, damaged, undeliverable).
+
+    Not final: a delivered scan may still follow."""
+
+    cause_type: ClassVar[str] = "ShipmentException"
+    cause_id: str
+    shipment_id: str
+    detail: str
+
+
+@dataclass(frozen=True)
 class Returned:
     """A return (RMA) received by fulfillment."""
 
@@ -142,6 +154,54 @@ class Returned:
     cause_id: str
     rma_id: str
     lines: tuple[LineQuantity, ...]
+
+
+@dataclass(frozen=True)
+class ShipmentPlanned:
+    """Fulfillment created a shipment of these units at `location`."""
+
+    cause_type: ClassVar[str] = "ShipmentCreated"
+    cause_id: str
+    shipment_id: str
+    location: str
+    lines: tuple[LineQuantity, ...]
+
+
+@dataclass(frozen=True)
+class ShipmentShortened:
+    """A shipment leaves without `removed` units: not found at `location` (a short pick), or
+    dropped for the order's lines-cancel request `cancel_request_id` (for `reason`)."""
+
+    cause_type: ClassVar[str] = "ShipmentShortened"
+    cause_id: str
+    shipment_id: str
+    location: str
+    removed: tuple[LineQuantity, ...]
+    cancel_request_id: str | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ShipmentCancelled:
+    """A shipment will not leave: the warehouse cancelled it, the order's cancel did, or the
+    order's lines-cancel request `cancel_request_id` took every unit it had."""
+
+    cause_type: ClassVar[str] = "ShipmentCancelled"
+    cause_id: str
+    shipment_id: str
+    reason: str
+    cancel_request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class LinesCancelRequested:
+    """The customer or support asked to cancel units of lines (request `request_id`)."""
+
+    cause_type: ClassVar[str] = "LinesCancelRequested"
+    cause_id: str
+    request_id: str
+    lines: tuple[LineQuantity, ...]
+    reason: str
 
 
 SagaInput = (
@@ -154,7 +214,12 @@ SagaInput = (
     | BackorderFilled
     | Shipped
     | Delivered
+    | CarrierException
     | Returned
+    | ShipmentPlanned
+    | ShipmentShortened
+    | ShipmentCancelled
+    | LinesCancelRequested
 )
 
 # Effects ------------------------------------------------------------------------------------
@@ -181,11 +246,26 @@ class RequestReservation:
 
 
 @dataclass(frozen=True)
+class ReleaseUnits:
+    """Units of a line held at a location; `not_found` when the picker did not find them;
+    `backorder` when the line waits for them again (stock queues them)."""
+
+    line_id: str
+    sku: str
+    location: str
+    quantity: int
+    not_found: bool = False
+    backorder: bool = False
+
+
+@dataclass(frozen=True)
 class RequestRelease:
-    """Command to stock: release whatever is held (or queued on backorder) for the order."""
+    """Command to stock: release whatever is held (or queued on backorder) for the order, or
+    only `lines` when given."""
 
     order_id: str
     reason: str
+    lines: tuple[ReleaseUnits, ...] = ()
 
 
 # What the order publishes on orders.events.v1 (key order_id); `publications` builds each
@@ -228,6 +308,30 @@ class AnnounceCancelled:
     """order.cancelled.v1."""
 
     order_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class AnnounceLineCancelled:
+    """order.line_cancelled.v1: `quantity` units of a line will not ship; `remaining` not
+    cancelled."""
+
+    order_id: str
+    line_id: str
+    sku: str
+    quantity: int
+    reason: str
+    remaining: int
+
+
+@dataclass(frozen=True)
+class AnnounceLinesCancelRequested:
+    """order.lines_cancel_requested.v1: fulfillment is to drop these units (`ShippedUnits`:
+    line, sku, quantity) from the shipments that have not left."""
+
+    order_id: str
+    request_id: str
+    lines: tuple[ShippedUnits, ...]
     reason: str
 
 
@@ -306,6 +410,8 @@ Announcement = (
     | AnnounceRejected
     | AnnounceCancelled
     | AnnounceCancelRefused
+    | AnnounceLineCancelled
+    | AnnounceLinesCancelRequested
     | AnnounceBackorderFilled
     | AnnounceShipped
     | AnnounceDelivered

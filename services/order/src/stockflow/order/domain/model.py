@@ -71,6 +71,17 @@ class BackorderPolicy(StrEnum):
         return None if self is BackorderPolicy.PER_SKU else self.value
 
 
+class FulfillmentExceptionPolicy(StrEnum):
+    """What happens to units the warehouse cannot ship (short pick, shipment it cancelled)."""
+
+    CANCEL_REMAINDER = "cancel_remainder"
+    """The units are cancelled: the customer is told, the reservation released."""
+    REALLOCATE = "reallocate"
+    """The units are released where they were and wait on the line's backorder: stock serves
+    them at once from any location that has them, else when goods arrive; each allocation
+    becomes a new shipment. An order that refuses backorders is cancelled instead."""
+
+
 @dataclass(frozen=True)
 class HeldAtLocation:
     """Units of a line held at one stock location."""
@@ -100,6 +111,12 @@ class SagaLine:
     untracked: bool = False
     shipped: int = 0
     returned: int = 0
+    cancelled: int = 0
+
+    @property
+    def outstanding(self) -> int:
+        """Units still to ship: ordered, less shipped and cancelled (none for untracked goods)."""
+        return 0 if self.untracked else self.quantity - self.shipped - self.cancelled
 
     @property
     def reserved(self) -> int:
@@ -117,12 +134,24 @@ class SagaShipment:
 
 
 @dataclass(frozen=True)
+class PlannedShipment:
+    """A shipment fulfillment created and has not shipped: its location and units per line."""
+
+    shipment_id: str
+    location: str
+    lines: tuple[LineQuantity, ...]
+
+
+@dataclass(frozen=True)
 class OrderSaga:
     """One order's reservation saga and lifecycle.
 
     `fingerprint` identifies the submitted payload (see `submission_fingerprint`).
     `reason` says why a rejected or cancelled order ended. `stock_reply_due_at` is when the
     current RequestReservation attempt times out; `stuck` is set once the attempts are used up.
+    `planned` are the shipments waiting to leave; `handled` the business keys of warehouse
+    reports and change requests already applied (`shortened:S1`, `cancelled:S2`,
+    `cancel:REQ-1`), so the same fact again under a new event id changes nothing.
     """
 
     order_id: str
@@ -140,12 +169,18 @@ class OrderSaga:
     reason: str | None = None
     shipments: tuple[SagaShipment, ...] = ()
     return_ids: tuple[str, ...] = ()
+    exception_policy: FulfillmentExceptionPolicy = FulfillmentExceptionPolicy.CANCEL_REMAINDER
+    planned: tuple[PlannedShipment, ...] = ()
+    handled: tuple[str, ...] = ()
 
     def line(self, line_id: str) -> SagaLine | None:
         return next((line for line in self.lines if line.line_id == line_id), None)
 
     def shipment(self, shipment_id: str) -> SagaShipment | None:
         return next((s for s in self.shipments if s.shipment_id == shipment_id), None)
+
+    def planned_shipment(self, shipment_id: str) -> PlannedShipment | None:
+        return next((s for s in self.planned if s.shipment_id == shipment_id), None)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready form: decimals as strings, times as RFC 3339."""
@@ -168,6 +203,7 @@ class OrderSaga:
                     "untracked": line.untracked,
                     "shipped": line.shipped,
                     "returned": line.returned,
+                    "cancelled": line.cancelled,
                 }
                 for line in self.lines
             ],
@@ -187,6 +223,16 @@ class OrderSaga:
                 for s in self.shipments
             ],
             "return_ids": list(self.return_ids),
+            "exception_policy": self.exception_policy.value,
+            "planned": [
+                {
+                    "shipment_id": s.shipment_id,
+                    "location": s.location,
+                    "lines": [{"line_id": q.line_id, "quantity": q.quantity} for q in s.lines],
+                }
+                for s in self.planned
+            ],
+            "handled": list(self.handled),
         }
 
     @classmethod
@@ -211,6 +257,7 @@ class OrderSaga:
                     untracked=line["untracked"],
                     shipped=line["shipped"],
                     returned=line["returned"],
+                    cancelled=line.get("cancelled", 0),
                 )
                 for line in data["lines"]
             ),
@@ -230,6 +277,19 @@ class OrderSaga:
                 for s in data["shipments"]
             ),
             return_ids=tuple(data["return_ids"]),
+            # Sagas saved before these fields existed read with the defaults.
+            exception_policy=FulfillmentExceptionPolicy(
+                data.get("exception_policy", FulfillmentExceptionPolicy.CANCEL_REMAINDER)
+            ),
+            planned=tuple(
+                PlannedShipment(
+                    s["shipment_id"],
+                    s["location"],
+                    tuple(LineQuantity(q["line_id"], q["quantity"]) for q in s["lines"]),
+                )
+                for s in data.get("planned", ())
+            ),
+            handled=tuple(data.get("handled", ())),
         )
 
 

@@ -15,9 +15,26 @@ or refused):
     RESERVING, AWAITING_PAYMENT  PaymentDeadlinePassed -> CANCELLED (payment_timeout, release)
     RESERVING, AWAITING_PAYMENT, CONFIRMED  CancelRequested -> CANCELLED (release)
     AWAITING_PAYMENT, CONFIRMED, PARTIALLY_SHIPPED  BackorderFilled -> same state
+    CONFIRMED, PARTIALLY_SHIPPED  ShipmentPlanned -> same (the shipment's units remembered)
     CONFIRMED, PARTIALLY_SHIPPED  Shipped    -> PARTIALLY_SHIPPED, or SHIPPED once all units left
+    CONFIRMED, PARTIALLY_SHIPPED  ShipmentShortened, ShipmentCancelled (by the warehouse)
+                                  -> by the order's exception policy; cancel_remainder: the
+                                     units cancelled (line_cancelled, partial release), then
+                                     as `_settle` says; reallocate: same state, the units
+                                     released and backordered again (BackorderFilled later)
+    CONFIRMED, PARTIALLY_SHIPPED  LinesCancelRequested (units waiting in planned shipments)
+                                  -> same (order.lines_cancel_requested to fulfillment); the
+                                     ShipmentShortened / ShipmentCancelled that answer it
+                                     cancel the units dropped, then as `_settle` says
+    any other state               LinesCancelRequested -> refused (order.cancel_refused)
     PARTIALLY_SHIPPED, SHIPPED    Delivered  -> same, or DELIVERED once every shipment arrived
+    PARTIALLY_SHIPPED, SHIPPED    CarrierException -> same (order.stuck once per shipment: a
+                                     person decides to reship or refund; delivery may follow)
     PARTIALLY_SHIPPED, SHIPPED, DELIVERED  Returned -> same, or RETURNED once all came back
+
+`_settle` ends an order once no unit is left to ship: CANCELLED when every unit was
+cancelled, DELIVERED when every shipment (possibly none) arrived, else SHIPPED. An order never
+waits in CONFIRMED or PARTIALLY_SHIPPED with nothing left to ship.
 
 Two no-change inputs still have effects: a cancel after shipping publishes
 order.cancel_refused, and stock reserved for a cancelled or rejected order is released.
@@ -40,6 +57,8 @@ from stockflow.order.domain.messages import (
     AnnounceCancelRefused,
     AnnounceConfirmed,
     AnnounceDelivered,
+    AnnounceLineCancelled,
+    AnnounceLinesCancelRequested,
     AnnounceRejected,
     AnnounceReturned,
     AnnounceShipped,
@@ -47,19 +66,25 @@ from stockflow.order.domain.messages import (
     BackorderFilled,
     CancelRequested,
     CancelTimer,
+    CarrierException,
     Decision,
     Delivered,
     Effect,
     InvalidSubmission,
+    LinesCancelRequested,
     Outcome,
     PaymentConfirmed,
     PaymentDeadlinePassed,
+    ReleaseUnits,
     RequestRelease,
     RequestReservation,
     ReservationLine,
     Returned,
     SagaInput,
     SetTimer,
+    ShipmentCancelled,
+    ShipmentPlanned,
+    ShipmentShortened,
     Shipped,
     ShippedUnits,
     StockHeld,
@@ -71,11 +96,13 @@ from stockflow.order.domain.messages import (
 from stockflow.order.domain.model import (
     SHIPPING_STARTED,
     BackorderPolicy,
+    FulfillmentExceptionPolicy,
     HeldAtLocation,
     LineQuantity,
     OrderSaga,
     OrderState,
     PaymentStatus,
+    PlannedShipment,
     SagaLine,
     SagaShipment,
 )
@@ -83,7 +110,12 @@ from stockflow.order.domain.model import (
 INVALID_ORDER = "invalid_order"
 PAYMENT_TIMEOUT = "payment_timeout"
 ALREADY_SHIPPED = "already_shipped"
+NOT_CANCELLABLE = "not_cancellable"
+"""A lines-cancel refused: the units are not in a shipment that waits to leave (yet)."""
 NO_STOCK_REPLY = "no_stock_reply"
+CARRIER_EXCEPTION = "carrier_exception"
+SHORT_PICK = "short_pick"
+WAREHOUSE_CANCELLED = "warehouse_cancelled"
 SUBMISSION = "OrderSubmitted"
 """The timeline's name for a checkout submission, valid or not."""
 
@@ -94,6 +126,8 @@ class SagaPolicy:
 
     stock_reply_timeout: timedelta = timedelta(seconds=30)
     max_reserve_attempts: int = 3
+    exception_policy: FulfillmentExceptionPolicy = FulfillmentExceptionPolicy.CANCEL_REMAINDER
+    """The merchant's default for units the warehouse cannot ship; an order may override it."""
 
 
 DEFAULT_POLICY = SagaPolicy()
@@ -167,10 +201,12 @@ def decide(
             return _on_backorder_allocated(step, event)
         case Shipped():
             return _on_shipped(step, event)
-        case Delivered():
-            return _on_delivered(step, event)
+        case Delivered() | CarrierException():
+            return _on_carrier_report(step, event)
         case Returned():
             return _on_returned(step, event)
+        case ShipmentPlanned() | ShipmentShortened() | ShipmentCancelled() | LinesCancelRequested():
+            return _on_plan_changed(step, event)
         case _:
             assert_never(event)
 
@@ -226,6 +262,9 @@ def _start(step: _Step, order: CheckoutOrderSubmitted) -> Decision:
         payment=PaymentStatus(order.payment.status),
         payment_deadline=order.payment.deadline,
         backorder_policy=backorder_policy(order),
+        exception_policy=FulfillmentExceptionPolicy(
+            order.fulfillment_exception_policy or step.policy.exception_policy
+        ),
         reserve_attempts=1,
         stock_reply_due_at=step.now + step.policy.stock_reply_timeout,
     )
@@ -366,17 +405,20 @@ def _on_shipped(step: _Step, event: Shipped) -> Decision:
     quantities = _sum_by_line(event.lines)
     # Bounded by the ordered quantity, not by what is reserved: fulfillment may hear of a
     # backorder allocation before the order does.
-    problem = _quantity_problem(saga, quantities, lambda line: line.quantity - line.shipped)
+    problem = _quantity_problem(
+        saga, quantities, lambda line: line.quantity - line.shipped - line.cancelled
+    )
     if problem:
         return step.refuse(f"shipment {event.shipment_id} refused: {problem}")
     lines = tuple(
         replace(line, shipped=line.shipped + quantities.get(line.line_id, 0)) for line in saga.lines
     )
     # Untracked lines (digital goods, services) are never shipped.
-    fully_shipped = all(line.untracked or line.shipped == line.quantity for line in lines)
+    fully_shipped = all(line.outstanding == 0 for line in lines)
     after = replace(
         saga,
         lines=lines,
+        planned=tuple(s for s in saga.planned if s.shipment_id != event.shipment_id),
         shipments=(
             *saga.shipments,
             SagaShipment(event.shipment_id, _as_line_quantities(quantities)),
@@ -387,6 +429,36 @@ def _on_shipped(step: _Step, event: Shipped) -> Decision:
         saga.order_id, event.shipment_id, _shipped_units(saga, quantities), fully_shipped
     )
     return step.apply(after, f"shipment {event.shipment_id} shipped", published)
+
+
+def _on_carrier_report(step: _Step, event: Delivered | CarrierException) -> Decision:
+    match event:
+        case Delivered():
+            return _on_delivered(step, event)
+        case CarrierException():
+            return _on_carrier_exception(step, event)
+        case _:
+            assert_never(event)
+
+
+def _on_carrier_exception(step: _Step, event: CarrierException) -> Decision:
+    """The goods left stock and the books already hold them as sold: whether to reship or
+    refund is a person's call, so the order waits for delivery and calls an operator once."""
+    saga = step.saga
+    shipment = saga.shipment(event.shipment_id)
+    if shipment is None:
+        return step.refuse(f"carrier exception on unknown shipment {event.shipment_id}")
+    key = f"exception:{event.shipment_id}"
+    if shipment.delivered or key in saga.handled:
+        return step.ignore(
+            f"carrier exception on {event.shipment_id} already known: {event.detail}"
+        )
+    if saga.state not in (OrderState.PARTIALLY_SHIPPED, OrderState.SHIPPED):
+        return step.ignore(f"carrier exception on {event.shipment_id} in state {saga.state}")
+    alert = AnnounceStuck(saga.order_id, saga.state, 0, CARRIER_EXCEPTION)
+    noted = replace(saga, handled=(*saga.handled, key))
+    note = f"carrier exception on {event.shipment_id}: {event.detail}; an operator decides"
+    return step.apply(noted, note, alert)
 
 
 def _on_delivered(step: _Step, event: Delivered) -> Decision:
@@ -426,7 +498,7 @@ def _on_returned(step: _Step, event: Returned) -> Decision:
         for line in saga.lines
     )
     fully_returned = saga.state is not OrderState.PARTIALLY_SHIPPED and all(
-        line.returned == line.quantity for line in lines
+        line.returned == line.quantity - line.cancelled for line in lines
     )
     after = replace(
         saga,
@@ -436,6 +508,249 @@ def _on_returned(step: _Step, event: Returned) -> Decision:
     )
     published = AnnounceReturned(saga.order_id, event.rma_id, fully_returned)
     return step.apply(after, f"return {event.rma_id} received", published)
+
+
+def _on_plan_changed(
+    step: _Step,
+    event: ShipmentPlanned | ShipmentShortened | ShipmentCancelled | LinesCancelRequested,
+) -> Decision:
+    """What will ship changes before it leaves: a shipment created, shortened or cancelled;
+    a customer asks to cancel units."""
+    match event:
+        case ShipmentPlanned():
+            return _on_shipment_planned(step, event)
+        case ShipmentShortened():
+            return _on_shipment_shortened(step, event)
+        case ShipmentCancelled():
+            return _on_shipment_cancelled(step, event)
+        case LinesCancelRequested():
+            return _on_lines_cancel_requested(step, event)
+        case _:
+            assert_never(event)
+
+
+def _on_shipment_planned(step: _Step, event: ShipmentPlanned) -> Decision:
+    saga = step.saga
+    if saga.planned_shipment(event.shipment_id) or saga.shipment(event.shipment_id):
+        return step.ignore(f"duplicate shipment {event.shipment_id} created")
+    if saga.state not in (OrderState.CONFIRMED, OrderState.PARTIALLY_SHIPPED):
+        return step.ignore(f"shipment {event.shipment_id} created in state {saga.state}")
+    planned = PlannedShipment(event.shipment_id, event.location, event.lines)
+    after = replace(saga, planned=(*saga.planned, planned))
+    return step.apply(after, f"shipment {event.shipment_id} created at {event.location}")
+
+
+def _on_shipment_shortened(step: _Step, event: ShipmentShortened) -> Decision:
+    saga = step.saga
+    what = f"units dropped from {event.shipment_id}"
+    key = f"shortened:{event.shipment_id}"
+    if event.cancel_request_id:
+        key += f":{event.cancel_request_id}"
+    if key in saga.handled:
+        return step.ignore(f"duplicate report of {what}")
+    if saga.state not in (OrderState.CONFIRMED, OrderState.PARTIALLY_SHIPPED):
+        return step.ignore(f"{what} ignored in state {saga.state}")
+    quantities = _sum_by_line(event.removed)
+    problem = _quantity_problem(saga, quantities, lambda line: line.outstanding)
+    if problem:
+        return step.refuse(f"{what} refused: {problem}")
+    planned = tuple(
+        replace(s, lines=_less(s.lines, quantities)) if s.shipment_id == event.shipment_id else s
+        for s in saga.planned
+    )
+    noted = replace(saga, planned=planned, handled=(*saga.handled, key))
+    if event.cancel_request_id:
+        dropped = _Dropped(event.location, quantities, not_found=False, reason=event.reason)
+        return _cancel_units(step, noted, dropped)
+    dropped = _Dropped(event.location, quantities, not_found=True, reason=SHORT_PICK)
+    return _drop_units(step, noted, dropped)
+
+
+def _on_shipment_cancelled(step: _Step, event: ShipmentCancelled) -> Decision:
+    saga = step.saga
+    key = f"cancelled:{event.shipment_id}"
+    if key in saga.handled:
+        return step.ignore(f"duplicate cancel of shipment {event.shipment_id}")
+    if saga.state not in (OrderState.CONFIRMED, OrderState.PARTIALLY_SHIPPED):
+        # The order's own cancel cancels its shipments: nothing more to do.
+        return step.ignore(f"shipment {event.shipment_id} cancelled; order is {saga.state}")
+    planned = saga.planned_shipment(event.shipment_id)
+    if planned is None:
+        return step.refuse(f"cancel of shipment {event.shipment_id}, which is not waiting")
+    noted = replace(
+        saga,
+        planned=tuple(s for s in saga.planned if s.shipment_id != event.shipment_id),
+        handled=(*saga.handled, key),
+    )
+    quantities = _sum_by_line(planned.lines)
+    problem = _quantity_problem(saga, quantities, lambda line: line.outstanding)
+    if problem:
+        return step.refuse(f"cancel of shipment {event.shipment_id} refused: {problem}")
+    if event.cancel_request_id:
+        dropped = _Dropped(planned.location, quantities, not_found=False, reason=event.reason)
+        return _cancel_units(step, noted, dropped)
+    dropped = _Dropped(planned.location, quantities, not_found=False, reason=WAREHOUSE_CANCELLED)
+    return _drop_units(step, noted, dropped)
+
+
+def _on_lines_cancel_requested(step: _Step, event: LinesCancelRequested) -> Decision:
+    """Units that wait in a planned shipment may be cancelled: fulfillment drops them from
+    shipments that have not left and reports it (shortened or cancelled, with the request id),
+    and only then are they cancelled. Units fulfillment could not drop ship as planned."""
+    saga = step.saga
+    key = f"cancel:{event.request_id}"
+    if key in saga.handled:
+        return step.ignore(f"duplicate lines cancel request {event.request_id}")
+    if saga.state not in (OrderState.CONFIRMED, OrderState.PARTIALLY_SHIPPED):
+        reason = ALREADY_SHIPPED if saga.state in SHIPPING_STARTED else NOT_CANCELLABLE
+        refused = AnnounceCancelRefused(saga.order_id, reason, event.reason)
+        return step.refuse(f"lines cancel refused: order is {saga.state}", refused)
+    quantities = _sum_by_line(event.lines)
+    problem = _quantity_problem(saga, quantities, lambda line: _waiting_to_ship(saga, line))
+    if problem:
+        refused = AnnounceCancelRefused(saga.order_id, NOT_CANCELLABLE, event.reason)
+        return step.refuse(f"lines cancel refused: {problem} in a waiting shipment", refused)
+    asked = AnnounceLinesCancelRequested(
+        saga.order_id, event.request_id, _shipped_units(saga, quantities), event.reason
+    )
+    noted = replace(saga, handled=(*saga.handled, key))
+    return step.apply(noted, f"lines cancel {event.request_id} sent to fulfillment", asked)
+
+
+def _waiting_to_ship(saga: OrderSaga, line: SagaLine) -> int:
+    """Units of `line` in shipments fulfillment created that have not left."""
+    return sum(q.quantity for s in saga.planned for q in s.lines if q.line_id == line.line_id)
+
+
+@dataclass(frozen=True)
+class _Dropped:
+    """Units per line the warehouse will not ship from `location`, and why."""
+
+    location: str
+    quantities: dict[str, int]
+    not_found: bool
+    reason: str
+
+
+def _drop_units(step: _Step, saga: OrderSaga, dropped: _Dropped) -> Decision:
+    """Units the warehouse will not ship, handled by the order's exception policy."""
+    match saga.exception_policy:
+        case FulfillmentExceptionPolicy.CANCEL_REMAINDER:
+            return _cancel_units(step, saga, dropped)
+        case FulfillmentExceptionPolicy.REALLOCATE:
+            return _reallocate_units(step, saga, dropped)
+        case _:
+            assert_never(saga.exception_policy)
+
+
+def _reallocate_units(step: _Step, saga: OrderSaga, dropped: _Dropped) -> Decision:
+    """Release the units where they were held and put them back on the line's backorder;
+    stock's allocations (BackorderFilled) bring them back, and fulfillment ships each one."""
+    held = {
+        line_id: sum(
+            a.quantity for a in _line(saga, line_id).allocations if a.location == dropped.location
+        )
+        for line_id in dropped.quantities
+    }
+    refuses_backorders = saga.backorder_policy is BackorderPolicy.REJECT
+    if refuses_backorders or any(q > held[i] for i, q in dropped.quantities.items()):
+        # Units the order never heard were allocated there cannot be moved: cancel them all.
+        return _cancel_units(step, saga, dropped)
+    after = saga
+    released = []
+    for line_id, quantity in dropped.quantities.items():
+        line = _line(after, line_id)
+        after = _with_line(
+            after,
+            replace(
+                line,
+                backordered=line.backordered + quantity,
+                allocations=_less_held(line.allocations, dropped.location, quantity),
+            ),
+        )
+        released.append(
+            ReleaseUnits(
+                line_id, line.sku, dropped.location, quantity, dropped.not_found, backorder=True
+            )
+        )
+    release = RequestRelease(saga.order_id, dropped.reason, tuple(released))
+    summary = ", ".join(f"{q} of line {line_id}" for line_id, q in dropped.quantities.items())
+    return step.apply(after, f"{dropped.reason}: {summary} back on backorder", release)
+
+
+def _line(saga: OrderSaga, line_id: str) -> SagaLine:
+    line = saga.line(line_id)
+    assert line is not None  # the caller checked every line id
+    return line
+
+
+def _cancel_units(step: _Step, saga: OrderSaga, dropped: _Dropped) -> Decision:
+    """Cancel units of lines: release what they held, tell the customer, settle the order.
+
+    Units the order does not hold at the location (fulfillment heard of a backorder fill
+    before the order did) are cancelled all the same; stock releases what is there."""
+    after = saga
+    released: list[ReleaseUnits] = []
+    announced: list[Effect] = []
+    for line_id, quantity in dropped.quantities.items():
+        line = after.line(line_id)
+        assert line is not None  # the caller checked every line id
+        held = sum(a.quantity for a in line.allocations if a.location == dropped.location)
+        if min(held, quantity):
+            released.append(
+                ReleaseUnits(
+                    line_id, line.sku, dropped.location, min(held, quantity), dropped.not_found
+                )
+            )
+        changed = replace(
+            line,
+            cancelled=line.cancelled + quantity,
+            allocations=_less_held(line.allocations, dropped.location, quantity),
+        )
+        after = _with_line(after, changed)
+        remaining = changed.quantity - changed.cancelled
+        announced.append(
+            AnnounceLineCancelled(
+                saga.order_id, line_id, line.sku, quantity, dropped.reason, remaining
+            )
+        )
+    release = (RequestRelease(saga.order_id, dropped.reason, tuple(released)),) if released else ()
+    summary = ", ".join(f"{q} of line {line_id}" for line_id, q in dropped.quantities.items())
+    return _settle(step, after, f"{dropped.reason}: cancelled {summary}", (*release, *announced))
+
+
+def _settle(step: _Step, after: OrderSaga, note: str, effects: tuple[Effect, ...]) -> Decision:
+    """End the order once nothing is left to ship (see the module's table)."""
+    if any(line.outstanding for line in after.lines):
+        return step.apply(after, note, *effects)
+    if all(line.cancelled == line.quantity for line in after.lines):
+        ended = replace(after, state=OrderState.CANCELLED, reason="every unit cancelled")
+        cancelled = AnnounceCancelled(after.order_id, "every unit cancelled")
+        return step.apply(ended, f"{note}; nothing left: order cancelled", *effects, cancelled)
+    if all(s.delivered for s in after.shipments):
+        shipment_ids = tuple(s.shipment_id for s in after.shipments)
+        delivered = AnnounceDelivered(after.order_id, shipment_ids)
+        ended = replace(after, state=OrderState.DELIVERED)
+        return step.apply(ended, f"{note}; everything else delivered", *effects, delivered)
+    shipped = replace(after, state=OrderState.SHIPPED)
+    return step.apply(shipped, f"{note}; everything else shipped", *effects)
+
+
+def _less(lines: tuple[LineQuantity, ...], removed: dict[str, int]) -> tuple[LineQuantity, ...]:
+    left = (LineQuantity(q.line_id, q.quantity - removed.get(q.line_id, 0)) for q in lines)
+    return tuple(q for q in left if q.quantity > 0)
+
+
+def _less_held(
+    allocations: tuple[HeldAtLocation, ...], location: str, quantity: int
+) -> tuple[HeldAtLocation, ...]:
+    left = (
+        HeldAtLocation(a.location, a.quantity - min(a.quantity, quantity))
+        if a.location == location
+        else a
+        for a in allocations
+    )
+    return tuple(a for a in left if a.quantity > 0)
 
 
 def _confirm(step: _Step, reserved: OrderSaga, note: str) -> Decision:

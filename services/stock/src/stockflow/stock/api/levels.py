@@ -77,12 +77,14 @@ class ReceiptIn(BaseModel):
 
 @router.post("/receipts", status_code=201, dependencies=[Depends(require_role("warehouse"))])
 async def receive(receipt: ReceiptIn, request: Request) -> JSONResponse:
-    """Goods in through the API (the same effect as warehouse.goods.received.v1)."""
+    """Goods in through the API (the same use case as warehouse.goods.received.v1), once per
+    `receipt_id`: the same receipt again answers 200 with the first result and changes nothing;
+    the same `receipt_id` with other values is refused (409)."""
 
     async def action(uow: UnitOfWork) -> tuple[int, Any]:
         goods = warehouse.GoodsReceipt(**dict(receipt), cause=f"http:{receipt.receipt_id}")
-        level = await warehouse.receive_goods(uow, goods)
-        return 201, {"receipt_id": receipt.receipt_id, "level": level.__dict__}
+        applied = await warehouse.receive_goods(uow, goods)
+        return 200 if applied.again else 201, applied.result
 
     return await write(request, action)
 
@@ -97,16 +99,18 @@ class CountIn(BaseModel):
 
 @router.post("/adjustments", dependencies=[Depends(require_role("warehouse"))])
 async def cycle_count(count: CountIn, request: Request) -> JSONResponse:
-    """A cycle count: refused (409) when stock moved while counting, else the difference."""
+    """A cycle count, once per `count_id`: refused (409) when stock moved while counting, else
+    the difference. The same count again gets the first answer; the same `count_id` with other
+    values is refused (409)."""
 
     async def action(uow: UnitOfWork) -> tuple[int, Any]:
         try:
-            delta, level = await warehouse.count_stock(uow, warehouse.CycleCount(**dict(count)))
+            applied = await warehouse.count_stock(uow, warehouse.CycleCount(**dict(count)))
         except StaleCount as exc:
             raise HTTPException(409, f"expected: stale count, {exc}") from exc
         except InsufficientStock as exc:
             raise HTTPException(409, f"counted: {exc} (units are reserved)") from exc
-        return 200, {"adjusted_by": delta, "on_hand": level.on_hand}
+        return 200, applied.result
 
     return await write(request, action)
 

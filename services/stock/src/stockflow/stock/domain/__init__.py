@@ -26,6 +26,7 @@ from stockflow.stock.domain.allocation import (
 from stockflow.stock.domain.backorders import (
     Backorder,
     BackorderFill,
+    BundleBackorder,
     IncomingStock,
     allocate_backorders,
     expected_dates,
@@ -36,6 +37,12 @@ from stockflow.stock.domain.errors import (
     InsufficientStock,
     StaleCount,
     StockError,
+)
+from stockflow.stock.domain.facts import (
+    Fact,
+    FactKind,
+    canonical_money,
+    conflict_with,
 )
 from stockflow.stock.domain.levels import (
     BUCKETS,
@@ -68,8 +75,11 @@ __all__ = [
     "AllocationResult",
     "Backorder",
     "BackorderFill",
+    "BundleBackorder",
     "BundleComponent",
     "CommitOutcome",
+    "Fact",
+    "FactKind",
     "HeldUnits",
     "Hold",
     "IncomingStock",
@@ -95,7 +105,9 @@ __all__ = [
     "apply",
     "apply_to",
     "bundle_available",
+    "canonical_money",
     "commit_outcome",
+    "conflict_with",
     "count_adjustment",
     "crossing_alert",
     "expected_dates",

@@ -4,11 +4,14 @@ Arriving stock goes to waiting backorders before it becomes available; the head 
 is filled first, partially if that is all there is. Expected dates come from incoming stock
 (in-transit transfers, announced receipts): a backorder's date is when cumulative incoming
 stock first covers everything queued up to and including it.
+
+A backordered bundle line waits as one backorder per component, all at one location; the
+bundle is allocated in whole units only, as its components' fills there make them whole.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -55,6 +58,29 @@ class IncomingStock:
     def __post_init__(self) -> None:
         if self.quantity <= 0:
             raise ValueError("incoming stock has a positive quantity")
+
+
+@dataclass(frozen=True)
+class BundleBackorder:
+    """A bundle line's backordered units: `quantity` bundles, of which `allocated` are whole
+    (every component filled) and announced; `components` are (sku, units per bundle)."""
+
+    order_id: str
+    line_id: str
+    sku: str
+    location: str
+    quantity: int
+    allocated: int
+    components: tuple[tuple[str, int], ...]
+
+    def newly_whole(self, filled: Mapping[str, int]) -> int:
+        """Bundle units that `filled` (component units allocated so far, per sku) makes
+        whole beyond those already allocated."""
+        whole = min(
+            (filled.get(sku, 0) // per_bundle for sku, per_bundle in self.components),
+            default=0,
+        )
+        return max(min(whole, self.quantity) - self.allocated, 0)
 
 
 def queue_order(backorders: Iterable[Backorder]) -> list[Backorder]:

@@ -20,6 +20,10 @@ Effects (q is the movement's quantity):
     backorder_opened              backordered +q
     backorder_allocated           backordered -q, reserved +q
     backorder_cancelled           backordered -q   (the order let go of it)
+    return_written_off            nothing          (returned units, written off on arrival:
+                                                    the ledger explains them, stock is unchanged)
+    incoming_announced            incoming +q      (a supplier receipt announced, POST /incoming)
+    incoming_closed               incoming -q      (that receipt arrived: its announcement closes)
 
 Kinds and their values match the `stock.movements.v1` contract. Only `adjustment` and
 `safety_stock_set` are signed; every other kind carries a positive quantity.
@@ -111,6 +115,9 @@ class MovementKind(StrEnum):
     BACKORDER_OPENED = "backorder_opened"
     BACKORDER_ALLOCATED = "backorder_allocated"
     BACKORDER_CANCELLED = "backorder_cancelled"
+    RETURN_WRITTEN_OFF = "return_written_off"
+    INCOMING_ANNOUNCED = "incoming_announced"
+    INCOMING_CLOSED = "incoming_closed"
 
 
 SIGNED_KINDS = frozenset({MovementKind.ADJUSTMENT, MovementKind.SAFETY_STOCK_SET})
@@ -133,6 +140,9 @@ _EFFECTS: Mapping[MovementKind, Mapping[str, int]] = {
     MovementKind.BACKORDER_OPENED: {"backordered": 1},
     MovementKind.BACKORDER_ALLOCATED: {"backordered": -1, "reserved": 1},
     MovementKind.BACKORDER_CANCELLED: {"backordered": -1},
+    MovementKind.RETURN_WRITTEN_OFF: {},
+    MovementKind.INCOMING_ANNOUNCED: {"incoming": 1},
+    MovementKind.INCOMING_CLOSED: {"incoming": -1},
 }
 _IN_TRANSIT_AT_DESTINATION: Mapping[str, int] = {"incoming": 1}
 
@@ -142,7 +152,8 @@ class Movement:
     """One ledger entry: what happened to how many units of a sku at a location.
 
     ``destination`` is required for (and only allowed on) ``transfer_out``; ``reason`` is
-    required for ``adjustment``; ``reference`` names the order, receipt, count or shipment.
+    required for ``adjustment``; ``reference`` names the order, receipt, count or shipment;
+    ``bundle`` (a shipment only) names the bundle a shipped component was sold in.
     """
 
     kind: MovementKind
@@ -152,6 +163,7 @@ class Movement:
     reason: str | None = None
     reference: str | None = None
     destination: str | None = None
+    bundle: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.quantity, bool) or not isinstance(self.quantity, int):
@@ -168,6 +180,8 @@ class Movement:
                 raise ValueError("transfer_out needs a destination other than its location")
         elif self.destination is not None:
             raise ValueError("only transfer_out has a destination")
+        if self.bundle is not None and self.kind is not MovementKind.SHIPMENT:
+            raise ValueError("only a shipment names the bundle it was sold in")
 
     @property
     def level_keys(self) -> tuple[LevelKey, ...]:

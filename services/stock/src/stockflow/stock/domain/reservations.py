@@ -115,16 +115,18 @@ class ShipmentTake:
 
 
 def take_for_shipment(
-    holds: Sequence[HeldUnits], sku: str, location: str, wanted: int
+    holds: Sequence[HeldUnits], sku: str, location: str, wanted: int, line_id: str | None = None
 ) -> ShipmentTake:
-    """Take `wanted` units of `sku` at `location` from `holds`, in their order."""
+    """Take `wanted` units of `sku` at `location` from `holds`, in their order (only from the
+    holds of `line_id` when given: a partial release names the line)."""
     if wanted <= 0:
         raise ValueError("a shipment takes a positive quantity")
     remaining = wanted
     taken: list[tuple[HeldUnits, int]] = []
     after: list[HeldUnits] = []
     for hold in holds:
-        if remaining and (hold.sku, hold.location) == (sku, location) and hold.quantity:
+        ours = line_id is None or hold.line_id == line_id
+        if remaining and ours and (hold.sku, hold.location) == (sku, location) and hold.quantity:
             take = min(hold.quantity, remaining)
             remaining -= take
             taken.append((hold, take))

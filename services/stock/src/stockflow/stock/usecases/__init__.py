@@ -9,5 +9,6 @@ caller's unit of work, lets the domain decide, saves through the store layer (`s
   safety stock, reorder points, announced receipts, locations
 - `catalog`: the catalog projection
 - `repair`: admin repairs of drifted reservations
+- `levels_stream`: at start, publish every level that has no record of its version
 - `queries`: what the HTTP API reads
 """

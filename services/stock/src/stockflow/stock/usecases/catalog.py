@@ -23,5 +23,6 @@ async def project_catalog_event(uow: UnitOfWork, event: CatalogEvent) -> None:
         backorderable=event.backorderable,
         status=event.status,
         components=tuple(BundleComponent(c.sku, c.quantity) for c in event.bundle_components),
+        preorder_available_at=event.preorder_available_at,
     )
     await store.upsert_catalog_sku(uow.conn, sku, event.version)

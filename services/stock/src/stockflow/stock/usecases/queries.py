@@ -30,7 +30,8 @@ async def levels_of_sku(db: store.Db, sku: str) -> dict[str, Any]:
 
 async def availability(db: store.Db, skus: Sequence[str]) -> dict[str, Any]:
     """Sellable units per SKU over all locations; a bundle's from its components; None for an
-    untracked SKU (always sellable)."""
+    untracked SKU (always sellable); 0 for a SKU that is not sold (draft or discontinued in the
+    catalog, or never announced by it: its units are held)."""
     catalog = await store.load_catalog_skus(db, skus)
     wanted = set(skus) | {c.sku for s in catalog.values() for c in s.components}
     by_key = await store.available_by_level(db, wanted)
@@ -38,12 +39,14 @@ async def availability(db: store.Db, skus: Sequence[str]) -> dict[str, Any]:
     result: dict[str, int | None] = {}
     for sku in skus:
         info = catalog.get(sku)
-        if info and info.components:
+        if info is None or not info.sellable:
+            result[sku] = 0
+        elif info.components:
             result[sku] = sum(
                 min(by_key.get((c.sku, loc), 0) // c.quantity for c in info.components)
                 for loc in locations
             )
-        elif info and not info.tracked:
+        elif not info.tracked:
             result[sku] = None
         else:
             result[sku] = sum(v for (s, _), v in by_key.items() if s == sku)

@@ -10,11 +10,12 @@ statement per table. Status transitions are decided by `domain.reservations`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import cast
 
 from stockflow.contracts.events import stock as wire
+from stockflow.contracts.events._shared import RejectionReason
 from stockflow.runtime.consumer import Inbound
 from stockflow.runtime.logging import get_logger
 from stockflow.runtime.outbox import UnitOfWork
@@ -23,9 +24,11 @@ from stockflow.stock.domain import (
     Allocated,
     AllocationResult,
     Backorder,
+    BundleBackorder,
     BundleComponent,
     CommitOutcome,
     HeldUnits,
+    LineAllocation,
     LineToAllocate,
     Movement,
     MovementKind,
@@ -43,6 +46,9 @@ from stockflow.stock.ledger import LevelBook
 from stockflow.stock.usecases.backorders import Arrivals, serve_waiting_backorders
 
 log = get_logger(__name__)
+
+NOT_FOUND = "not_found_at_pick"
+"""The reason of the adjustment that takes units a picker did not find off on hand."""
 
 Command = wire.ReserveStock | wire.ReleaseReservation | wire.CommitReservation
 """The events the command consumer receives, as its event types guarantee."""
@@ -64,6 +70,7 @@ class PendingRows:
     answers: list[store.StoredAnswer] = field(default_factory=list)
     holds: dict[store.HoldKey, int] = field(default_factory=dict)
     backorders: list[store.NewBackorder] = field(default_factory=list)
+    bundle_backorders: list[BundleBackorder] = field(default_factory=list)
 
     async def write(self, rows: store.ReservationStore) -> None:
         if self.answers:
@@ -72,9 +79,12 @@ class PendingRows:
             await rows.add_holds(self.holds)
         if self.backorders:
             await rows.insert_backorders(self.backorders)
+        if self.bundle_backorders:
+            await rows.insert_bundle_backorders(self.bundle_backorders)
         self.answers.clear()
         self.holds.clear()
         self.backorders.clear()
+        self.bundle_backorders.clear()
 
 
 @dataclass
@@ -138,6 +148,82 @@ class OrderHolds:
         freed = lines if outcome is ReleaseOutcome.RELEASED else []
         uow.publish(wire.StockReleased(order_id=order_id, outcome=outcome, lines=_located(freed)))
 
+    async def release_lines(
+        self, uow: UnitOfWork, order_id: str, lines: Sequence[wire.ReleaseLine], cause: str
+    ) -> None:
+        """Free only these units (at most what each line holds there). Units `not_found` at a
+        short pick also leave on hand (an adjustment), so they are never sold again; the
+        others serve the backorder queue first. Lines to `backorder` join the queue again, so
+        any location with stock serves them now. The reservation stays open for the rest."""
+        outcome = release_outcome(self.status(order_id), self._holds_any(order_id, lines))
+        freed: list[HeldUnits] = []
+        to_serve: set[tuple[str, str]] = set()
+        if outcome is ReleaseOutcome.RELEASED:
+            for line in lines:
+                parts = self.components.get(line.sku) or (BundleComponent(line.sku, 1),)
+                for part in parts:
+                    released = self._release_part(order_id, (part, line), cause)
+                    freed += released
+                    if not line.not_found:
+                        to_serve |= {(h.sku, h.location) for h in released}
+                    if line.backorder:
+                        to_serve |= await self._queue_again(order_id, released, cause)
+            for held in freed:
+                await self.rows.release_hold(order_id, held, held.quantity)
+            for where in sorted(to_serve):
+                await serve_waiting_backorders(uow, self.book, where, cause, self.rows)
+        uow.publish(wire.StockReleased(order_id=order_id, outcome=outcome, lines=_located(freed)))
+
+    async def _queue_again(
+        self, order_id: str, released: Sequence[HeldUnits], cause: str
+    ) -> set[tuple[str, str]]:
+        """Queue released units as a backorder of their line (where the line's backorder
+        waits, if it has one; else where they were held); return every location of their
+        skus, where available units may serve the queue now."""
+        for held in released:
+            waits_at = await self.rows.queue_again(order_id, held)
+            self.book.move_for_order(
+                MovementKind.BACKORDER_OPENED, (held.sku, waits_at), held.quantity, order_id, cause
+            )
+        skus = {held.sku for held in released}
+        return {(sku, location) for sku in skus for location in self.book.locations_of(sku)}
+
+    def _holds_any(self, order_id: str, lines: Sequence[wire.ReleaseLine]) -> bool:
+        wanted = {(line.line_id, line.location) for line in lines}
+        return any(
+            h.quantity and (h.line_id, h.location) in wanted for h in self.held.get(order_id, [])
+        )
+
+    def _release_part(
+        self,
+        order_id: str,
+        part_of: tuple[BundleComponent, wire.ReleaseLine],
+        cause: str,
+    ) -> list[HeldUnits]:
+        """Release one line's units of one sku (its own, or a component of its bundle)."""
+        part, line = part_of
+        take = take_for_shipment(
+            self.held.get(order_id, []),
+            part.sku,
+            line.location,
+            line.quantity * part.quantity,
+            line_id=line.line_id,
+        )
+        self.held[order_id] = list(take.holds)
+        freed = []
+        for hold, quantity in take.taken:
+            where = (part.sku, line.location)
+            self.book.move_for_order(MovementKind.RELEASE, where, quantity, order_id, cause)
+            if line.not_found:
+                self.book.move(
+                    _not_found(part.sku, line.location, quantity, order_id),
+                    cause_event_id=cause,
+                    order_id=order_id,
+                    reference_type="order",
+                )
+            freed.append(replace(hold, quantity=quantity))
+        return freed
+
     async def commit(self, uow: UnitOfWork, shipment: ShipmentCommit, cause: str) -> None:
         """Turn the shipped units the order holds into shipped stock (on hand and reserved -)."""
         committed = await self.rows.shipment_committed(shipment.order_id, shipment.shipment_id)
@@ -176,7 +262,14 @@ class OrderHolds:
         self.held[order_id] = list(take.holds)
         for hold, quantity in take.taken:
             self.book.move(
-                _shipped(part.sku, line.location, quantity, shipment.shipment_id),
+                Movement(
+                    MovementKind.SHIPMENT,
+                    part.sku,
+                    line.location,
+                    quantity,
+                    reference=shipment.shipment_id,
+                    bundle=line.sku if part.sku != line.sku else None,
+                ),
                 cause_event_id=cause,
                 order_id=order_id,
                 reference_type="shipment",
@@ -192,8 +285,11 @@ class OrderHolds:
             )
 
 
-def _shipped(sku: str, location: str, quantity: int, shipment_id: str) -> Movement:
-    return Movement(MovementKind.SHIPMENT, sku, location, quantity, reference=shipment_id)
+def _not_found(sku: str, location: str, quantity: int, order_id: str) -> Movement:
+    """Units a picker did not find leave on hand until a count finds them again."""
+    return Movement(
+        MovementKind.ADJUSTMENT, sku, location, -quantity, reason=NOT_FOUND, reference=order_id
+    )
 
 
 def _located(lines: Sequence[HeldUnits]) -> list[wire.LocatedLine]:
@@ -211,7 +307,6 @@ class CommandBatch:
 
     holds: OrderHolds
     catalog: dict[str, store.CatalogSku]
-    known: set[str]  # skus stock has levels of, in the catalog or not
     priority: list[str]
     arrivals: Arrivals
     pending: PendingRows = field(default_factory=PendingRows)
@@ -226,6 +321,12 @@ class CommandBatch:
         shipped = {
             line.sku for c in commands if isinstance(c, wire.CommitReservation) for line in c.lines
         }
+        shipped |= {
+            line.sku
+            for c in commands
+            if isinstance(c, wire.ReleaseReservation)
+            for line in c.lines or ()
+        }
         catalog = await store.load_catalog_skus(conn, reserved | shipped)
         order_ids = [command.order_id for command in commands]
         # Levels are always locked first (sku order), then the orders' rows.
@@ -238,7 +339,6 @@ class CommandBatch:
         return cls(
             holds=OrderHolds(book, answers, held, bundles, store.ReservationStore(conn)),
             catalog=catalog,
-            known={sku for sku, _ in book.levels},
             priority=await store.location_priority(conn),
             arrivals=await Arrivals.load(conn, wanted),
         )
@@ -261,14 +361,9 @@ class CommandBatch:
             )
             uow.publish(model.model_validate_json(first.reply))
             return
-        unknown = [
-            line
-            for line in event.lines
-            if line.sku not in self.catalog and line.sku not in self.known
-        ]
-        if unknown:
-            rejected = _unknown_skus(event.order_id, unknown)
-            self._answer(uow, event.order_id, rejected, ReservationStatus.REJECTED)
+        refused = self._refuse_unsellable(event)
+        if refused is not None:
+            self._answer(uow, event.order_id, refused, ReservationStatus.REJECTED)
             return
         result = self._allocate(event)
         reply: wire.StockReserved | wire.ReservationRejected
@@ -279,13 +374,47 @@ class CommandBatch:
         self._answer(uow, event.order_id, reply, status_after_reserve(result))
         self._count_demand(event, result)
 
+    def _refuse_unsellable(self, event: wire.ReserveStock) -> wire.ReservationRejected | None:
+        """Refuse an order with a sku the catalog never announced (`unknown_sku`: units received
+        for it are held, not sold, until the catalog announces it active) or whose variant is
+        draft or discontinued (`not_sellable`); None when every line may be sold."""
+        refusals: list[tuple[wire.ReserveLine, RejectionReason]] = []
+        for line in event.lines:
+            info = self.catalog.get(line.sku)
+            if info is None:
+                refusals.append((line, "unknown_sku"))
+            elif not info.sellable:
+                refusals.append((line, "not_sellable"))
+        if not refusals:
+            return None
+        reasons = {reason for _, reason in refusals}
+        return wire.ReservationRejected(
+            order_id=event.order_id,
+            reason="unknown_sku" if "unknown_sku" in reasons else "not_sellable",
+            lines=[
+                wire.ShortLine(
+                    sku=line.sku,
+                    requested=line.quantity,
+                    available=sum(self.book.available([line.sku]).values()),
+                    reason=reason,
+                )
+                for line, reason in refusals
+            ],
+        )
+
+    def _preorder_date(self, sku: str) -> datetime | None:
+        """When a preorder variant becomes available, while that is still ahead."""
+        info = self.catalog.get(sku)
+        when = info.preorder_available_at if info else None
+        return when if when is not None and when > datetime.now(UTC) else None
+
     def _allocate(self, event: wire.ReserveStock) -> AllocationResult:
         def allowed(sku: str) -> bool:
-            info = self.catalog.get(sku)
-            if info is not None and info.status == "discontinued":
-                return False
+            if self._preorder_date(sku) is not None:
+                return True  # a preorder is sold as a backorder until its date
             if event.backorder_policy is not None:
                 return event.backorder_policy == "allow"
+            info = self.catalog.get(sku)
             return bool(info and info.backorderable)
 
         lines = [
@@ -305,15 +434,16 @@ class CommandBatch:
         )
 
     def _rejection(self, order_id: str, result: Rejection) -> wire.ReservationRejected:
-        short = {line.sku for line in result.lines}
-        discontinued = any(
-            s in self.catalog and self.catalog[s].status == "discontinued" for s in short
-        )
         return wire.ReservationRejected(
             order_id=order_id,
-            reason="discontinued" if discontinued else "insufficient_stock",
+            reason="insufficient_stock",
             lines=[
-                wire.ShortLine(sku=line.sku, requested=line.requested, available=line.available)
+                wire.ShortLine(
+                    sku=line.sku,
+                    requested=line.requested,
+                    available=line.available,
+                    reason="insufficient_stock",
+                )
                 for line in result.lines
             ],
         )
@@ -329,15 +459,15 @@ class CommandBatch:
         holds: list[HeldUnits] = []
         dates: dict[str, datetime] = {}
         for line in result.lines:
-            line_dates = []
+            line_dates: list[datetime | None] = []
             for hold in line.holds:
                 where = (hold.sku, hold.location)
                 self.book.move_for_order(
                     MovementKind.RESERVATION, where, hold.quantity, order_id, cause
                 )
                 holds.append(HeldUnits(line.line_id, hold.sku, hold.location, hold.quantity))
-            for sku, units in line.backorders:
-                line_dates.append(self._backorder(event, (line.line_id, sku), units, cause))
+            if line.backordered:
+                line_dates = self._backorder_line(event, line, cause)
             # A bundle line waits for its latest component; unknown if any date is unknown.
             if line_dates and None not in line_dates:
                 dates[line.line_id] = max(d for d in line_dates if d is not None)
@@ -347,21 +477,55 @@ class CommandBatch:
         self.holds.held[order_id] = holds
         return dates
 
-    def _backorder(
-        self, event: wire.ReserveStock, line_sku: tuple[str, str], units: int, cause: str
-    ) -> datetime | None:
-        """Queue `units` of a line's sku where the sku ships first; returns its expected date."""
-        line_id, sku = line_sku
-        location = self._waits_at(sku)
+    def _backorder_line(
+        self, event: wire.ReserveStock, line: LineAllocation, cause: str
+    ) -> list[datetime | None]:
+        """Queue a line's backordered units (its sku's, or each component's of its bundle) and
+        return their expected dates. A bundle is assembled in one place, so its components
+        all wait where its first component ships first."""
+        location = self._waits_at(line.backorders[0][0])
+        if line.components:
+            self.pending.bundle_backorders.append(
+                BundleBackorder(
+                    event.order_id,
+                    line.line_id,
+                    line.sku,
+                    location,
+                    line.backordered,
+                    0,
+                    tuple((c.sku, c.quantity) for c in line.components),
+                )
+            )
+        return [
+            self._backorder(
+                store.NewBackorder(
+                    event.order_id, line.line_id, sku, location, units, event.priority
+                ),
+                cause,
+            )
+            for sku, units in line.backorders
+        ]
+
+    def _backorder(self, queued: store.NewBackorder, cause: str) -> datetime | None:
+        """Queue units of a line's sku where `queued` says; returns their expected date (a
+        preorder's date at the earliest)."""
         self.book.move_for_order(
-            MovementKind.BACKORDER_OPENED, (sku, location), units, event.order_id, cause
+            MovementKind.BACKORDER_OPENED,
+            (queued.sku, queued.location),
+            queued.quantity,
+            queued.order_id,
+            cause,
         )
-        self.pending.backorders.append(
-            store.NewBackorder(event.order_id, line_id, sku, location, units, event.priority)
+        self.pending.backorders.append(queued)
+        expected = self.arrivals.queue(
+            Backorder(
+                queued.order_id, queued.line_id, queued.sku, queued.quantity, 0, queued.priority
+            )
         )
-        return self.arrivals.queue(
-            Backorder(event.order_id, line_id, sku, units, 0, event.priority)
-        )
+        preorder = self._preorder_date(queued.sku)
+        if preorder is None:
+            return expected
+        return max(expected, preorder) if expected is not None else preorder
 
     def _answer(
         self,
@@ -394,16 +558,6 @@ class CommandBatch:
                 self.demand.add(where, served.backordered, True)
             if served.untracked:
                 self.demand.add((served.sku, self._waits_at(served.sku)), served.requested, False)
-
-
-def _unknown_skus(order_id: str, unknown: Sequence[wire.ReserveLine]) -> wire.ReservationRejected:
-    return wire.ReservationRejected(
-        order_id=order_id,
-        reason="unknown_sku",
-        lines=[
-            wire.ShortLine(sku=line.sku, requested=line.quantity, available=0) for line in unknown
-        ],
-    )
 
 
 def _reserved(order_id: str, result: Allocated, dates: dict[str, datetime]) -> wire.StockReserved:
@@ -442,7 +596,9 @@ async def answer_commands(uow: UnitOfWork, messages: Sequence[Inbound]) -> None:
         await batch.pending.write(
             batch.holds.rows
         )  # a release or commit below reads the rows reserves wrote
-        if isinstance(event, wire.ReleaseReservation):
+        if isinstance(event, wire.ReleaseReservation) and event.lines:
+            await batch.holds.release_lines(caused, event.order_id, event.lines, message.event_id)
+        elif isinstance(event, wire.ReleaseReservation):
             await batch.holds.release(caused, event.order_id, message.event_id)
         else:
             shipment = ShipmentCommit(event.order_id, event.shipment_id, tuple(event.lines))

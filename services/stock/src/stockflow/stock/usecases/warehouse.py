@@ -17,14 +17,18 @@ from stockflow.runtime.logging import get_logger
 from stockflow.runtime.outbox import UnitOfWork
 from stockflow.stock import store
 from stockflow.stock.domain import (
+    Fact,
+    FactKind,
     InsufficientStock,
     Level,
     Movement,
     MovementKind,
+    canonical_money,
+    conflict_with,
     count_adjustment,
 )
 from stockflow.stock.ledger import LevelBook
-from stockflow.stock.usecases.backorders import serve_waiting_backorders
+from stockflow.stock.usecases.backorders import EtaWatch, serve_waiting_backorders
 from stockflow.stock.usecases.refusals import Conflict, NotFound
 
 log = get_logger(__name__)
@@ -39,6 +43,29 @@ def level_json(level: Level) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class Applied:
+    """What applying a business fact answered; `again` when it was a repeat that changed nothing."""
+
+    result: dict[str, Any]
+    again: bool = False
+
+
+async def _first_time(uow: UnitOfWork, fact: Fact, cause: str) -> Applied | None:
+    """Claim `fact`'s business key: None when it is new (apply it now), else the first answer.
+
+    Raises:
+        Conflict: the key was applied with other values.
+    """
+    first = await store.claim_fact(uow.conn, fact, cause)
+    if first is None:
+        return None
+    reason = conflict_with(first.says, fact)
+    if reason is not None:
+        raise Conflict(reason)
+    return Applied(first.result, again=True)
+
+
+@dataclass(frozen=True)
 class GoodsReceipt:
     """Goods received at a location from a supplier; `cause` is the event or request id."""
 
@@ -50,11 +77,33 @@ class GoodsReceipt:
     currency: str
     cause: str
 
+    @property
+    def fact(self) -> Fact:
+        says: dict[str, str | int] = {
+            "sku": self.sku,
+            "location": self.location,
+            "quantity": self.quantity,
+            "unit_cost": canonical_money(self.unit_cost),
+            "currency": self.currency,
+        }
+        return Fact(FactKind.RECEIPT, self.receipt_id, says)
 
-async def receive_goods(uow: UnitOfWork, receipt: GoodsReceipt) -> Level:
-    """Goods in: waiting backorders are served first, the rest becomes available."""
+
+async def receive_goods(uow: UnitOfWork, receipt: GoodsReceipt) -> Applied:
+    """Goods in, once per `receipt_id`: waiting backorders are served first, the rest becomes
+    available, and the receipt's announcement (POST /incoming) leaves `incoming`.
+
+    Raises:
+        Conflict: the receipt_id was received with other values (nothing changes).
+    """
     await store.ensure_location(uow.conn, receipt.location)
-    book = await LevelBook.load(uow.conn, [receipt.sku])
+    announced = await store.announced_at(uow.conn, receipt.receipt_id)
+    skus = sorted({receipt.sku} | ({announced[0]} if announced else set()))
+    book = await LevelBook.load(uow.conn, skus)
+    repeat = await _first_time(uow, receipt.fact, receipt.cause)
+    if repeat is not None:
+        return repeat
+    etas = await EtaWatch.watch(uow.conn, skus)
     book.move(
         Movement(
             MovementKind.RECEIPT,
@@ -68,14 +117,35 @@ async def receive_goods(uow: UnitOfWork, receipt: GoodsReceipt) -> Level:
         unit_cost=receipt.unit_cost,
         currency=receipt.currency,
     )
-    # The announced receipt (POST /incoming) has arrived: it no longer dates backorders.
-    await store.close_announced_receipt(uow.conn, receipt.receipt_id)
+    await _close_announcement(uow, book, receipt)
     where = (receipt.sku, receipt.location)
     await serve_waiting_backorders(
         uow, book, where, receipt.cause, store.ReservationStore(uow.conn)
     )
     await book.flush(uow)
-    return book.level(*where)
+    await etas.announce_moves(uow)
+    result = {"receipt_id": receipt.receipt_id, "level": level_json(book.level(*where))}
+    await store.keep_fact_result(uow.conn, receipt.fact, result)
+    return Applied(result)
+
+
+async def _close_announcement(uow: UnitOfWork, book: LevelBook, receipt: GoodsReceipt) -> None:
+    """The announced receipt has arrived: its units leave `incoming` and stop dating backorders
+    (all of them: what did not come is no longer on its way)."""
+    announced = await store.close_announced_receipt(uow.conn, receipt.receipt_id)
+    if announced is None:
+        return
+    book.move(
+        Movement(
+            MovementKind.INCOMING_CLOSED,
+            announced.sku,
+            announced.location,
+            announced.quantity,
+            reference=receipt.receipt_id,
+        ),
+        cause_event_id=receipt.cause,
+        reference_type="receipt",
+    )
 
 
 async def lock_levels_of(uow: UnitOfWork, skus: set[str], *, bundles_too: bool = False) -> None:
@@ -89,40 +159,68 @@ async def lock_levels_of(uow: UnitOfWork, skus: set[str], *, bundles_too: bool =
 
 @dataclass(frozen=True)
 class ReturnedUnits:
-    """Units of a return (RMA) fit to sell again, back at `location`."""
+    """Units of one RMA line back at `location`: fit to sell again (`restock`) or `write_off`."""
 
+    line_id: str
     sku: str
     location: str
     quantity: int
+    condition: str
 
 
 @dataclass(frozen=True)
-class ReturnRestock:
+class ReturnReceipt:
     rma_id: str
     order_id: str
     lines: tuple[ReturnedUnits, ...]
     cause: str
 
+    def fact(self, line: ReturnedUnits) -> Fact:
+        says: dict[str, str | int] = {
+            "rma_id": self.rma_id,
+            "order_id": self.order_id,
+            "sku": line.sku,
+            "location": line.location,
+            "quantity": line.quantity,
+            "condition": line.condition,
+        }
+        return Fact(FactKind.RETURN_LINE, f"{self.rma_id}:{line.line_id}", says)
 
-async def restock_return(uow: UnitOfWork, restock: ReturnRestock) -> None:
-    """Returned units go back on hand; waiting backorders get them first."""
-    book = await LevelBook.load(uow.conn, {line.sku for line in restock.lines})
-    for line in restock.lines:
+
+async def receive_return(uow: UnitOfWork, returned: ReturnReceipt) -> None:
+    """Each RMA line once: restocked units go back on hand (waiting backorders get them first);
+    written-off units change no level but are recorded (`return_written_off`), so the ledger
+    explains every unit that came back.
+
+    Raises:
+        Conflict: an RMA line was applied with other values (nothing changes).
+    """
+    book = await LevelBook.load(uow.conn, {line.sku for line in returned.lines})
+    for line in returned.lines:
+        if await _first_time(uow, returned.fact(line), returned.cause) is not None:
+            continue
+        restock = line.condition == "restock"
         book.move(
             Movement(
-                MovementKind.RETURN_RESTOCK,
+                MovementKind.RETURN_RESTOCK if restock else MovementKind.RETURN_WRITTEN_OFF,
                 line.sku,
                 line.location,
                 line.quantity,
-                reference=restock.rma_id,
+                reason=None if restock else "written off on return",
+                reference=returned.rma_id,
             ),
-            cause_event_id=restock.cause,
-            order_id=restock.order_id,
+            cause_event_id=returned.cause,
+            order_id=returned.order_id,
             reference_type="rma",
         )
-        await serve_waiting_backorders(
-            uow, book, (line.sku, line.location), restock.cause, store.ReservationStore(uow.conn)
-        )
+        if restock:
+            await serve_waiting_backorders(
+                uow,
+                book,
+                (line.sku, line.location),
+                returned.cause,
+                store.ReservationStore(uow.conn),
+            )
     await book.flush(uow)
 
 
@@ -184,6 +282,7 @@ async def ship_transfer(uow: UnitOfWork, transfer: Transfer) -> dict[str, Any]:
     conn = uow.conn
     await store.ensure_location(conn, transfer.destination)
     book = await LevelBook.load(conn, [transfer.sku])
+    etas = await EtaWatch.watch(conn, [transfer.sku])
     if await store.transfer_exists(conn, transfer.transfer_id):
         raise Conflict(f"transfer_id: {transfer.transfer_id} already exists")
     move = Movement(
@@ -206,6 +305,7 @@ async def ship_transfer(uow: UnitOfWork, transfer: Transfer) -> dict[str, Any]:
     )
     await store.insert_incoming(conn, in_transit)
     await book.flush(uow)
+    await etas.announce_moves(uow)
     return transfer_json(row)
 
 
@@ -223,6 +323,7 @@ async def receive_transfer(
         raise Conflict(f"quantity: {in_transit} in transit, {quantity} received")
     sku, destination = row["sku"], row["destination"]
     book = await LevelBook.load(conn, [sku])
+    etas = await EtaWatch.watch(conn, [sku])
     cause = f"http:transfer:{transfer_id}:received:{row['received'] + quantity}"
     book.move(
         Movement(MovementKind.TRANSFER_IN, sku, destination, quantity, reference=transfer_id),
@@ -235,6 +336,7 @@ async def receive_transfer(
         uow, book, (sku, destination), cause, store.ReservationStore(uow.conn)
     )
     await book.flush(uow)
+    await etas.announce_moves(uow)
     return transfer_json(updated)
 
 
@@ -322,15 +424,31 @@ class CycleCount:
     expected: int
     counted: int
 
+    @property
+    def fact(self) -> Fact:
+        says: dict[str, str | int] = {
+            "sku": self.sku,
+            "location": self.location,
+            "expected": self.expected,
+            "counted": self.counted,
+        }
+        return Fact(FactKind.COUNT, self.count_id, says)
 
-async def count_stock(uow: UnitOfWork, count: CycleCount) -> tuple[int, Level]:
-    """Adjust on hand to a count; returns the adjustment and the level.
+
+async def count_stock(uow: UnitOfWork, count: CycleCount) -> Applied:
+    """Adjust on hand to a count, once per `count_id`; the result has the adjustment and the
+    new on hand.
 
     Raises:
+        Conflict: the count_id was applied with other values (nothing changes).
         StaleCount: stock moved while counting (nothing changes).
         InsufficientStock: the count would take on hand below what is reserved.
     """
     book = await LevelBook.load(uow.conn, [count.sku])
+    cause = f"http:{count.count_id}"
+    repeat = await _first_time(uow, count.fact, cause)
+    if repeat is not None:
+        return repeat
     level = book.level(count.sku, count.location)
     delta = count_adjustment(count.expected, count.counted, level.on_hand)
     if delta:
@@ -343,11 +461,14 @@ async def count_stock(uow: UnitOfWork, count: CycleCount) -> tuple[int, Level]:
                 reason="cycle_count",
                 reference=count.count_id,
             ),
-            cause_event_id=f"http:{count.count_id}",
+            cause_event_id=cause,
             reference_type="count",
         )
     await book.flush(uow)
-    return delta, book.level(count.sku, count.location)
+    on_hand = book.level(count.sku, count.location).on_hand
+    result = {"count_id": count.count_id, "adjusted_by": delta, "on_hand": on_hand}
+    await store.keep_fact_result(uow.conn, count.fact, result)
+    return Applied(result)
 
 
 async def set_safety_stock(
@@ -385,7 +506,16 @@ class AnnouncedReceipt:
 
 
 async def announce_receipt(uow: UnitOfWork, expected: AnnouncedReceipt) -> None:
-    """Goods on their way from a supplier: backorders take their dates from them."""
+    """Goods on their way from a supplier: the level's `incoming` grows (`incoming_announced`)
+    until the receipt with the same `receipt_id` arrives; backorders take their dates from it
+    (and hear when theirs moved).
+
+    Raises:
+        Conflict: the receipt_id was announced already.
+    """
+    await store.ensure_location(uow.conn, expected.location)
+    book = await LevelBook.load(uow.conn, [expected.sku])
+    etas = await EtaWatch.watch(uow.conn, [expected.sku])
     incoming = store.Incoming(
         expected.sku,
         expected.location,
@@ -395,6 +525,19 @@ async def announce_receipt(uow: UnitOfWork, expected: AnnouncedReceipt) -> None:
     )
     if not await store.insert_incoming(uow.conn, incoming):
         raise Conflict(f"receipt_id: {expected.receipt_id} already announced")
+    book.move(
+        Movement(
+            MovementKind.INCOMING_ANNOUNCED,
+            expected.sku,
+            expected.location,
+            expected.quantity,
+            reference=expected.receipt_id,
+        ),
+        cause_event_id=f"http:incoming:{expected.receipt_id}",
+        reference_type="receipt",
+    )
+    await book.flush(uow)
+    await etas.announce_moves(uow)
 
 
 @dataclass(frozen=True)
