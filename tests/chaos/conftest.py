@@ -1002,6 +1002,15 @@ def build_poison(topic: str, sample: dict, tag: str) -> list[Poison]:
     negative, changed = _negative(base)
     if changed:
         items.append(binary("negative quantities", json.dumps(negative).encode()))
+    # A structured CloudEvent whose data nests 5,000 levels deep: too deep to even decode.
+    envelope = {"specversion": "1.0", "id": str(uuid.uuid4()), "source": POISON_SOURCE}
+    deep = json.dumps({**envelope, "type": ce_type}).encode()[:-1]
+    deep += b', "data": {"nested": ' + b"[" * 5000 + b"]" * 5000 + b"}}"
+    structured = [("content-type", b"application/cloudevents+json")]
+    nested = Poison(
+        "JSON nested 5,000 deep", topic, KafkaRecord(topic, key.encode(), deep, structured), None
+    )
+    items.append(nested)
     padding = b'{"pad": "' + b"x" * (OVERSIZE_BYTES - 11) + b'"}'
     oversize = binary("10 MB value", padding)
     oversize.judged_type = None  # refused on size before anyone looks at its type

@@ -4,12 +4,16 @@ the relay crashed between publish and mark, replays, races, timeouts and rebalan
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import signal
 import subprocess
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
+import httpx
 import pytest
 
 from stockflow.cli.checkout_sim import DEMO_MIX, Scenario, order_payload
@@ -367,3 +371,77 @@ async def test_rebalance_with_a_second_instance_of_stock_and_order(harness, kit,
         "(stock by SIGTERM, order by SIGKILL)"
     )
     record.numbers.update(rebalances=4, load_seconds=round(load.duration_s, 1))
+
+
+WATCHDOG_ENV = {
+    "STOCKFLOW_CONSUMER_STALL_TIMEOUT_S": "3",
+    "STOCKFLOW_CONSUMER_RESTART_GRACE_S": "60",
+    "STOCKFLOW_CONSUMER_WATCHDOG_INTERVAL_S": "0.5",
+}
+
+
+async def stalled_consumers(url: str, wanted: str, timeout_s: float = 60) -> dict[str, str]:
+    """The consumer checks of `url`/readyz once one of them says `wanted`."""
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=5) as client:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                response = await client.get(f"{url}/readyz")
+                checks = {
+                    name: check
+                    for name, check in response.json()["checks"].items()
+                    if name.startswith("consumer ")
+                }
+                if any(wanted in check for check in checks.values()):
+                    assert response.status_code == 503, checks
+                    return checks
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"no consumer of {url} reported {wanted!r} within {timeout_s} s")
+
+
+async def test_a_consumer_wedged_on_a_lock_is_restarted_by_its_watchdog(harness, kit, record):
+    """A consumer wedged on a row lock under load: unready, restarted, recovered."""
+    system = harness.system
+    saved = dict(system.env)
+    system.env.update(WATCHDOG_ENV)
+    try:
+        await asyncio.to_thread(system.restart, "stock", signal.SIGTERM)
+        log_file = system.logs / "stock.log"
+        log_start = log_file.stat().st_size
+        catalog = await harness.seed(prefix("W"))
+        mark = await harness.dlq_mark()
+        load = kit.Load(harness.producer, catalog, seed=37).start()
+        await asyncio.sleep(3)
+        locker = await asyncpg.connect(harness.dsn)
+        try:
+            async with locker.transaction():
+                await locker.execute(
+                    "SELECT 1 FROM stock.levels WHERE sku = ANY($1) FOR UPDATE", catalog.skus
+                )
+                locked_at = time.monotonic()
+                stalled = await stalled_consumers(system.url("stock"), "stalled:")
+                await stalled_consumers(system.url("stock"), "restarted after stall")
+                held_s = round(time.monotonic() - locked_at, 1)
+        finally:
+            await locker.close()
+        await asyncio.to_thread(harness.wait_all_ready)
+        await harness.conclude(load, mark, record)
+        assert system.procs["stock"].poll() is None, "stock exited: the restart did not help"
+        with log_file.open("rb") as log:
+            log.seek(log_start)
+            logged = [json.loads(line) for line in log if b"consumer stalled" in line]
+        assert logged and all(entry["tasks"] for entry in logged), "no task stacks logged"
+    finally:
+        system.env.clear()
+        system.env.update(saved)
+        await asyncio.to_thread(system.restart, "stock", signal.SIGTERM)
+    record.injected = (
+        "the stocked SKUs' level rows locked FOR UPDATE under load until the stock watchdog "
+        "(stall 3 s) restarted the wedged consumers; then released"
+    )
+    record.checks.append("/readyz names the stalled consumers; task stacks logged; no exit")
+    record.numbers.update(
+        stalled=", ".join(sorted(name.removeprefix("consumer ") for name in stalled)),
+        lock_held_s=held_s,
+        load_seconds=round(load.duration_s, 1),
+    )

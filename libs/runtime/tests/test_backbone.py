@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+from decimal import Decimal
+from types import SimpleNamespace
 from typing import ClassVar
 
 import asyncpg
 import httpx
 import pytest
+import structlog
 from fastapi import FastAPI, Request
+from prometheus_client import REGISTRY
 
 from stockflow.contracts import EVENT_TYPES, Event, KafkaRecord, encode
 from stockflow.runtime.consumer import Consumer, Inbound, RecordRefused
@@ -28,10 +33,16 @@ from stockflow.runtime.outbox import (
     partition_for,
     unit_of_work,
 )
-from stockflow.runtime.service import ServiceDefinition, build_broker
+from stockflow.runtime.service import (
+    ServiceDefinition,
+    _readiness,
+    build_broker,
+    consumer_watchdog,
+)
 from stockflow.runtime.settings import Settings
 from stockflow.runtime.testing.infra import INFRA_SCRIPT, lane_profile
 from stockflow.runtime.testing.plugin import read_topic
+from stockflow.runtime.watchdog import STALL_EXIT_CODE, ConsumerProgress
 
 pytestmark = pytest.mark.integration
 
@@ -393,3 +404,235 @@ async def wait_for(probe, expected, timeout_s: float = 30) -> None:
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"waited for {expected}, last saw {value}")
+
+
+def failures(group: str, fault: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "stockflow_handler_failures_total", {"service": "test", "group": group, "fault": fault}
+    )
+    return value or 0.0
+
+
+async def test_poison_is_dead_lettered_on_first_sight_and_transient_failures_keep_retrying(
+    infra, scratch_schema, new_topic, producer
+):
+    schema, pool = scratch_schema
+    topic = await new_topic(partitions=1)
+    dlq = await new_topic(partitions=1, name=f"{schema}.dlq.v1")
+    await pool.execute("CREATE TABLE effects (seq int, amount numeric(6, 2), k varchar(64))")
+    attempts: collections.Counter[int] = collections.Counter()
+    deadlocks_left = [2]
+
+    async def apply(uow: UnitOfWork, msg: Inbound) -> None:
+        attempts[msg.event.seq] += 1
+        if msg.event.seq == 5 and deadlocks_left[0]:
+            deadlocks_left[0] -= 1
+            raise asyncpg.exceptions.DeadlockDetectedError("deadlock detected")
+        await uow.conn.execute(
+            "INSERT INTO effects VALUES ($1, $2, $3)",
+            msg.event.seq,
+            Decimal(msg.event.seq) / 1000,
+            msg.event.k,
+        )
+
+    first = ping_record(topic, "k", 1)
+    deep = b"[" * 5000 + b"]" * 5000
+    structured = (
+        json.dumps(
+            {"id": "deep-structured", "type": Ping.event_type, "source": "t", "specversion": "1.0"}
+        ).encode()[:-1]
+        + b', "data": {"k": "k", "seq": 9, "x": '
+        + deep
+        + b"}}"
+    )
+    binary_headers = [(n, v) for n, v in first.headers if n != "ce_id"] + [("ce_id", b"deep-bin")]
+    sends = [
+        first,
+        KafkaRecord(topic, b"k", structured, [("content-type", b"application/cloudevents+json")]),
+        KafkaRecord(topic, b"k", b'{"k": "k", "seq": 8, "x": ' + deep + b"}", binary_headers),
+        ping_record(topic, "k", 3_000_000_000),  # beyond the int column: asyncpg refuses it
+        ping_record(topic, "k", 100_000_000),  # amount beyond numeric(6, 2): PostgreSQL refuses
+        ping_record(topic, "k" * 100, 7),  # longer than its varchar(64) column
+        ping_record(topic, "k", 5),  # two deadlocks, then applied
+        ping_record(topic, "k", 6),
+    ]
+    for record in sends:
+        await producer.send(topic, record.value, key=record.key, headers=record.headers)
+    await producer.flush()
+
+    group = f"test.first-sight.{schema}"
+    # One record per batch, so every attempt counted is an attempt on that record alone.
+    consumer = Consumer(group, [topic], apply, max_records=1)
+    async with running_consumer(infra, schema, pool, consumer):
+        await wait_for(lambda: pool.fetchval("SELECT count(*) FROM effects"), 3)
+        await wait_for(lambda: pool.fetchval("SELECT count(*) FROM dead_letters"), 5)
+        await run_relay(infra, schema, until_published=5)
+
+    assert [r["seq"] for r in await pool.fetch("SELECT seq FROM effects ORDER BY seq")] == [1, 5, 6]
+    assert attempts[3_000_000_000] == attempts[100_000_000] == attempts[7] == 1
+    assert attempts[5] == 3  # transient failures keep their retries and never dead-letter
+    assert (failures(group, "poison"), failures(group, "transient")) == (3, 2)
+    assert failures(group, "unknown") == 0
+    dead = await read_topic(infra.kafka_bootstrap, dlq, expect=5)
+    reasons = {
+        int(dict(r.headers)["dlq_source_offset"]): dict(r.headers)["dlq_reason"].decode()
+        for r in dead
+    }
+    assert sorted(reasons) == [1, 2, 3, 4, 5]
+    assert "nested too deep" in reasons[1]
+    assert "recursion limit" in reasons[2]
+    assert "DataError" in reasons[3] and "out of int32 range" in reasons[3]
+    assert "NumericValueOutOfRangeError" in reasons[4]
+    assert "StringDataRightTruncationError" in reasons[5]
+
+
+@contextlib.asynccontextmanager
+async def watched_consumer(infra, schema, pool, consumer: Consumer, **timing: float):
+    """The consumer under build_broker as create_app runs it, with its watchdog; the watchdog's
+    exit is recorded instead of ending the test process."""
+    definition = ServiceDefinition(name="test", description="test", consumers=[consumer])
+    settings = Settings(service="stock", kafka_bootstrap_servers=infra.kafka_bootstrap, **timing)
+    progress: dict[str, ConsumerProgress] = {}
+    broker = build_broker(definition, settings, pool, schema, progress=progress)
+    await broker.start()
+    watchdog = consumer_watchdog(broker, progress, settings)
+    exits: list[int] = []
+    watchdog.exit = exits.append
+    task = asyncio.create_task(watchdog.run())
+    try:
+        yield broker, watchdog, exits
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await broker.stop()
+
+
+async def readiness(pool, producer, watchdog) -> dict[str, str]:
+    state = SimpleNamespace(
+        pool=pool, context=SimpleNamespace(producer=producer), watchdog=watchdog
+    )
+    return await _readiness(SimpleNamespace(state=state))  # type: ignore[arg-type]
+
+
+def stalled_gauge(group: str) -> float | None:
+    return REGISTRY.get_sample_value(
+        "stockflow_consumer_stalled", {"service": "stock", "group": group}
+    )
+
+
+async def until(predicate, timeout_s: float = 30) -> None:
+    await wait_for(lambda: asyncio.sleep(0, bool(predicate())), True, timeout_s)
+
+
+async def test_a_wedged_consumer_fails_readiness_is_restarted_and_processes_again(
+    infra, scratch_schema, new_topic, producer
+):
+    schema, pool = scratch_schema
+    topic = await new_topic(partitions=1)
+    await pool.execute("CREATE TABLE effects (seq int)")
+    never = asyncio.Event()
+    wedged = []
+
+    async def apply(uow: UnitOfWork, msg: Inbound) -> None:
+        if msg.event.seq == 1 and not wedged:
+            wedged.append(msg.event_id)
+            await never.wait()  # the first delivery hangs for good
+        await uow.conn.execute("INSERT INTO effects VALUES ($1)", msg.event.seq)
+
+    group = f"test.wedge.{schema}"
+    timing = dict(
+        consumer_stall_timeout_s=2, consumer_restart_grace_s=20, consumer_watchdog_interval_s=0.2
+    )
+    with structlog.testing.capture_logs() as logs:
+        async with watched_consumer(
+            infra, schema, pool, Consumer(group, [topic], apply), **timing
+        ) as (_, watchdog, exits):
+            assert stalled_gauge(group) == 0
+            record = ping_record(topic, "k", 1)
+            await producer.send_and_wait(
+                topic, record.value, key=record.key, headers=record.headers
+            )
+            await until(lambda: group in watchdog.problems())
+            assert stalled_gauge(group) == 1
+            checks = await readiness(pool, producer, watchdog)
+            assert "not processed" in checks[f"consumer {group}"]
+            # Restarted: the group is rejoined and the wedged record re-read and applied.
+            await wait_for(lambda: pool.fetchval("SELECT count(*) FROM effects"), 1)
+            record = ping_record(topic, "k", 2)
+            await producer.send_and_wait(
+                topic, record.value, key=record.key, headers=record.headers
+            )
+            await wait_for(lambda: pool.fetchval("SELECT count(*) FROM effects"), 2)
+            await until(lambda: not watchdog.problems())
+            assert all(v == "ok" for v in (await readiness(pool, producer, watchdog)).values())
+            assert stalled_gauge(group) == 0
+            assert exits == []
+    stalls = [e for e in logs if e["event"].startswith("consumer stalled")]
+    assert len(stalls) == 1 and stalls[0]["group"] == group
+    # The stack shows where the handler waits: in `apply`, on the event.
+    assert any("in apply" in t["stack"] and "in wait" in t["stack"] for t in stalls[0]["tasks"])
+    assert (
+        REGISTRY.get_sample_value(
+            "stockflow_consumer_restarts_total", {"service": "stock", "group": group}
+        )
+        == 1
+    )
+
+
+async def test_a_consumer_wedged_again_after_its_restart_exits_for_the_supervisor(
+    infra, scratch_schema, new_topic, producer
+):
+    schema, pool = scratch_schema
+    topic = await new_topic(partitions=1)
+    never = asyncio.Event()
+
+    async def apply(uow: UnitOfWork, msg: Inbound) -> None:
+        await never.wait()
+
+    group = f"test.wedged-for-good.{schema}"
+    timing = dict(
+        consumer_stall_timeout_s=1, consumer_restart_grace_s=4, consumer_watchdog_interval_s=0.2
+    )
+    async with watched_consumer(infra, schema, pool, Consumer(group, [topic], apply), **timing) as (
+        _,
+        _watchdog,
+        exits,
+    ):
+        record = ping_record(topic, "k", 1)
+        await producer.send_and_wait(topic, record.value, key=record.key, headers=record.headers)
+        await until(lambda: exits)
+    assert exits[0] == STALL_EXIT_CODE
+
+
+async def test_an_idle_consumer_is_not_stalled_and_a_dead_consume_loop_is_restarted(
+    infra, scratch_schema, new_topic, producer
+):
+    schema, pool = scratch_schema
+    topic = await new_topic(partitions=1)
+    await pool.execute("CREATE TABLE effects (seq int)")
+
+    async def apply(uow: UnitOfWork, msg: Inbound) -> None:
+        await uow.conn.execute("INSERT INTO effects VALUES ($1)", msg.event.seq)
+
+    group = f"test.dead-loop.{schema}"
+    timing = dict(
+        consumer_stall_timeout_s=0.5, consumer_restart_grace_s=10, consumer_watchdog_interval_s=0.1
+    )
+    async with watched_consumer(infra, schema, pool, Consumer(group, [topic], apply), **timing) as (
+        broker,
+        watchdog,
+        exits,
+    ):
+        await asyncio.sleep(3)  # nothing to fetch, many watchdog rounds: idle is not stalled
+        assert watchdog.problems() == {}
+        (subscriber,) = broker.subscribers
+        for task in subscriber.tasks:
+            task.cancel()
+        await until(lambda: group in watchdog.problems())
+        assert "consume loop not running" in watchdog.problems()[group]
+        record = ping_record(topic, "k", 7)
+        await producer.send_and_wait(topic, record.value, key=record.key, headers=record.headers)
+        await wait_for(lambda: pool.fetchval("SELECT count(*) FROM effects"), 1)
+        await until(lambda: not watchdog.problems())
+        assert exits == []

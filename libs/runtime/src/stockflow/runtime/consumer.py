@@ -4,10 +4,12 @@ Write path of every batch (see libs/runtime/README.md for the invariants):
   decode each record (CloudEvents, either mode) → open one transaction → record the inbox rows
   and drop duplicates → run the handler → stage outgoing events and dead letters in the outbox
   → commit → FastStream commits the offsets.
-A handler failure rolls the batch back and replays it one record per transaction, so one poison
-record costs its own retries and then goes to the dead-letter topic; the rest are applied.
-Infrastructure failures (database or network down) are retried with backoff and never
-dead-letter anything: the records are not at fault.
+A handler failure rolls the batch back and replays it one record per transaction, so only the
+record at fault goes to the dead-letter topic; the rest are applied. What a failure means is
+decided in one place, stockflow.runtime.faults: a poison record (invalid, nested too deep, a value
+PostgreSQL cannot hold) is dead-lettered on first sight, an unknown failure after
+`handler_attempts` tries, and infrastructure failures (database or network down, deadlocks) are
+retried with backoff and never dead-letter anything: the records are not at fault.
 """
 
 from __future__ import annotations
@@ -26,8 +28,14 @@ from aiokafka.structs import ConsumerRecord
 from stockflow.contracts import CloudEvent, Event, InvalidMessage, KafkaRecord, decode, parse
 from stockflow.contracts.base import dlq_topic
 from stockflow.runtime import metrics
+from stockflow.runtime.faults import TRANSIENT_ERRORS as TRANSIENT_ERRORS
+from stockflow.runtime.faults import Fault, classify, poison_reason
+from stockflow.runtime.faults import RecordRefused as RecordRefused
+from stockflow.runtime.faults import RetryLater as RetryLater
+from stockflow.runtime.faults import is_transient as is_transient
 from stockflow.runtime.logging import get_logger
 from stockflow.runtime.outbox import UnitOfWork
+from stockflow.runtime.watchdog import ConsumerProgress
 
 log = get_logger(__name__)
 
@@ -74,36 +82,6 @@ class Consumer:
         return self.event_types is None or event_type in self.event_types
 
 
-class RetryLater(Exception):
-    """Raised by a handler when the batch should be retried as a whole (e.g. a lost race)."""
-
-
-class RecordRefused(InvalidMessage):
-    """Raised by a handler for a well-formed record its service refuses on its merits (a business
-    key already applied with other values): the batch is replayed one record at a time and this
-    record goes to the dead-letter topic at once, with `reason`, without retries."""
-
-
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    RetryLater,
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.SerializationError,
-    asyncpg.exceptions.DeadlockDetectedError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.LockNotAvailableError,
-)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Failures of the surroundings, not of the record: retry, never dead-letter."""
-    return isinstance(exc, TRANSIENT_ERRORS)
-
-
 @dataclass
 class _Decoded:
     record: ConsumerRecord
@@ -123,11 +101,21 @@ class BatchProcessor:
     attempts: int = 3
     backoff_s: Sequence[float] = (0.05, 0.25, 1.0)
     stopping: Callable[[], bool] = field(default=lambda: False)
+    progress: ConsumerProgress = field(default_factory=ConsumerProgress)
 
     async def process(self, records: Sequence[ConsumerRecord]) -> None:
         """Apply `records` exactly once each; return only when all are applied or dead-lettered."""
         if not records:
             return
+        self.progress.batch_started(len(records))
+        done = False
+        try:
+            await self._process(records)
+            done = True
+        finally:
+            self.progress.batch_finished(done=done)
+
+    async def _process(self, records: Sequence[ConsumerRecord]) -> None:
         decoded = [self._decode(r) for r in records]
         topic = records[0].topic
         metrics.MESSAGES_CONSUMED.labels(self.service, topic).inc(len(records))
@@ -139,28 +127,36 @@ class BatchProcessor:
                 await self._apply(decoded)
                 break
             except Exception as exc:
-                if is_transient(exc):
+                fault = self._failed(exc, topic, len(records))
+                if fault is Fault.TRANSIENT:
                     if self.stopping():
                         raise
-                    log.warning(
-                        "transient failure; retrying batch",
-                        error=repr(exc),
-                        group=self.consumer.group,
-                        records=len(records),
-                    )
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
+                    self.progress.beat()  # retrying the surroundings is progress, not a stall
                     continue
-                log.warning(
-                    "batch failed; applying one record at a time",
-                    error=repr(exc),
-                    group=self.consumer.group,
-                    records=len(records),
-                )
-                metrics.MESSAGES_FAILED.labels(self.service, topic).inc()
-                await self._apply_one_by_one(decoded)
+                # A batch of one has just made its record's first attempt.
+                await self._apply_one_by_one(decoded, exc if len(decoded) == 1 else None)
                 break
         metrics.HANDLER_SECONDS.labels(self.service, topic).observe(time.perf_counter() - started)
+
+    def _failed(self, exc: Exception, topic: str, records: int) -> Fault:
+        """Classify and count one failed attempt, and say what happens next."""
+        fault = classify(exc)
+        metrics.HANDLER_FAILURES.labels(self.service, self.consumer.group, fault.value).inc()
+        if fault is Fault.TRANSIENT:
+            message = "transient failure; retrying batch"
+        else:
+            metrics.MESSAGES_FAILED.labels(self.service, topic).inc()
+            message = "batch failed; applying one record at a time"
+        log.warning(
+            message,
+            error=repr(exc)[:1000],
+            fault=fault.value,
+            group=self.consumer.group,
+            records=records,
+        )
+        return fault
 
     def _decode(self, record: ConsumerRecord) -> _Decoded:
         cloud = None
@@ -172,6 +168,8 @@ class BatchProcessor:
             return _Decoded(record, inbound=Inbound(record, cloud, event), cloud=cloud)
         except InvalidMessage as exc:
             return _Decoded(record, cloud=cloud, invalid=exc)
+        except RecursionError as exc:  # structured mode: json.loads of a too-deep document
+            return _Decoded(record, cloud=cloud, invalid=InvalidMessage(poison_reason(exc)))
 
     async def _apply(self, decoded: Sequence[_Decoded]) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
@@ -194,24 +192,41 @@ class BatchProcessor:
             await uow.flush()
         self._count(decoded, fresh)
 
-    async def _apply_one_by_one(self, decoded: Sequence[_Decoded]) -> None:
+    async def _apply_one_by_one(
+        self, decoded: Sequence[_Decoded], first_failure: Exception | None = None
+    ) -> None:
         for item in decoded:
-            for attempt in range(1, self.attempts + 1):
+            await self._apply_alone(item, first_failure)
+            first_failure = None
+
+    async def _apply_alone(self, item: _Decoded, failure: Exception | None) -> None:
+        """One record in its own transaction: poison is dead-lettered at its first failure, an
+        unknown failure after `attempts` tries; a transient one retries the batch (re-read).
+        `failure` is the record's first attempt when the batch held only this record."""
+        attempt = 0 if failure is None else 1
+        while True:
+            if failure is None:
+                attempt += 1
                 try:
                     await self._apply([item])
-                    break
-                except Exception as exc:
-                    if is_transient(exc):
-                        raise
-                    if isinstance(exc, InvalidMessage) or attempt == self.attempts:
-                        reason = (
-                            exc.reason
-                            if isinstance(exc, InvalidMessage)
-                            else f"handler failed after {attempt} attempt(s): {exc!r}"[:1000]
-                        )
-                        await self._dead_letter_alone(item, reason)
-                        break
-                    await asyncio.sleep(self.backoff_s[min(attempt - 1, len(self.backoff_s) - 1)])
+                    return
+                except Exception as exc:  # noqa: BLE001 — classified below
+                    failure = exc
+                    metrics.HANDLER_FAILURES.labels(
+                        self.service, self.consumer.group, classify(exc).value
+                    ).inc()
+            fault = classify(failure)
+            if fault is Fault.TRANSIENT:
+                raise failure
+            if fault is Fault.POISON:
+                await self._dead_letter_alone(item, poison_reason(failure))
+                return
+            if attempt >= self.attempts:
+                reason = f"handler failed after {attempt} attempt(s): {failure!r}"[:1000]
+                await self._dead_letter_alone(item, reason)
+                return
+            await asyncio.sleep(self.backoff_s[min(attempt - 1, len(self.backoff_s) - 1)])
+            failure = None
 
     async def _claim(self, conn: asyncpg.Connection, inbound: list[Inbound]) -> list[Inbound]:
         """Record inbox rows; return the records not seen before, first occurrence only."""

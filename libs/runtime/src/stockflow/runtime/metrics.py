@@ -54,3 +54,19 @@ HTTP_SECONDS = Histogram(
     ["service"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+HANDLER_FAILURES = Counter(
+    "stockflow_handler_failures_total",
+    "Failed attempts to apply a batch or a record, by fault (transient, poison, unknown)",
+    ["service", "group", "fault"],
+)
+CONSUMER_STALLED = Gauge(
+    "stockflow_consumer_stalled",
+    "1 while the watchdog finds the consumer stalled (fetched records not processed in time, "
+    "or its consume loop not running)",
+    ["service", "group"],
+)
+CONSUMER_RESTARTS = Counter(
+    "stockflow_consumer_restarts_total",
+    "Consumers restarted (rejoined their group) by the watchdog",
+    ["service", "group"],
+)

@@ -29,6 +29,7 @@ from stockflow.runtime.db import create_pool, migrate
 from stockflow.runtime.logging import configure_logging, get_logger
 from stockflow.runtime.outbox import OutboxRelay, RelayLimits, build_producer, unit_of_work
 from stockflow.runtime.settings import Settings
+from stockflow.runtime.watchdog import ConsumerProgress, ConsumerWatchdog, WatchedConsumer
 
 log = get_logger(__name__)
 
@@ -95,12 +96,15 @@ def build_broker(
     pool: asyncpg.Pool,
     schema: str,
     stopping: Callable[[], bool] = lambda: False,
+    *,
+    progress: dict[str, ConsumerProgress] | None = None,
 ) -> KafkaBroker:
     """A FastStream broker with one batch subscriber per consumer group.
 
     Offsets are committed by FastStream only after the handler returns, i.e. after the
     database commit (AckPolicy.NACK_ON_ERROR, auto commit off); if the handler raises
     (only when the database stays down while stopping) the batch is sought back and re-read.
+    `progress` (group -> ConsumerProgress) receives each consumer's progress, for the watchdog.
     """
     broker = KafkaBroker(
         settings.kafka_bootstrap_servers,
@@ -117,6 +121,8 @@ def build_broker(
             attempts=settings.handler_attempts,
             stopping=stopping,
         )
+        if progress is not None:
+            progress[consumer.group] = processor.progress
         subscriber = broker.subscriber(
             *consumer.topics,
             group_id=consumer.group,
@@ -132,6 +138,27 @@ def build_broker(
         )
         subscriber(_make_handler(processor))
     return broker
+
+
+def consumer_watchdog(
+    broker: KafkaBroker, progress: dict[str, ConsumerProgress], settings: Settings
+) -> ConsumerWatchdog:
+    """The watchdog over every consumer `build_broker(..., progress=progress)` made."""
+    groups = {
+        subscriber: getattr(subscriber, "group_id", None) for subscriber in broker.subscribers
+    }
+    watched = [
+        WatchedConsumer(group, subscriber, progress[group])
+        for subscriber, group in groups.items()
+        if group in progress
+    ]
+    return ConsumerWatchdog(
+        settings.service,
+        watched,
+        stall_timeout_s=settings.consumer_stall_timeout_s,
+        restart_grace_s=settings.consumer_restart_grace_s,
+        interval_s=settings.consumer_watchdog_interval_s,
+    )
 
 
 def broker_security(settings: Settings) -> BaseSecurity | None:
@@ -226,13 +253,18 @@ def create_app(definition: ServiceDefinition, settings: Settings | None = None) 
             service=definition.name,
         )
         context = ServiceContext(settings, pool, producer, relay)
-        broker = build_broker(definition, settings, pool, schema, lambda: state["stopping"])
+        progress: dict[str, ConsumerProgress] = {}
+        broker = build_broker(
+            definition, settings, pool, schema, lambda: state["stopping"], progress=progress
+        )
+        watchdog = consumer_watchdog(broker, progress, settings)
         app.state.pool = pool
         app.state.settings = settings
         app.state.source = context.source
         app.state.context = context
         app.state.broker = broker
         app.state.definition = definition
+        app.state.watchdog = watchdog
         tasks = [asyncio.create_task(relay.run(), name="outbox-relay")]
         tasks += [
             asyncio.create_task(task(context), name=getattr(task, "__name__", "task"))
@@ -240,6 +272,7 @@ def create_app(definition: ServiceDefinition, settings: Settings | None = None) 
         ]
         tasks.append(asyncio.create_task(_measure_lag(broker, definition.name), name="lag"))
         await _retry_until("kafka (consumers)", broker.start)
+        watching = asyncio.create_task(watchdog.run(), name="consumer-watchdog")
         tune_garbage_collector()
         log.info(
             "service started",
@@ -250,11 +283,12 @@ def create_app(definition: ServiceDefinition, settings: Settings | None = None) 
             yield
         finally:
             state["stopping"] = True
+            watching.cancel()
             await broker.stop()
             relay.stop()
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, watching, return_exceptions=True)
             await producer.stop()
             await pool.close()
             log.info("service stopped")
@@ -292,7 +326,7 @@ def _add_ops_routes(app: FastAPI, definition: ServiceDefinition) -> None:
 
     @app.get("/readyz", tags=["ops"])
     async def readyz() -> JSONResponse:
-        """Readiness: the database and Kafka are reachable."""
+        """Readiness: the database and Kafka are reachable, and no consumer is stalled."""
         checks = await _readiness(app)
         ok = all(value == "ok" for value in checks.values())
         return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
@@ -325,6 +359,8 @@ async def _readiness(app: FastAPI) -> dict[str, str]:
         checks["kafka"] = "ok"
     except Exception as exc:  # noqa: BLE001
         checks["kafka"] = f"unreachable: {exc!r}"[:200]
+    for group, problem in app.state.watchdog.problems().items():
+        checks[f"consumer {group}"] = problem
     return checks
 
 

@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     batch_max_records: int = 500
     batch_timeout_ms: int = 20
     handler_attempts: int = 3
+    # The consumer watchdog (stockflow.runtime.watchdog): how often it looks, how long a fetched
+    # batch may go without progress before the consumer counts as stalled, and how long a
+    # restarted consumer has to make progress before the process exits for its supervisor.
+    consumer_watchdog_interval_s: float = Field(default=5.0, gt=0)
+    consumer_stall_timeout_s: float = Field(default=120.0, gt=0)
+    consumer_restart_grace_s: float = Field(default=60.0, gt=0)
     outbox_batch_size: int = 2000
     outbox_poll_interval_s: float = 0.5
     outbox_retention_s: float = 3600.0
