@@ -58,7 +58,8 @@ PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin", "/usr/local/bin", "/usr/bin")
 READY_TIMEOUT_S = 90
 # Local development tokens only; deployments set STOCKFLOW_API_TOKENS from a secret.
 LOCAL_API_TOKENS = (
-    '{"dev-admin-token": "admin", "dev-warehouse-token": "warehouse", "dev-read-token": "read"}'
+    '{"dev-admin-token": "admin", "dev-warehouse-token": "warehouse", '
+    '"dev-support-token": "support", "dev-read-token": "read"}'
 )
 
 

@@ -182,5 +182,10 @@ SYSTEM_ENV = {
     "STOCKFLOW_FULFILLMENT_AUTO_SHIP_DELAY_S": "0.5",
     "STOCKFLOW_FULFILLMENT_AUTO_DELIVER_DELAY_S": "1",
 }
-TEST_TOKENS = {"test-admin": "admin", "test-warehouse": "warehouse", "test-read": "read"}
+TEST_TOKENS = {
+    "test-admin": "admin",
+    "test-warehouse": "warehouse",
+    "test-support": "support",
+    "test-read": "read",
+}
 ADMIN = {"Authorization": "Bearer test-admin"}
