@@ -3,8 +3,9 @@
 Everything goes through the system's real front doors: the catalog's HTTP API, the warehouse
 receipts topic and the checkout topic. The demo then waits until every order has reached a
 terminal state and prints what happened, with throughput and latency, and which of the less
-common paths it walked (digital goods, bundle backorders, receipt retries, and the warehouse's
-short picks and cancels when the fulfillment autopilot is told to make them).
+common paths it walked (digital goods, bundle backorders, receipt retries, line cancels, and
+the warehouse's short picks and cancels when the fulfillment autopilot is told to make them,
+under both fulfillment exception policies).
 """
 
 from __future__ import annotations
@@ -123,14 +124,26 @@ def register(app: typer.Typer) -> None:
             help="Times the warehouse re-sends each late receipt (same receipt_id, new event "
             "id), as a WMS retries.",
         ),
+        line_cancels: float = typer.Option(
+            0.04, min=0, max=0.5, help="Share of orders that cancel a unit once confirmed."
+        ),
+        reallocate: float = typer.Option(
+            0.3,
+            min=0,
+            max=1,
+            help="Share of orders whose short picks and warehouse cancels are reallocated "
+            "(the others: cancel_remainder).",
+        ),
     ) -> None:
         """Seed catalog and stock, emit a stream of orders, wait, and summarise.
 
         The warehouse's short picks and cancels are the fulfillment autopilot's
         (STOCKFLOW_FULFILLMENT_AUTO_SHORT_PICK_EVERY, _AUTO_CANCEL_EVERY; `make demo
-        DEMO_SHORT_PICK_EVERY=10 DEMO_WAREHOUSE_CANCEL_EVERY=15`); off by default.
+        DEMO_SHORT_PICK_EVERY=10 DEMO_WAREHOUSE_CANCEL_EVERY=15`, its defaults).
         """
-        paths = DemoPaths(bundle_backorders, digital_orders, receipt_retries)
+        paths = DemoPaths(
+            bundle_backorders, digital_orders, receipt_retries, line_cancels, reallocate
+        )
         ok = kt.run_command(run_demo(orders, rate, timeout, seed, paths))
         raise typer.Exit(0 if ok else 1)
 
@@ -142,6 +155,8 @@ class DemoPaths:
     bundle_backorders: float = 0.03
     digital_orders: float = 0.03
     receipt_retries: int = 1
+    line_cancels: float = 0.04
+    reallocate: float = 0.3
 
     def mix(self) -> dict[Scenario, float]:
         return with_extra_scenarios(
@@ -149,6 +164,7 @@ class DemoPaths:
             {
                 Scenario.BUNDLE_BACKORDER: self.bundle_backorders,
                 Scenario.DIGITAL: self.digital_orders,
+                Scenario.LINE_CANCEL: self.line_cancels,
             },
         )
 
@@ -178,7 +194,13 @@ async def run_demo(
             backorderable_bundles=BACKORDERABLE_BUNDLES,
             digital=DIGITAL,
         )
-        factory = OrderFactory(catalog, mix=paths.mix(), seed=seed, run_id=uuid.uuid4().hex[:6])
+        factory = OrderFactory(
+            catalog,
+            mix=paths.mix(),
+            seed=seed,
+            run_id=uuid.uuid4().hex[:6],
+            reallocate_share=paths.reallocate,
+        )
         warehouse = Outcomes()
         shipments = OutcomeTracker(bootstrap, warehouse, topic="fulfillment.events.v1")
         await shipments.start()
@@ -556,24 +578,51 @@ def report_paths(run: DemoRun, warehouse: Outcomes, receipt_retries: int) -> Non
         + f"; {len({p.order_id for p in kits} & allocated)} got kits from late stock",
     )
     table.add_row("receipt retries (same receipt_id, new event id)", str(receipt_retries), "-")
+    for event_type, label in WAREHOUSE_EXCEPTIONS.items():
+        hit = _orders_with(warehouse, ids, event_type)
+        table.add_row(label, str(len(hit)), _ended(run, hit))
+    reallocating = {p.order_id for p in run.planned if p.reallocates}
+    exceptions = set().union(*(_orders_with(warehouse, ids, t) for t in WAREHOUSE_EXCEPTIONS))
+    reallocated = reallocating & exceptions & allocated
     table.add_row(
-        "short picks (shipments shipped as picked)",
-        str(fulfillment["fulfillment.shipment.shortened.v1"]),
-        "make demo DEMO_SHORT_PICK_EVERY=N",
+        "reallocations (reallocate orders served again after an exception)",
+        str(len(reallocated)),
+        _ended(run, reallocated),
     )
+    requested = {p.order_id for p in run.planned if p.scenario is Scenario.LINE_CANCEL}
     table.add_row(
-        "shipments cancelled (customer or warehouse)",
-        str(fulfillment["fulfillment.shipment.cancelled.v1"]),
-        "make demo DEMO_WAREHOUSE_CANCEL_EVERY=N",
+        "line cancels requested (one unit, once confirmed)",
+        str(len(requested)),
+        _ended(run, requested),
+    )
+    reasons = run.outcomes.line_cancel_reasons
+    table.add_row(
+        "order.line_cancelled.v1 by reason",
+        str(sum(reasons.values())),
+        ", ".join(f"{k} × {v}" for k, v in reasons.most_common()) or "-",
     )
     console.print(table)
     console.print(
         f"{len(digital)} digital lines, {len(kits)} bundle backorders, "
         f"{receipt_retries} receipt retries, "
-        f"{fulfillment['fulfillment.shipment.shortened.v1']} short picks"
+        f"{fulfillment['fulfillment.shipment.shortened.v1']} short picks, "
+        f"{fulfillment['fulfillment.shipment.cancelled.v1']} shipments cancelled, "
+        f"{len(reallocated)} reallocations, {sum(reasons.values())} lines cancelled"
     )
 
 
+WAREHOUSE_EXCEPTIONS = {
+    "fulfillment.shipment.shortened.v1": "short picks (orders; shipped as picked)",
+    "fulfillment.shipment.cancelled.v1": (
+        "shipments cancelled (orders; by the warehouse, or a line cancel)"
+    ),
+}
+
+
+def _orders_with(warehouse: Outcomes, ids: list[str], event_type: str) -> set[str]:
+    return {o for (o, t) in warehouse.first_seen if t == event_type} & set(ids)
+
+
 def _ended(run: DemoRun, order_ids: set[str]) -> str:
-    ends = Counter(run.outcomes.last_event.get(o, "(none yet)") for o in order_ids)
+    ends = Counter(run.outcomes.ended_as(o) for o in order_ids)
     return ", ".join(f"{k} × {v}" for k, v in ends.most_common()) or "-"
