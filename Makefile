@@ -40,7 +40,7 @@ run: up ## run the five services and the replenishment worker in the foreground 
 
 # The demo warehouse's short picks and cancels (every Nth pick list / picked shipment; 0: never).
 # The demo ends with `stockflow check` (every invariant of every service).
-DEMO_SHORT_PICK_EVERY ?= 10
+DEMO_SHORT_PICK_EVERY ?= 4
 DEMO_WAREHOUSE_CANCEL_EVERY ?= 15
 
 demo: up ## the whole system plus a simulated checkout stream and a summary (STOCKFLOW_PROFILE picks the lane)

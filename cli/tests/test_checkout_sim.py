@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 
 from stockflow.cli.checkout_sim import (
     DEMO_MIX,
+    LINE_CANCEL_DROP,
+    SHORT_PICK,
+    WAREHOUSE_CANCEL,
     Catalog,
     OrderFactory,
     Scenario,
     order_payload,
+    warehouse_path,
     with_extra_scenarios,
 )
 from stockflow.contracts import InvalidMessage, decode, parse
@@ -115,3 +120,19 @@ def test_extra_scenarios_take_their_share_from_the_normal_orders():
     assert sum(mix.values()) == pytest.approx(sum(DEMO_MIX.values()))
     with pytest.raises(ValueError, match="more than the normal orders"):
         with_extra_scenarios(DEMO_MIX, {Scenario.DIGITAL: 0.9})
+
+
+@pytest.mark.parametrize(
+    ("event_type", "data", "path"),
+    [
+        ("fulfillment.shipment.shortened.v1", {"reason": None}, SHORT_PICK),
+        ("fulfillment.shipment.shortened.v1", {"cancel_request_id": "lc-1"}, LINE_CANCEL_DROP),
+        ("fulfillment.shipment.cancelled.v1", {"reason": "warehouse: damp"}, WAREHOUSE_CANCEL),
+        ("fulfillment.shipment.cancelled.v1", {"cancel_request_id": "lc-1"}, LINE_CANCEL_DROP),
+        ("fulfillment.shipment.cancelled.v1", {"reason": "order cancelled"}, None),
+        ("fulfillment.shipment.shipped.v1", {}, None),
+    ],
+)
+def test_warehouse_reports_are_told_apart(event_type, data, path):
+    cloud = SimpleNamespace(data=json.dumps(data).encode())
+    assert warehouse_path(event_type, cloud) == path

@@ -291,6 +291,7 @@ class Outcomes:
     first_seen: dict[tuple[str, str], float] = field(default_factory=dict)
     last_event: dict[str, str] = field(default_factory=dict)
     line_cancel_reasons: Counter = field(default_factory=Counter)  # order.line_cancelled.v1
+    warehouse_paths: dict[str, set[str]] = field(default_factory=dict)  # path -> order ids
 
     def record(self, order_id: str, event_type: str, at: float) -> None:
         self.first_seen.setdefault((order_id, event_type), at)
@@ -308,6 +309,10 @@ class Outcomes:
             for (order_id, kind), at in self.first_seen.items()
             if kind == event_type and order_id in self.submitted_at
         )
+
+    def walked(self, path: str) -> set[str]:
+        """The orders a warehouse path (`warehouse_path`) was seen for."""
+        return self.warehouse_paths.get(path, set())
 
     def ended_as(self, order_id: str) -> str:
         """The order's terminal event (a refusal may follow it), else its last event."""
@@ -373,12 +378,32 @@ class OutcomeTracker:
                     self.outcomes.record(order_id, cloud.type, now)
                     if cloud.type == "order.line_cancelled.v1":
                         self.outcomes.line_cancel_reasons[_data(cloud).get("reason", "?")] += 1
+                    if path := warehouse_path(cloud.type, cloud):
+                        self.outcomes.warehouse_paths.setdefault(path, set()).add(order_id)
 
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self.consumer.stop()
+
+
+SHORT_PICK = "short pick"
+WAREHOUSE_CANCEL = "warehouse cancel"
+LINE_CANCEL_DROP = "line cancel"
+
+
+def warehouse_path(event_type: str, cloud: Any) -> str | None:
+    """Which path a fulfillment report walked: a short pick (shortened on its own), the
+    warehouse cancelling a shipment, or units dropped for a lines-cancel request."""
+    if event_type not in ("fulfillment.shipment.shortened.v1", "fulfillment.shipment.cancelled.v1"):
+        return None
+    data = _data(cloud)
+    if data.get("cancel_request_id"):
+        return LINE_CANCEL_DROP
+    if event_type == "fulfillment.shipment.shortened.v1":
+        return SHORT_PICK
+    return WAREHOUSE_CANCEL if str(data.get("reason") or "").startswith("warehouse") else None
 
 
 def _data(cloud: Any) -> dict[str, Any]:

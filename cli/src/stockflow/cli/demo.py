@@ -30,6 +30,9 @@ from rich.table import Table
 from stockflow.cli import kafka_tools as kt
 from stockflow.cli.checkout_sim import (
     DEMO_MIX,
+    LINE_CANCEL_DROP,
+    SHORT_PICK,
+    WAREHOUSE_CANCEL,
     Catalog,
     OrderFactory,
     Outcomes,
@@ -139,7 +142,7 @@ def register(app: typer.Typer) -> None:
 
         The warehouse's short picks and cancels are the fulfillment autopilot's
         (STOCKFLOW_FULFILLMENT_AUTO_SHORT_PICK_EVERY, _AUTO_CANCEL_EVERY; `make demo
-        DEMO_SHORT_PICK_EVERY=10 DEMO_WAREHOUSE_CANCEL_EVERY=15`, its defaults).
+        DEMO_SHORT_PICK_EVERY=4 DEMO_WAREHOUSE_CANCEL_EVERY=15`, its defaults).
         """
         paths = DemoPaths(
             bundle_backorders, digital_orders, receipt_retries, line_cancels, reallocate
@@ -561,7 +564,6 @@ def report_paths(run: DemoRun, warehouse: Outcomes, receipt_retries: int) -> Non
     ]
     kits = [p for p in run.planned if p.scenario is Scenario.BUNDLE_BACKORDER]
     allocated = {o for (o, t) in run.outcomes.first_seen if t == "order.backorder.allocated.v1"}
-    fulfillment = Counter(t for (o, t) in warehouse.first_seen if o in set(ids))
     table = Table(title="Paths walked")
     table.add_column("path")
     table.add_column("count", justify="right")
@@ -578,11 +580,11 @@ def report_paths(run: DemoRun, warehouse: Outcomes, receipt_retries: int) -> Non
         + f"; {len({p.order_id for p in kits} & allocated)} got kits from late stock",
     )
     table.add_row("receipt retries (same receipt_id, new event id)", str(receipt_retries), "-")
-    for event_type, label in WAREHOUSE_EXCEPTIONS.items():
-        hit = _orders_with(warehouse, ids, event_type)
+    for path, label in WAREHOUSE_EXCEPTIONS.items():
+        hit = warehouse.walked(path) & set(ids)
         table.add_row(label, str(len(hit)), _ended(run, hit))
     reallocating = {p.order_id for p in run.planned if p.reallocates}
-    exceptions = set().union(*(_orders_with(warehouse, ids, t) for t in WAREHOUSE_EXCEPTIONS))
+    exceptions = set().union(*(warehouse.walked(p) for p in WAREHOUSE_EXCEPTIONS))
     reallocated = reallocating & exceptions & allocated
     table.add_row(
         "reallocations (reallocate orders served again after an exception)",
@@ -590,10 +592,11 @@ def report_paths(run: DemoRun, warehouse: Outcomes, receipt_retries: int) -> Non
         _ended(run, reallocated),
     )
     requested = {p.order_id for p in run.planned if p.scenario is Scenario.LINE_CANCEL}
+    dropped = warehouse.walked(LINE_CANCEL_DROP) & requested
     table.add_row(
         "line cancels requested (one unit, once confirmed)",
         str(len(requested)),
-        _ended(run, requested),
+        _ended(run, requested) + f"; fulfillment dropped the units of {len(dropped)}",
     )
     reasons = run.outcomes.line_cancel_reasons
     table.add_row(
@@ -605,22 +608,18 @@ def report_paths(run: DemoRun, warehouse: Outcomes, receipt_retries: int) -> Non
     console.print(
         f"{len(digital)} digital lines, {len(kits)} bundle backorders, "
         f"{receipt_retries} receipt retries, "
-        f"{fulfillment['fulfillment.shipment.shortened.v1']} short picks, "
-        f"{fulfillment['fulfillment.shipment.cancelled.v1']} shipments cancelled, "
-        f"{len(reallocated)} reallocations, {sum(reasons.values())} lines cancelled"
+        + ", ".join(
+            f"{len(warehouse.walked(path))} {path}s"
+            for path in (*WAREHOUSE_EXCEPTIONS, LINE_CANCEL_DROP)
+        )
+        + f", {len(reallocated)} reallocations, {sum(reasons.values())} order.line_cancelled"
     )
 
 
 WAREHOUSE_EXCEPTIONS = {
-    "fulfillment.shipment.shortened.v1": "short picks (orders; shipped as picked)",
-    "fulfillment.shipment.cancelled.v1": (
-        "shipments cancelled (orders; by the warehouse, or a line cancel)"
-    ),
+    SHORT_PICK: "short picks (orders; the shipment left as picked)",
+    WAREHOUSE_CANCEL: "warehouse cancels (orders; a picked shipment cancelled)",
 }
-
-
-def _orders_with(warehouse: Outcomes, ids: list[str], event_type: str) -> set[str]:
-    return {o for (o, t) in warehouse.first_seen if t == event_type} & set(ids)
 
 
 def _ended(run: DemoRun, order_ids: set[str]) -> str:
