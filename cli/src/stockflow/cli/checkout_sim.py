@@ -320,7 +320,7 @@ class Outcomes:
         return ends[0] if ends else self.last_event.get(order_id, "(none yet)")
 
     def final_states(self, order_ids: Sequence[str]) -> Counter:
-        return Counter(self.last_event.get(o, "(none yet)") for o in order_ids)
+        return Counter(self.ended_as(o) for o in order_ids)
 
 
 def percentile(sorted_values: Sequence[float], fraction: float) -> float | None:

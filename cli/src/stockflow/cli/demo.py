@@ -502,7 +502,7 @@ def report(run: DemoRun) -> None:
 
     by_scenario: dict[str, Counter] = defaultdict(Counter)
     for order in planned:
-        by_scenario[order.scenario.value][outcomes.last_event.get(order.order_id, "-")] += 1
+        by_scenario[order.scenario.value][outcomes.ended_as(order.order_id)] += 1
     cross = Table(title="What each kind of order became")
     cross.add_column("order kind")
     cross.add_column("outcomes")
