@@ -39,8 +39,9 @@ run: up ## run the five services and the replenishment worker in the foreground 
 	@$(INFRA) run
 
 # The demo warehouse's short picks and cancels (every Nth pick list / picked shipment; 0: never).
-DEMO_SHORT_PICK_EVERY ?= 0
-DEMO_WAREHOUSE_CANCEL_EVERY ?= 0
+# The demo ends with `stockflow check` (every invariant of every service).
+DEMO_SHORT_PICK_EVERY ?= 4
+DEMO_WAREHOUSE_CANCEL_EVERY ?= 15
 
 demo: up ## the whole system plus a simulated checkout stream and a summary (STOCKFLOW_PROFILE picks the lane)
 	@$(INFRA) stop-services
@@ -48,7 +49,7 @@ demo: up ## the whole system plus a simulated checkout stream and a summary (STO
 	  STOCKFLOW_FULFILLMENT_AUTO_SHORT_PICK_EVERY=$(DEMO_SHORT_PICK_EVERY) \
 	  STOCKFLOW_FULFILLMENT_AUTO_CANCEL_EVERY=$(DEMO_WAREHOUSE_CANCEL_EVERY) \
 	  $(INFRA) start-services
-	@set -a; eval "$$($(INFRA) status)"; set +a; $(VENV)/bin/stockflow demo $(DEMO_ARGS)
+	@set -a; eval "$$($(INFRA) status)"; set +a; $(VENV)/bin/stockflow demo $(DEMO_ARGS) && $(VENV)/bin/stockflow check
 
 # The tests start their Kafka and PostgreSQL on demand (the `test` profile, or
 # STOCKFLOW_TEST_PROFILE); `make test` stops them when it ends unless KEEP_INFRA=1.

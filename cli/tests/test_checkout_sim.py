@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 
 from stockflow.cli.checkout_sim import (
     DEMO_MIX,
+    LINE_CANCEL_DROP,
+    SHORT_PICK,
+    WAREHOUSE_CANCEL,
     Catalog,
     OrderFactory,
     Scenario,
     order_payload,
+    warehouse_path,
     with_extra_scenarios,
 )
 from stockflow.contracts import InvalidMessage, decode, parse
-from stockflow.contracts.events.checkout import CheckoutOrderSubmitted
+from stockflow.contracts.events.checkout import (
+    CheckoutOrderLinesCancelRequested,
+    CheckoutOrderSubmitted,
+)
 
 CATALOG = Catalog(
     skus=["HOT-1", "A-1", "B-1"],
@@ -76,8 +84,33 @@ def test_every_scenario_is_what_it_claims(scenario):
     pending = scenario in (Scenario.PENDING_PAID, Scenario.PENDING_UNPAID)
     assert (order.payment.status == "pending") is pending
     assert (order.payment.deadline is not None) is pending
-    follow_ups = {Scenario.PENDING_PAID: 1, Scenario.CANCELLED: 1}.get(scenario, 0)
-    assert len(planned.follow_ups) == follow_ups
+    follow_ups = {Scenario.PENDING_PAID: 1, Scenario.CANCELLED: 1, Scenario.LINE_CANCEL: 1}
+    assert len(planned.follow_ups) == follow_ups.get(scenario, 0)
+    assert not planned.reallocates, "the merchant's default policy unless asked"
+
+
+def test_a_line_cancel_takes_one_unit_of_the_first_line_and_leaves_the_rest():
+    for seed in range(20):
+        planned = OrderFactory(CATALOG, mix={Scenario.LINE_CANCEL: 1.0}, seed=seed).next()
+        first_line_quantity = planned.lines()[0][1]
+        (follow_up,) = planned.follow_ups
+        cancel = parse(decode(follow_up.record.value, follow_up.record.headers))
+        assert isinstance(cancel, CheckoutOrderLinesCancelRequested)
+        assert cancel.order_id == planned.order_id
+        assert [(line.line_id, line.quantity) for line in cancel.lines] == [("L1", 1)]
+        assert first_line_quantity >= 2, "part of a line: a unit is left to ship"
+        assert follow_up.delay_s >= 0.8, "sent once the order is likely confirmed"
+
+
+def test_a_share_of_orders_asks_for_reallocation():
+    factory = OrderFactory(CATALOG, seed=9, reallocate_share=0.3)
+    planned = [factory.next() for _ in range(200)]
+    reallocating = [p for p in planned if p.reallocates]
+    assert 30 <= len(reallocating) <= 90
+    valid = [p for p in reallocating if p.scenario is not Scenario.INVALID]
+    order = parse(decode(valid[0].record.value, valid[0].record.headers))
+    assert isinstance(order, CheckoutOrderSubmitted)
+    assert order.fulfillment_exception_policy == "reallocate"
 
 
 def test_extra_scenarios_take_their_share_from_the_normal_orders():
@@ -87,3 +120,19 @@ def test_extra_scenarios_take_their_share_from_the_normal_orders():
     assert sum(mix.values()) == pytest.approx(sum(DEMO_MIX.values()))
     with pytest.raises(ValueError, match="more than the normal orders"):
         with_extra_scenarios(DEMO_MIX, {Scenario.DIGITAL: 0.9})
+
+
+@pytest.mark.parametrize(
+    ("event_type", "data", "path"),
+    [
+        ("fulfillment.shipment.shortened.v1", {"reason": None}, SHORT_PICK),
+        ("fulfillment.shipment.shortened.v1", {"cancel_request_id": "lc-1"}, LINE_CANCEL_DROP),
+        ("fulfillment.shipment.cancelled.v1", {"reason": "warehouse: damp"}, WAREHOUSE_CANCEL),
+        ("fulfillment.shipment.cancelled.v1", {"cancel_request_id": "lc-1"}, LINE_CANCEL_DROP),
+        ("fulfillment.shipment.cancelled.v1", {"reason": "order cancelled"}, None),
+        ("fulfillment.shipment.shipped.v1", {}, None),
+    ],
+)
+def test_warehouse_reports_are_told_apart(event_type, data, path):
+    cloud = SimpleNamespace(data=json.dumps(data).encode())
+    assert warehouse_path(event_type, cloud) == path

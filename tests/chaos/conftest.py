@@ -32,6 +32,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -60,8 +61,15 @@ from stockflow.runtime.testing.plugin import reader_from_start
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "chaos-results" / "latest.json"
 SERVICES = ("catalog", "stock", "order", "fulfillment", "accounting")
-# The demo's mix, and orders of a short backorderable bundle and of digital goods only.
-LOAD_MIX = with_extra_scenarios(DEMO_MIX, {Scenario.BUNDLE_BACKORDER: 0.03, Scenario.DIGITAL: 0.03})
+# The demo's mix, and orders of a short backorderable bundle, of digital goods only, and orders
+# that cancel a unit once confirmed (it lands before picking, or is refused and ships).
+LOAD_MIX = with_extra_scenarios(
+    DEMO_MIX,
+    {Scenario.BUNDLE_BACKORDER: 0.03, Scenario.DIGITAL: 0.03, Scenario.LINE_CANCEL: 0.04},
+)
+# Every Nth order the warehouse also receives a few units, and re-sends that receipt (same
+# receipt_id, new event id) as a WMS retries: applied once.
+LOAD_RECEIPT_EVERY = 10
 SCHEMAS = {s: ("orders" if s == "order" else s) for s in SERVICES}
 DLQ_TOPICS = {s: f"{SCHEMAS[s]}.dlq.v1" for s in SERVICES}
 LOCATIONS = ("WH-EAST", "WH-WEST")
@@ -332,6 +340,7 @@ class Load:
         payment_deadline_s: float = 3.0,
     ) -> None:
         self.producer = producer
+        self.catalog = catalog
         self.factory = OrderFactory(
             catalog, mix=mix or LOAD_MIX, seed=seed, payment_deadline_s=payment_deadline_s
         )
@@ -363,10 +372,24 @@ class Load:
                 break
             order = self.factory.next()
             self.planned.append(order)
-            task = asyncio.create_task(self._send(order))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._send(order))
+            if index % LOAD_RECEIPT_EVERY == LOAD_RECEIPT_EVERY - 1:
+                self._spawn(self._receive_retried(index))
             index += 1
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _receive_retried(self, index: int) -> None:
+        """A receipt of a few units, sent twice under one receipt_id (new event id each)."""
+        sku = self.catalog.skus[index % len(self.catalog.skus)]
+        location = LOCATIONS[index % len(LOCATIONS)]
+        receipt_id = f"load-{self.factory.run_id}-{index}"
+        event = goods_received(sku, location, 3, unit_cost="4.00", receipt_id=receipt_id)
+        for _ in range(2):
+            await send_reliably(self.producer, encode(event, source=SOURCE))
 
     async def _send(self, order: PlannedOrder) -> None:
         await send_reliably(self.producer, order.record)

@@ -24,7 +24,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from stockflow.cli.common import kafka_security
 from stockflow.contracts import Event, InvalidMessage, KafkaRecord, decode, encode
 from stockflow.contracts.events.checkout import (
+    CancelLine,
     CheckoutOrderCancelRequested,
+    CheckoutOrderLinesCancelRequested,
     CheckoutOrderSubmitted,
     CheckoutPaymentConfirmed,
 )
@@ -44,6 +46,7 @@ class Scenario(StrEnum):
     PENDING_PAID = "payment pending, then paid"
     PENDING_UNPAID = "payment pending, never paid"
     CANCELLED = "cancelled by the customer"
+    LINE_CANCEL = "one unit of a line cancelled after confirmation"
     OUT_OF_STOCK = "out-of-stock sku"
     BACKORDER = "backorderable sku, short"
     BUNDLE_BACKORDER = "backorderable bundle, short"
@@ -106,6 +109,12 @@ class PlannedOrder:
     record: KafkaRecord
     follow_ups: list[FollowUp] = field(default_factory=list)
 
+    @property
+    def reallocates(self) -> bool:
+        """The order asked for its warehouse exceptions to be reallocated."""
+        policy = json.loads(self.record.value).get("fulfillment_exception_policy")
+        return bool(policy == "reallocate")
+
     def lines(self) -> list[tuple[str, int]]:
         """(sku, quantity) of each line as sent (an invalid order's too)."""
         return [(line["sku"], line["quantity"]) for line in json.loads(self.record.value)["lines"]]
@@ -114,7 +123,7 @@ class PlannedOrder:
 class OrderFactory:
     """Deterministic (seeded) stream of orders: 1 to 5 lines, skewed popularity with a hot SKU."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 -- the stream's knobs, keyword-only after the catalog
         self,
         catalog: Catalog,
         *,
@@ -123,8 +132,12 @@ class OrderFactory:
         currency: str = "USD",
         run_id: str | None = None,
         payment_deadline_s: float = 8.0,
+        reallocate_share: float = 0.0,
     ) -> None:
+        """`reallocate_share` of the orders ask for `reallocate` as their fulfillment exception
+        policy (the others take the merchant's default)."""
         self.catalog = catalog
+        self.reallocate_share = reallocate_share
         self.mix = mix or DEMO_MIX
         self.random = random.Random(seed)
         self.currency = currency
@@ -161,6 +174,8 @@ class OrderFactory:
             if scenario in (Scenario.BACKORDER, Scenario.BUNDLE_BACKORDER):
                 quantity = self.random.randint(3, 6)
             lines.append((sku, quantity))
+        if scenario is Scenario.LINE_CANCEL:
+            lines[0] = (lines[0][0], max(2, lines[0][1]))  # one unit cancelled, the rest ships
         return lines
 
     def next(self, now: datetime | None = None) -> PlannedOrder:
@@ -184,6 +199,8 @@ class OrderFactory:
             currency=self.currency,
             payment=payment,
         ) | {"placed_at": now.isoformat()}
+        if self.reallocate_share and self.random.random() < self.reallocate_share:
+            payload["fulfillment_exception_policy"] = "reallocate"
         if scenario is Scenario.INVALID:
             payload["lines"][0]["quantity"] = 0
             record = raw_record(CheckoutOrderSubmitted, order_id, payload)
@@ -200,7 +217,22 @@ class OrderFactory:
             planned.follow_ups.append(
                 FollowUp(self.random.uniform(0.2, 1.5), encode(cancel, source=SOURCE))
             )
+        if scenario is Scenario.LINE_CANCEL:
+            delay_s = self.random.uniform(0.8, 1.6)
+            planned.follow_ups.append(FollowUp(delay_s, line_cancel(order_id)))
         return planned
+
+
+def line_cancel(order_id: str) -> KafkaRecord:
+    """The customer takes one unit off the order's first line (sent once confirmation is likely
+    and before the warehouse picks: the autopilot picks shipments a few seconds old)."""
+    request = CheckoutOrderLinesCancelRequested(
+        order_id=order_id,
+        request_id=f"lc-{order_id}",
+        lines=[CancelLine(line_id="L1", quantity=1)],
+        reason="customer removed one unit",
+    )
+    return encode(request, source=SOURCE)
 
 
 def order_payload(
@@ -258,6 +290,8 @@ class Outcomes:
     submitted_at: dict[str, float] = field(default_factory=dict)
     first_seen: dict[tuple[str, str], float] = field(default_factory=dict)
     last_event: dict[str, str] = field(default_factory=dict)
+    line_cancel_reasons: Counter = field(default_factory=Counter)  # order.line_cancelled.v1
+    warehouse_paths: dict[str, set[str]] = field(default_factory=dict)  # path -> order ids
 
     def record(self, order_id: str, event_type: str, at: float) -> None:
         self.first_seen.setdefault((order_id, event_type), at)
@@ -276,8 +310,17 @@ class Outcomes:
             if kind == event_type and order_id in self.submitted_at
         )
 
+    def walked(self, path: str) -> set[str]:
+        """The orders a warehouse path (`warehouse_path`) was seen for."""
+        return self.warehouse_paths.get(path, set())
+
+    def ended_as(self, order_id: str) -> str:
+        """The order's terminal event (a refusal may follow it), else its last event."""
+        ends = [t for (o, t) in self.first_seen if o == order_id and t in TERMINAL_EVENTS]
+        return ends[0] if ends else self.last_event.get(order_id, "(none yet)")
+
     def final_states(self, order_ids: Sequence[str]) -> Counter:
-        return Counter(self.last_event.get(o, "(none yet)") for o in order_ids)
+        return Counter(self.ended_as(o) for o in order_ids)
 
 
 def percentile(sorted_values: Sequence[float], fraction: float) -> float | None:
@@ -333,12 +376,41 @@ class OutcomeTracker:
                         continue  # not ours to judge here
                     order_id = record.key.decode() if record.key else cloud.subject or ""
                     self.outcomes.record(order_id, cloud.type, now)
+                    if cloud.type == "order.line_cancelled.v1":
+                        self.outcomes.line_cancel_reasons[_data(cloud).get("reason", "?")] += 1
+                    if path := warehouse_path(cloud.type, cloud):
+                        self.outcomes.warehouse_paths.setdefault(path, set()).add(order_id)
 
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self.consumer.stop()
+
+
+SHORT_PICK = "short pick"
+WAREHOUSE_CANCEL = "warehouse cancel"
+LINE_CANCEL_DROP = "line cancel"
+
+
+def warehouse_path(event_type: str, cloud: Any) -> str | None:
+    """Which path a fulfillment report walked: a short pick (shortened on its own), the
+    warehouse cancelling a shipment, or units dropped for a lines-cancel request."""
+    if event_type not in ("fulfillment.shipment.shortened.v1", "fulfillment.shipment.cancelled.v1"):
+        return None
+    data = _data(cloud)
+    if data.get("cancel_request_id"):
+        return LINE_CANCEL_DROP
+    if event_type == "fulfillment.shipment.shortened.v1":
+        return SHORT_PICK
+    return WAREHOUSE_CANCEL if str(data.get("reason") or "").startswith("warehouse") else None
+
+
+def _data(cloud: Any) -> dict[str, Any]:
+    data = cloud.data
+    if isinstance(data, bytes | bytearray):
+        data = json.loads(data)
+    return data if isinstance(data, dict) else {}
 
 
 async def send_orders(

@@ -3,8 +3,9 @@
 Everything goes through the system's real front doors: the catalog's HTTP API, the warehouse
 receipts topic and the checkout topic. The demo then waits until every order has reached a
 terminal state and prints what happened, with throughput and latency, and which of the less
-common paths it walked (digital goods, bundle backorders, receipt retries, and the warehouse's
-short picks and cancels when the fulfillment autopilot is told to make them).
+common paths it walked (digital goods, bundle backorders, receipt retries, line cancels, and
+the warehouse's short picks and cancels when the fulfillment autopilot is told to make them,
+under both fulfillment exception policies).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from rich.table import Table
 from stockflow.cli import kafka_tools as kt
 from stockflow.cli.checkout_sim import (
     DEMO_MIX,
+    LINE_CANCEL_DROP,
+    SHORT_PICK,
+    WAREHOUSE_CANCEL,
     Catalog,
     OrderFactory,
     Outcomes,
@@ -123,14 +127,26 @@ def register(app: typer.Typer) -> None:
             help="Times the warehouse re-sends each late receipt (same receipt_id, new event "
             "id), as a WMS retries.",
         ),
+        line_cancels: float = typer.Option(
+            0.04, min=0, max=0.5, help="Share of orders that cancel a unit once confirmed."
+        ),
+        reallocate: float = typer.Option(
+            0.3,
+            min=0,
+            max=1,
+            help="Share of orders whose short picks and warehouse cancels are reallocated "
+            "(the others: cancel_remainder).",
+        ),
     ) -> None:
         """Seed catalog and stock, emit a stream of orders, wait, and summarise.
 
         The warehouse's short picks and cancels are the fulfillment autopilot's
         (STOCKFLOW_FULFILLMENT_AUTO_SHORT_PICK_EVERY, _AUTO_CANCEL_EVERY; `make demo
-        DEMO_SHORT_PICK_EVERY=10 DEMO_WAREHOUSE_CANCEL_EVERY=15`); off by default.
+        DEMO_SHORT_PICK_EVERY=4 DEMO_WAREHOUSE_CANCEL_EVERY=15`, its defaults).
         """
-        paths = DemoPaths(bundle_backorders, digital_orders, receipt_retries)
+        paths = DemoPaths(
+            bundle_backorders, digital_orders, receipt_retries, line_cancels, reallocate
+        )
         ok = kt.run_command(run_demo(orders, rate, timeout, seed, paths))
         raise typer.Exit(0 if ok else 1)
 
@@ -142,6 +158,8 @@ class DemoPaths:
     bundle_backorders: float = 0.03
     digital_orders: float = 0.03
     receipt_retries: int = 1
+    line_cancels: float = 0.04
+    reallocate: float = 0.3
 
     def mix(self) -> dict[Scenario, float]:
         return with_extra_scenarios(
@@ -149,6 +167,7 @@ class DemoPaths:
             {
                 Scenario.BUNDLE_BACKORDER: self.bundle_backorders,
                 Scenario.DIGITAL: self.digital_orders,
+                Scenario.LINE_CANCEL: self.line_cancels,
             },
         )
 
@@ -178,7 +197,13 @@ async def run_demo(
             backorderable_bundles=BACKORDERABLE_BUNDLES,
             digital=DIGITAL,
         )
-        factory = OrderFactory(catalog, mix=paths.mix(), seed=seed, run_id=uuid.uuid4().hex[:6])
+        factory = OrderFactory(
+            catalog,
+            mix=paths.mix(),
+            seed=seed,
+            run_id=uuid.uuid4().hex[:6],
+            reallocate_share=paths.reallocate,
+        )
         warehouse = Outcomes()
         shipments = OutcomeTracker(bootstrap, warehouse, topic="fulfillment.events.v1")
         await shipments.start()
@@ -477,7 +502,7 @@ def report(run: DemoRun) -> None:
 
     by_scenario: dict[str, Counter] = defaultdict(Counter)
     for order in planned:
-        by_scenario[order.scenario.value][outcomes.last_event.get(order.order_id, "-")] += 1
+        by_scenario[order.scenario.value][outcomes.ended_as(order.order_id)] += 1
     cross = Table(title="What each kind of order became")
     cross.add_column("order kind")
     cross.add_column("outcomes")
@@ -539,7 +564,6 @@ def report_paths(run: DemoRun, warehouse: Outcomes, receipt_retries: int) -> Non
     ]
     kits = [p for p in run.planned if p.scenario is Scenario.BUNDLE_BACKORDER]
     allocated = {o for (o, t) in run.outcomes.first_seen if t == "order.backorder.allocated.v1"}
-    fulfillment = Counter(t for (o, t) in warehouse.first_seen if o in set(ids))
     table = Table(title="Paths walked")
     table.add_column("path")
     table.add_column("count", justify="right")
@@ -556,24 +580,48 @@ def report_paths(run: DemoRun, warehouse: Outcomes, receipt_retries: int) -> Non
         + f"; {len({p.order_id for p in kits} & allocated)} got kits from late stock",
     )
     table.add_row("receipt retries (same receipt_id, new event id)", str(receipt_retries), "-")
+    for path, label in WAREHOUSE_EXCEPTIONS.items():
+        hit = warehouse.walked(path) & set(ids)
+        table.add_row(label, str(len(hit)), _ended(run, hit))
+    reallocating = {p.order_id for p in run.planned if p.reallocates}
+    exceptions = set().union(*(warehouse.walked(p) for p in WAREHOUSE_EXCEPTIONS))
+    reallocated = reallocating & exceptions & allocated
     table.add_row(
-        "short picks (shipments shipped as picked)",
-        str(fulfillment["fulfillment.shipment.shortened.v1"]),
-        "make demo DEMO_SHORT_PICK_EVERY=N",
+        "reallocations (reallocate orders served again after an exception)",
+        str(len(reallocated)),
+        _ended(run, reallocated),
     )
+    requested = {p.order_id for p in run.planned if p.scenario is Scenario.LINE_CANCEL}
+    dropped = warehouse.walked(LINE_CANCEL_DROP) & requested
     table.add_row(
-        "shipments cancelled (customer or warehouse)",
-        str(fulfillment["fulfillment.shipment.cancelled.v1"]),
-        "make demo DEMO_WAREHOUSE_CANCEL_EVERY=N",
+        "line cancels requested (one unit, once confirmed)",
+        str(len(requested)),
+        _ended(run, requested) + f"; fulfillment dropped the units of {len(dropped)}",
+    )
+    reasons = run.outcomes.line_cancel_reasons
+    table.add_row(
+        "order.line_cancelled.v1 by reason",
+        str(sum(reasons.values())),
+        ", ".join(f"{k} × {v}" for k, v in reasons.most_common()) or "-",
     )
     console.print(table)
     console.print(
         f"{len(digital)} digital lines, {len(kits)} bundle backorders, "
         f"{receipt_retries} receipt retries, "
-        f"{fulfillment['fulfillment.shipment.shortened.v1']} short picks"
+        + ", ".join(
+            f"{len(warehouse.walked(path))} {path}s"
+            for path in (*WAREHOUSE_EXCEPTIONS, LINE_CANCEL_DROP)
+        )
+        + f", {len(reallocated)} reallocations, {sum(reasons.values())} order.line_cancelled"
     )
 
 
+WAREHOUSE_EXCEPTIONS = {
+    SHORT_PICK: "short picks (orders; the shipment left as picked)",
+    WAREHOUSE_CANCEL: "warehouse cancels (orders; a picked shipment cancelled)",
+}
+
+
 def _ended(run: DemoRun, order_ids: set[str]) -> str:
-    ends = Counter(run.outcomes.last_event.get(o, "(none yet)") for o in order_ids)
+    ends = Counter(run.outcomes.ended_as(o) for o in order_ids)
     return ", ".join(f"{k} × {v}" for k, v in ends.most_common()) or "-"
