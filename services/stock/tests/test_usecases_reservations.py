@@ -122,6 +122,13 @@ class InMemoryReservations(store.ReservationStore):
     async def insert_bundle_backorders(self, bundles: Sequence[BundleBackorder]) -> None:
         self.bundles |= {(b.order_id, b.line_id): b for b in bundles}
 
+    async def queue_bundle_again(self, bundle: BundleBackorder) -> None:
+        key = (bundle.order_id, bundle.line_id)
+        known = self.bundles.get(key)
+        self.bundles[key] = (
+            bundle if known is None else replace(known, quantity=known.quantity + bundle.quantity)
+        )
+
     async def lock_bundle_backorders(self, lines: Iterable[store.LineKey]) -> list[BundleBackorder]:
         return [self.bundles[key] for key in sorted(set(lines)) if key in self.bundles]
 
@@ -498,3 +505,48 @@ async def test_a_bundle_component_arriving_where_the_bundle_does_not_wait_stays_
     await receive(batch, uow, ("A", "WH-1"), 1)
     allocated = uow.last(wire.BackorderAllocated)
     assert (allocated.sku, allocated.location, allocated.quantity) == ("KIT", "WH-1", 1)
+
+
+def kit_of_a_and_two_b() -> store.CatalogSku:
+    return store.CatalogSku(
+        "KIT", True, False, "active", (BundleComponent("A", 1), BundleComponent("B", 2))
+    )
+
+
+def kits_back_on_backorder(quantity: int) -> list[wire.ReleaseLine]:
+    """A warehouse cancel under `reallocate`: the kits were on the shelf, the line wants them."""
+    return [
+        wire.ReleaseLine(line_id="1", sku="KIT", location="WH-1", quantity=quantity, backorder=True)
+    ]
+
+
+def kit_announcements(uow: RecordingUnitOfWork) -> list[tuple[str, int, int]]:
+    return [
+        (e.sku, e.quantity, e.remaining_backordered)
+        for e in uow.published
+        if isinstance(e, wire.BackorderAllocated)
+    ]
+
+
+async def test_kits_queued_again_are_announced_as_whole_kits_not_as_their_components():
+    batch, rows = batch_over({("A", "WH-1"): 2, ("B", "WH-1"): 4}, [kit_of_a_and_two_b()])
+    uow = RecordingUnitOfWork()
+    await reserve(batch, uow, reserve_command("O1", ("KIT", 2)))
+    await batch.holds.release_lines(uow, "O1", kits_back_on_backorder(1), "warehouse-cancel")
+    assert kit_announcements(uow) == [("KIT", 1, 0)]
+    assert rows.bundles[("O1", "1")].allocated == 1
+    level_b = batch.book.level("B", "WH-1")
+    assert (level_b.reserved, level_b.backordered) == (4, 0)
+
+
+async def test_kits_already_announced_once_are_announced_again_after_a_warehouse_cancel():
+    batch, rows = batch_over({("A", "WH-1"): 1, ("B", "WH-1"): 2}, [kit_of_a_and_two_b()])
+    uow = RecordingUnitOfWork()
+    await reserve(batch, uow, reserve_command("O1", ("KIT", 2), backorder_policy="allow"))
+    await receive(batch, uow, ("A", "WH-1"), 1)
+    await receive(batch, uow, ("B", "WH-1"), 2)
+    assert kit_announcements(uow) == [("KIT", 1, 0)]
+    # The late kit's shipment is cancelled by the warehouse: the kit waits, and is served again.
+    await batch.holds.release_lines(uow, "O1", kits_back_on_backorder(1), "warehouse-cancel")
+    assert kit_announcements(uow) == [("KIT", 1, 0), ("KIT", 1, 0)]
+    assert (rows.bundles[("O1", "1")].quantity, rows.bundles[("O1", "1")].allocated) == (2, 2)

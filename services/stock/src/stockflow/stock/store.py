@@ -712,6 +712,22 @@ class ReservationStore:
             [json.dumps([{"sku": sku, "quantity": n} for sku, n in b.components]) for b in bundles],
         )
 
+    async def queue_bundle_again(self, bundle: BundleBackorder) -> None:
+        """`bundle.quantity` more bundles of a line wait whole (a new row if the line had no
+        backorder yet; an existing row grows and keeps what it announced)."""
+        await self.conn.execute(
+            "INSERT INTO bundle_backorders (order_id, line_id, sku, location, quantity, "
+            "components) VALUES ($1, $2, $3, $4, $5, $6::jsonb) "
+            "ON CONFLICT (order_id, line_id) DO UPDATE "
+            "SET quantity = bundle_backorders.quantity + EXCLUDED.quantity",
+            bundle.order_id,
+            bundle.line_id,
+            bundle.sku,
+            bundle.location,
+            bundle.quantity,
+            json.dumps([{"sku": sku, "quantity": n} for sku, n in bundle.components]),
+        )
+
     async def lock_bundle_backorders(self, lines: Iterable[LineKey]) -> list[BundleBackorder]:
         """The backordered bundle lines among `lines` (order, line), locked in key order."""
         keys = sorted(set(lines))

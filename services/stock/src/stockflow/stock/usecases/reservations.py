@@ -160,14 +160,16 @@ class OrderHolds:
         to_serve: set[tuple[str, str]] = set()
         if outcome is ReleaseOutcome.RELEASED:
             for line in lines:
-                parts = self.components.get(line.sku) or (BundleComponent(line.sku, 1),)
-                for part in parts:
+                bundle = self.components.get(line.sku, ())
+                for part in bundle or (BundleComponent(line.sku, 1),):
                     released = self._release_part(order_id, (part, line), cause)
                     freed += released
                     if not line.not_found:
                         to_serve |= {(h.sku, h.location) for h in released}
                     if line.backorder:
                         to_serve |= await self._queue_again(order_id, released, cause)
+                if line.backorder and bundle:
+                    await self._queue_bundle_again(order_id, line, bundle)
             for held in freed:
                 await self.rows.release_hold(order_id, held, held.quantity)
             for where in sorted(to_serve):
@@ -187,6 +189,23 @@ class OrderHolds:
             )
         skus = {held.sku for held in released}
         return {(sku, location) for sku in skus for location in self.book.locations_of(sku)}
+
+    async def _queue_bundle_again(
+        self, order_id: str, line: wire.ReleaseLine, bundle: Sequence[BundleComponent]
+    ) -> None:
+        """A bundle line's units back on backorder wait as whole bundles again: its bundle
+        row grows, so the components' fills announce those bundles once they are whole."""
+        await self.rows.queue_bundle_again(
+            BundleBackorder(
+                order_id,
+                line.line_id,
+                line.sku,
+                line.location,
+                line.quantity,
+                0,
+                tuple((part.sku, part.quantity) for part in bundle),
+            )
+        )
 
     def _holds_any(self, order_id: str, lines: Sequence[wire.ReleaseLine]) -> bool:
         wanted = {(line.line_id, line.location) for line in lines}
