@@ -170,6 +170,30 @@ CORRUPTIONS["reservations_beyond_what_is_left_to_ship"] = [
 ]
 
 
+# A kit put back on backorder that stock served without telling the order: the order waits
+# for 3 backordered units, stock has no open backorder for the line, and nothing moved lately.
+CORRUPTIONS["backorders_the_order_waits_for_are_open"] = [
+    "UPDATE {order}.orders SET state = 'partially_shipped', saga = '"
+    + formattable(saga_json("partially_shipped", quantity=5, shipped=2, backordered=3))
+    + "', updated_at = now() - interval '10 min' WHERE order_id = 'O-live'",
+]
+
+
+async def open_a_backorder(pool, order_id: str, units: int) -> None:
+    """Stock waits for `units` of SKU1 at WH-A for the order's line L1, as a reservation does."""
+    async with unit_of_work(pool, source="test") as uow:
+        book = await LevelBook.load(uow.conn, ["SKU1"])
+        opened = Movement(MovementKind.BACKORDER_OPENED, "SKU1", "WH-A", units, reference=order_id)
+        book.move(opened, cause_event_id="b1", order_id=order_id, reference_type="order")
+        await book.flush(uow)
+        await uow.conn.execute(
+            "INSERT INTO backorders (order_id, line_id, sku, location, quantity, open) "
+            "VALUES ($1, 'L1', 'SKU1', 'WH-A', $2, $2)",
+            order_id,
+            units,
+        )
+
+
 @pytest.mark.parametrize(
     "saga",
     [
@@ -180,10 +204,13 @@ CORRUPTIONS["reservations_beyond_what_is_left_to_ship"] = [
     ids=["a shipment planned", "a backorder waits", "cancelled units released"],
 )
 async def test_an_order_waiting_on_a_planned_shipment_or_a_backorder_is_no_violation(
-    system_schemas, saga
+    system_schemas, scratch_schema, saga
 ):
     admin, schemas = system_schemas
     state = json.loads(saga)["state"]
+    backordered = json.loads(saga)["lines"][0]["backordered"]
+    if backordered:
+        await open_a_backorder(scratch_schema[1], "O-live", backordered)
     await admin.execute(
         f"UPDATE {schemas['order']}.orders SET state = $1, saga = $2::jsonb, "
         "updated_at = now() - interval '10 min' WHERE order_id = 'O-live'",
@@ -262,3 +289,14 @@ async def test_repair_leaves_a_level_its_ledger_does_not_explain_to_a_person(sys
         "level_changes_published",  # stray SQL staged no stock.levels.v1 record either
     }
     assert await propose_repairs(admin, schemas=schemas) == []
+
+
+async def test_a_backorder_allocation_stock_has_just_sent_is_not_counted_as_lost(system_schemas):
+    admin, schemas = system_schemas
+    for statement in CORRUPTIONS["backorders_the_order_waits_for_are_open"]:
+        await admin.execute(statement.format(**schemas))
+    await admin.execute(
+        f"INSERT INTO {schemas['stock']}.outbox (topic, key, value, headers) "
+        "VALUES ('stock.events.v1', convert_to('O-live', 'UTF8'), '\\x7b7d', '{}')"
+    )
+    assert await found(admin, schemas) == set()

@@ -107,6 +107,34 @@ def reservations_beyond_what_is_left_to_ship(
     )
 
 
+def backorders_the_order_waits_for(orders_schema: str, settle_seconds: float) -> Invariant:
+    """A live order waits for backordered units of a line for which stock has no open
+    backorder: nothing will ever allocate them (units put back on backorder that stock served
+    without telling the order). Nothing stock said about the order may be younger than
+    `settle_seconds` or unsent (its outbox), so an allocation on its way is not counted.
+    `{schema}` is the stock schema."""
+    states = ", ".join(f"'{s}'" for s in (*TERMINAL_ORDER_STATES, "received", "reserving"))
+    settled = f"make_interval(secs => {float(settle_seconds)!r})"
+    return Invariant(
+        "backorders_the_order_waits_for_are_open",
+        "a live order that waits for backordered units of a line has an open backorder for it",
+        f"""SELECT o.order_id || '/' || (l->>'line_id') AS subject,
+                   format('%s waits for %s backordered unit(s) of %s; stock has no open '
+                          'backorder for the line', o.state, l->>'backordered', l->>'sku')
+                   AS detail
+            FROM {orders_schema}.orders o
+            CROSS JOIN LATERAL jsonb_array_elements(o.saga->'lines') l
+            WHERE o.state NOT IN ({states}) AND (l->>'backordered')::int > 0
+              AND o.updated_at < now() - {settled}
+              AND NOT EXISTS (SELECT 1 FROM {{schema}}.backorders b
+                              WHERE b.order_id = o.order_id AND b.line_id = l->>'line_id'
+                                AND b.open > 0)
+              AND NOT EXISTS (SELECT 1 FROM {{schema}}.outbox ob
+                              WHERE ob.key = convert_to(o.order_id, 'UTF8')
+                                AND (ob.sent_at IS NULL OR ob.created_at > now() - {settled}))""",
+    )
+
+
 def service_invariants(settle_seconds: float) -> dict[str, tuple[Invariant, ...]]:
     return {
         "stock": stock_invariants.INVARIANTS,
@@ -142,6 +170,7 @@ async def find_system_violations(
         cross = [
             reservations_of_terminal_orders(schemas["order"], settle_seconds),
             reservations_beyond_what_is_left_to_ship(schemas["order"], settle_seconds),
+            backorders_the_order_waits_for(schemas["order"], settle_seconds),
         ]
         found += await run_invariants(conn, schemas["stock"], cross, limit=limit)
     return found
