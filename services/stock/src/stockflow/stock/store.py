@@ -717,7 +717,7 @@ class ReservationStore:
         backorder yet; an existing row grows and keeps what it announced)."""
         await self.conn.execute(
             "INSERT INTO bundle_backorders (order_id, line_id, sku, location, quantity, "
-            "components) VALUES ($1, $2, $3, $4, $5, $6::jsonb) "
+            "components) VALUES ($1, $2, $3, $4, $5, $6::text::jsonb) "
             "ON CONFLICT (order_id, line_id) DO UPDATE "
             "SET quantity = bundle_backorders.quantity + EXCLUDED.quantity",
             bundle.order_id,
