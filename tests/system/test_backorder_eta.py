@@ -16,19 +16,13 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from stockflow.contracts import encode
 from stockflow.contracts.events.checkout import CheckoutOrderSubmitted
 from stockflow.runtime.testing.factories import variant
-from stockflow.runtime.testing.plugin import read_topic
+from stockflow.runtime.testing.plugin import read_topic, send
 
 pytestmark = pytest.mark.system
 
 ADMIN = {"Authorization": "Bearer dev-admin-token"}
-
-
-async def send(producer: AIOKafkaProducer, event) -> None:
-    record = encode(event, source="test")
-    await producer.send_and_wait(record.topic, record.value, key=record.key, headers=record.headers)
 
 
 def submission(order_id: str, sku: str, quantity: int) -> CheckoutOrderSubmitted:

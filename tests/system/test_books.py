@@ -13,31 +13,15 @@ from decimal import Decimal
 import asyncpg
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from stockflow.cli.checkout_sim import order_payload
-from stockflow.contracts import encode
 from stockflow.contracts.events.checkout import CheckoutOrderCancelRequested, CheckoutOrderSubmitted
 from stockflow.runtime.testing.factories import goods_received, variant
+from stockflow.runtime.testing.plugin import send
 
 pytestmark = pytest.mark.system
 
 ADMIN = {"Authorization": "Bearer dev-admin-token"}
-
-
-@pytest.fixture(scope="module")
-async def producer(system, infra):
-    producer = AIOKafkaProducer(
-        bootstrap_servers=infra.kafka_bootstrap, acks="all", enable_idempotence=True
-    )
-    await producer.start()
-    yield producer
-    await producer.stop()
-
-
-async def send(producer: AIOKafkaProducer, event) -> None:
-    record = encode(event, source="stockflow/test")
-    await producer.send_and_wait(record.topic, record.value, key=record.key, headers=record.headers)
 
 
 async def stocked(system, producer, sku: str, units: int, currency: str = "USD") -> None:

@@ -16,8 +16,8 @@ import asyncpg
 import httpx
 import pytest
 
-from stockflow.contracts import encode
 from stockflow.runtime.testing.factories import goods_received, variant
+from stockflow.runtime.testing.plugin import send
 from stockflow.runtime.testing.system import System
 from stockflow.runtime.watchdog import STALL_EXIT_CODE
 
@@ -28,11 +28,6 @@ WATCHDOG = {
     "consumer_restart_grace_s": 60,
     "consumer_watchdog_interval_s": 0.2,
 }
-
-
-async def send(producer, event) -> None:
-    record = encode(event, source="test")
-    await producer.send_and_wait(record.topic, record.value, key=record.key, headers=record.headers)
 
 
 async def until(probe, timeout_s: float = 60):

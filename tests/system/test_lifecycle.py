@@ -13,14 +13,12 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from stockflow.cli.check import check_system
 from stockflow.cli.checkout_sim import order_payload
-from stockflow.contracts import encode
 from stockflow.contracts.events.checkout import CheckoutOrderSubmitted
 from stockflow.runtime.testing.factories import goods_received, variant
-from stockflow.runtime.testing.plugin import SYSTEM_ENV
+from stockflow.runtime.testing.plugin import SYSTEM_ENV, send
 from stockflow.runtime.testing.system import System
 
 pytestmark = pytest.mark.system
@@ -36,21 +34,6 @@ def system(infra):
     running.start_all()
     yield running
     running.stop_all()
-
-
-@pytest.fixture(scope="module")
-async def producer(system, infra):
-    producer = AIOKafkaProducer(
-        bootstrap_servers=infra.kafka_bootstrap, acks="all", enable_idempotence=True
-    )
-    await producer.start()
-    yield producer
-    await producer.stop()
-
-
-async def send(producer: AIOKafkaProducer, event) -> None:
-    record = encode(event, source="stockflow/test")
-    await producer.send_and_wait(record.topic, record.value, key=record.key, headers=record.headers)
 
 
 async def eventually(probe, what: str, attempts: int = 240):

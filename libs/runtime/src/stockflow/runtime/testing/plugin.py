@@ -11,6 +11,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from stockflow.contracts import encode
+from stockflow.contracts.base import Event
 from stockflow.runtime.bootstrap import KafkaSetup, bootstrap
 from stockflow.runtime.db import create_pool, migrate
 from stockflow.runtime.testing.infra import Infra, resolve_infra
@@ -65,6 +67,12 @@ def new_topic(infra: Infra) -> Callable[..., Awaitable[str]]:
         return name
 
     return create
+
+
+async def send(producer: AIOKafkaProducer, event: Event, source: str = "stockflow/test") -> None:
+    """Publish a contract event as its CloudEvent record, and wait for the broker's ack."""
+    record = encode(event, source=source)
+    await producer.send_and_wait(record.topic, record.value, key=record.key, headers=record.headers)
 
 
 @pytest.fixture
